@@ -1,0 +1,387 @@
+//! The envelope: one event as stored in the `log` keyspace, with its canonical byte encoding and
+//! its place in the SHA-256 hash chain. Not a serde format: the bytes are hashed, so the
+//! encoding is written out field by field and never depends on a library's choices.
+//!
+//! Layout (all integers big-endian), envelope format 1:
+//! `format u8 | position u64 | version u64 | stream str16 | event_id [16] | type str16 |
+//!  schema_version u32 | recorded_at i64 ns | effective_at opt(i64 ns) | metadata 6 × opt(str32) |
+//!  payload bytes32 | prev_hash [32] | hash [32]`
+//! where `hash = SHA-256(every byte before it)`, which includes `prev_hash`.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// The envelope encoding this build writes and reads.
+pub const ENVELOPE_FORMAT: u8 = 1;
+
+/// A SHA-256 digest.
+pub type Hash = [u8; 32];
+
+/// The hash before the first event.
+pub const GENESIS_HASH: Hash = [0; 32];
+
+/// Who asked for an event and why. Opaque to the log apart from `command_id`, which the log
+/// does not interpret either: idempotency uses the id given to `append`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// The command that produced the event.
+    pub command_id: Option<String>,
+    /// Who asked.
+    pub actor: Option<String>,
+    /// The conversation the command belongs to.
+    pub correlation_id: Option<String>,
+    /// The message that caused the command.
+    pub causation_id: Option<String>,
+    /// Why (free text).
+    pub reason: Option<String>,
+    /// An external reference: a ticket, an invoice, a timesheet id.
+    pub reference: Option<String>,
+}
+
+impl Metadata {
+    fn fields(&self) -> [&Option<String>; 6] {
+        [
+            &self.command_id,
+            &self.actor,
+            &self.correlation_id,
+            &self.causation_id,
+            &self.reason,
+            &self.reference,
+        ]
+    }
+
+    pub(crate) fn bytes_len(&self) -> usize {
+        self.fields()
+            .iter()
+            .map(|f| f.as_ref().map_or(0, String::len))
+            .sum()
+    }
+}
+
+/// An event to append: the caller's part of an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The event's type name, e.g. `credits_converted`.
+    pub event_type: String,
+    /// The version of the payload's schema, for upcasters.
+    pub schema_version: u32,
+    /// When it happened in the business, if the event has such a time.
+    pub effective_at: Option<DateTime<Utc>>,
+    /// Who and why.
+    pub metadata: Metadata,
+    /// The event itself: opaque bytes.
+    pub payload: Vec<u8>,
+}
+
+impl NewEvent {
+    /// An event with a type and payload, schema version 1, no effective time and no metadata.
+    pub fn new(event_type: impl Into<String>, payload: impl Into<Vec<u8>>) -> NewEvent {
+        NewEvent {
+            event_type: event_type.into(),
+            schema_version: 1,
+            effective_at: None,
+            metadata: Metadata::default(),
+            payload: payload.into(),
+        }
+    }
+}
+
+/// An event as stored: the caller's part plus its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// Dense global position, from 1.
+    pub position: u64,
+    /// The stream it belongs to.
+    pub stream: String,
+    /// Dense version within the stream, from 1.
+    pub version: u64,
+    /// UUID v7, unique.
+    pub event_id: Uuid,
+    /// Type name.
+    pub event_type: String,
+    /// Payload schema version.
+    pub schema_version: u32,
+    /// When the log appended it. Never decreases along the global order.
+    pub recorded_at: DateTime<Utc>,
+    /// When it happened in the business.
+    pub effective_at: Option<DateTime<Utc>>,
+    /// Who and why.
+    pub metadata: Metadata,
+    /// The event itself.
+    pub payload: Vec<u8>,
+    /// The hash of the event before it in the global order.
+    pub prev_hash: Hash,
+    /// SHA-256 over this envelope's canonical bytes, `prev_hash` included.
+    pub hash: Hash,
+}
+
+/// The fields of an envelope known before its hash is computed.
+pub(crate) struct EnvelopeParts<'a> {
+    pub position: u64,
+    pub stream: &'a str,
+    pub version: u64,
+    pub event_id: Uuid,
+    pub recorded_at_nanos: i64,
+    pub event: &'a NewEvent,
+    pub prev_hash: &'a Hash,
+}
+
+/// Encodes an envelope and returns its bytes and hash.
+pub(crate) fn encode(parts: &EnvelopeParts<'_>) -> (Vec<u8>, Hash) {
+    let event = parts.event;
+    let mut out = Vec::with_capacity(160 + event.payload.len() + event.metadata.bytes_len());
+    out.push(ENVELOPE_FORMAT);
+    out.extend_from_slice(&parts.position.to_be_bytes());
+    out.extend_from_slice(&parts.version.to_be_bytes());
+    put_str16(&mut out, parts.stream);
+    out.extend_from_slice(parts.event_id.as_bytes());
+    put_str16(&mut out, &event.event_type);
+    out.extend_from_slice(&event.schema_version.to_be_bytes());
+    out.extend_from_slice(&parts.recorded_at_nanos.to_be_bytes());
+    match event.effective_at {
+        Some(at) => {
+            out.push(1);
+            let nanos = at
+                .timestamp_nanos_opt()
+                .expect("effective_at range is validated before encoding");
+            out.extend_from_slice(&nanos.to_be_bytes());
+        }
+        None => out.push(0),
+    }
+    for field in event.metadata.fields() {
+        match field {
+            Some(text) => {
+                out.push(1);
+                put_bytes32(&mut out, text.as_bytes());
+            }
+            None => out.push(0),
+        }
+    }
+    put_bytes32(&mut out, &event.payload);
+    out.extend_from_slice(parts.prev_hash);
+    let hash: Hash = Sha256::digest(&out).into();
+    out.extend_from_slice(&hash);
+    (out, hash)
+}
+
+fn put_str16(out: &mut Vec<u8>, text: &str) {
+    let len = u16::try_from(text.len()).expect("string lengths are validated against limits");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn put_bytes32(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len = u32::try_from(bytes.len()).expect("byte lengths are validated against limits");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// The hash an envelope's bytes should carry: SHA-256 of all but the last 32 bytes.
+pub(crate) fn recompute_hash(bytes: &[u8]) -> Option<Hash> {
+    let body = bytes.len().checked_sub(32)?;
+    Some(Sha256::digest(&bytes[..body]).into())
+}
+
+/// Decodes an envelope stored under `position`. Strict: every length is checked, no byte may be
+/// left over, and the envelope's own position must match its key.
+pub(crate) fn decode(position: u64, bytes: &[u8]) -> Result<RecordedEvent> {
+    let corrupt = |detail: &str| Error::Corrupt {
+        position,
+        detail: detail.to_owned(),
+    };
+    let mut reader = Reader { bytes, at: 0 };
+    let format = reader.u8().ok_or_else(|| corrupt("empty envelope"))?;
+    if format != ENVELOPE_FORMAT {
+        return Err(corrupt(&format!(
+            "envelope format {format}, this build reads {ENVELOPE_FORMAT}"
+        )));
+    }
+    let truncated = || corrupt("truncated envelope");
+    let stored_position = reader.u64().ok_or_else(truncated)?;
+    if stored_position != position {
+        return Err(corrupt(&format!(
+            "envelope says position {stored_position}, stored under {position}"
+        )));
+    }
+    let version = reader.u64().ok_or_else(truncated)?;
+    let stream = reader
+        .str16()
+        .ok_or_else(truncated)?
+        .map_err(|()| corrupt("stream id is not UTF-8"))?;
+    let event_id = Uuid::from_bytes(reader.array::<16>().ok_or_else(truncated)?);
+    let event_type = reader
+        .str16()
+        .ok_or_else(truncated)?
+        .map_err(|()| corrupt("event type is not UTF-8"))?;
+    let schema_version = reader.u32().ok_or_else(truncated)?;
+    let recorded_at = DateTime::from_timestamp_nanos(reader.i64().ok_or_else(truncated)?);
+    let effective_at = match reader.u8().ok_or_else(truncated)? {
+        0 => None,
+        1 => Some(DateTime::from_timestamp_nanos(
+            reader.i64().ok_or_else(truncated)?,
+        )),
+        _ => return Err(corrupt("bad effective_at flag")),
+    };
+    let mut fields: [Option<String>; 6] = Default::default();
+    for field in &mut fields {
+        *field = match reader.u8().ok_or_else(truncated)? {
+            0 => None,
+            1 => {
+                let raw = reader.bytes32().ok_or_else(truncated)?;
+                Some(
+                    String::from_utf8(raw.to_vec())
+                        .map_err(|_| corrupt("metadata is not UTF-8"))?,
+                )
+            }
+            _ => return Err(corrupt("bad metadata flag")),
+        };
+    }
+    let [
+        command_id,
+        actor,
+        correlation_id,
+        causation_id,
+        reason,
+        reference,
+    ] = fields;
+    let payload = reader.bytes32().ok_or_else(truncated)?.to_vec();
+    let prev_hash = reader.array::<32>().ok_or_else(truncated)?;
+    let hash = reader.array::<32>().ok_or_else(truncated)?;
+    if reader.at != bytes.len() {
+        return Err(corrupt("bytes left over after the envelope"));
+    }
+    Ok(RecordedEvent {
+        position,
+        stream,
+        version,
+        event_id,
+        event_type,
+        schema_version,
+        recorded_at,
+        effective_at,
+        metadata: Metadata {
+            command_id,
+            actor,
+            correlation_id,
+            causation_id,
+            reason,
+            reference,
+        },
+        payload,
+        prev_hash,
+        hash,
+    })
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(len)?;
+        let slice = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(slice)
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)
+            .map(|s| s.try_into().expect("take returns N bytes"))
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.array().map(u32::from_be_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_be_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.array().map(i64::from_be_bytes)
+    }
+    /// `None` when truncated; `Some(Err)` when not UTF-8.
+    fn str16(&mut self) -> Option<Result<String, ()>> {
+        let len = usize::from(u16::from_be_bytes(self.array()?));
+        let raw = self.take(len)?;
+        Some(String::from_utf8(raw.to_vec()).map_err(|_| ()))
+    }
+    fn bytes32(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(u32::from_be_bytes(self.array()?)).ok()?;
+        self.take(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_event() -> NewEvent {
+        NewEvent {
+            event_type: "credits_purchased".into(),
+            schema_version: 3,
+            effective_at: Some("2026-01-01T00:00:00.123456789Z".parse().unwrap()),
+            metadata: Metadata {
+                command_id: Some("cmd-1".into()),
+                actor: Some("finance@contoso".into()),
+                correlation_id: None,
+                causation_id: Some("x".into()),
+                reason: None,
+                reference: Some("INV-7".into()),
+            },
+            payload: br#"{"quantity":"100"}"#.to_vec(),
+        }
+    }
+
+    #[test]
+    fn round_trips_every_field_and_chains_the_hash() {
+        let event = sample_event();
+        let prev = [7u8; 32];
+        let (bytes, hash) = encode(&EnvelopeParts {
+            position: 42,
+            stream: "contract-C-1001",
+            version: 5,
+            event_id: Uuid::now_v7(),
+            recorded_at_nanos: 1_767_225_600_000_000_001,
+            event: &event,
+            prev_hash: &prev,
+        });
+        let decoded = decode(42, &bytes).unwrap();
+        assert_eq!(decoded.stream, "contract-C-1001");
+        assert_eq!(decoded.version, 5);
+        assert_eq!(decoded.event_type, event.event_type);
+        assert_eq!(decoded.schema_version, 3);
+        assert_eq!(decoded.effective_at, event.effective_at);
+        assert_eq!(decoded.metadata, event.metadata);
+        assert_eq!(decoded.payload, event.payload);
+        assert_eq!(decoded.prev_hash, prev);
+        assert_eq!(decoded.hash, hash);
+        assert_eq!(recompute_hash(&bytes), Some(hash));
+    }
+
+    #[test]
+    fn rejects_wrong_key_truncation_and_trailing_bytes() {
+        let event = sample_event();
+        let (bytes, _) = encode(&EnvelopeParts {
+            position: 9,
+            stream: "s",
+            version: 1,
+            event_id: Uuid::now_v7(),
+            recorded_at_nanos: 0,
+            event: &event,
+            prev_hash: &GENESIS_HASH,
+        });
+        assert!(matches!(
+            decode(10, &bytes),
+            Err(Error::Corrupt { position: 10, .. })
+        ));
+        assert!(decode(9, &bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode(9, &longer).is_err());
+    }
+}

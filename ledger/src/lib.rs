@@ -1,0 +1,576 @@
+//! The event log of Contract Ledger: streams with dense versions and a dense global order,
+//! kept in fjall, with expected-version appends, permanent idempotency, group-committed fsyncs,
+//! catch-up subscriptions and a SHA-256 hash chain.
+//!
+//! It knows nothing of contracts: events are opaque bytes with a type name and metadata.
+//!
+//! The public surface: [`Ledger::open`], [`Ledger::append`] (and [`Ledger::append_blocking`]),
+//! the reads [`Ledger::read_stream`], [`Ledger::read_stream_backward`], [`Ledger::read_all`],
+//! [`Ledger::scan`], [`Ledger::subscribe`], the idempotency lookup [`Ledger::command`], and
+//! [`Ledger::verify`]. Limits are in [`limits`].
+
+mod envelope;
+mod error;
+pub mod limits;
+mod store;
+mod subscribe;
+mod verify;
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+pub use envelope::{GENESIS_HASH, Hash, Metadata, NewEvent, RecordedEvent};
+pub use error::{Error, Result};
+pub use store::STORE_FORMAT;
+pub use subscribe::Subscription;
+pub use verify::{VerifyProblem, VerifyReport};
+
+use limits::*;
+use store::Store;
+
+/// The clock that stamps recorded times. Injected so tests and imports control it.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// What the caller believes about a stream's version before appending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The stream has no events yet.
+    NoStream,
+    /// The stream has at least one event.
+    StreamExists,
+    /// The stream's last event has exactly this version (0: no events).
+    Exact(u64),
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::StreamExists => f.write_str("an existing stream"),
+            ExpectedVersion::Exact(version) => write!(f, "version {version}"),
+        }
+    }
+}
+
+/// An idempotency key with the hash of the content it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The caller's id for the command, remembered forever.
+    pub command_id: String,
+    /// What the id stood for the first time. A retry must carry the same hash.
+    pub content_hash: Hash,
+}
+
+/// One atomic append: all its events land with consecutive versions and positions, or none do.
+#[derive(Debug, Clone)]
+pub struct Append {
+    /// The stream.
+    pub stream: String,
+    /// The version check.
+    pub expected: ExpectedVersion,
+    /// The events, at least one.
+    pub events: Vec<NewEvent>,
+    /// When set, a retry returns the first result and writes nothing.
+    pub idempotency: Option<Idempotency>,
+}
+
+impl Append {
+    /// An append without an idempotency key.
+    pub fn new(
+        stream: impl Into<String>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Append {
+        Append {
+            stream: stream.into(),
+            expected,
+            events,
+            idempotency: None,
+        }
+    }
+
+    /// Sets the idempotency key, hashing the stream and the events' types, schema versions,
+    /// effective times and payloads (not their metadata, which may name a fresh correlation).
+    pub fn command_id(mut self, command_id: impl Into<String>) -> Append {
+        let content_hash = content_hash(&self.stream, &self.events);
+        self.idempotency = Some(Idempotency {
+            command_id: command_id.into(),
+            content_hash,
+        });
+        self
+    }
+
+    /// Sets the idempotency key with a content hash of the caller's choosing (e.g. of a command).
+    pub fn idempotency(mut self, command_id: impl Into<String>, content_hash: Hash) -> Append {
+        self.idempotency = Some(Idempotency {
+            command_id: command_id.into(),
+            content_hash,
+        });
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        validate_stream_id(&self.stream)?;
+        if self.events.is_empty() {
+            return Err(Error::invalid(
+                "events",
+                "an append needs at least one event",
+            ));
+        }
+        if self.events.len() > EVENTS_PER_APPEND_MAX {
+            return Err(Error::invalid(
+                "events per append",
+                format!(
+                    "{} events; at most {EVENTS_PER_APPEND_MAX} land in one append",
+                    self.events.len()
+                ),
+            ));
+        }
+        if let Some(idempotency) = &self.idempotency {
+            let id = &idempotency.command_id;
+            if id.is_empty()
+                || id.len() > COMMAND_ID_BYTES_MAX
+                || !id.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(Error::invalid(
+                    "command id",
+                    format!(
+                        "{id:?} must be 1 to {COMMAND_ID_BYTES_MAX} printable ASCII characters without spaces"
+                    ),
+                ));
+            }
+        }
+        for event in &self.events {
+            validate_event(event)?;
+        }
+        Ok(())
+    }
+}
+
+/// The SHA-256 an idempotency key remembers for an append's content (see [`Append::command_id`]).
+pub fn content_hash(stream: &str, events: &[NewEvent]) -> Hash {
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_be_bytes());
+        hasher.update(bytes);
+    };
+    field(stream.as_bytes());
+    for event in events {
+        field(event.event_type.as_bytes());
+        field(&event.schema_version.to_be_bytes());
+        match event.effective_at.and_then(|at| at.timestamp_nanos_opt()) {
+            Some(nanos) => field(&nanos.to_be_bytes()),
+            None => field(&[]),
+        }
+        field(&event.payload);
+    }
+    hasher.finalize().into()
+}
+
+fn validate_stream_id(stream: &str) -> Result<()> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
+    if stream.is_empty() || stream.len() > STREAM_ID_BYTES_MAX || !stream.bytes().all(allowed) {
+        return Err(Error::invalid(
+            "stream id",
+            format!("{stream:?} must be 1 to {STREAM_ID_BYTES_MAX} characters of [A-Za-z0-9_.:-]"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_event(event: &NewEvent) -> Result<()> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    let name = &event.event_type;
+    if name.is_empty() || name.len() > EVENT_TYPE_BYTES_MAX || !name.bytes().all(allowed) {
+        return Err(Error::invalid(
+            "event type",
+            format!("{name:?} must be 1 to {EVENT_TYPE_BYTES_MAX} characters of [A-Za-z0-9_.-]"),
+        ));
+    }
+    let size = event.payload.len() + event.metadata.bytes_len();
+    if size > EVENT_BYTES_MAX {
+        return Err(Error::invalid(
+            "event size",
+            format!("{name} is {size} bytes with metadata; at most {EVENT_BYTES_MAX}"),
+        ));
+    }
+    let metadata = &event.metadata;
+    for text in [
+        &metadata.command_id,
+        &metadata.actor,
+        &metadata.correlation_id,
+        &metadata.causation_id,
+        &metadata.reason,
+        &metadata.reference,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if text.len() > METADATA_FIELD_BYTES_MAX {
+            return Err(Error::invalid(
+                "metadata",
+                format!(
+                    "a field of {name} is {} bytes; at most {METADATA_FIELD_BYTES_MAX}",
+                    text.len()
+                ),
+            ));
+        }
+    }
+    if let Some(at) = event.effective_at
+        && at.timestamp_nanos_opt().is_none()
+    {
+        return Err(Error::invalid(
+            "effective time",
+            format!("{at} is outside the years 1677 to 2262"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where one appended event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendedEvent {
+    /// Global position.
+    pub position: u64,
+    /// Version within the stream.
+    pub version: u64,
+    /// The event's id.
+    pub event_id: Uuid,
+}
+
+/// The answer to an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Where each event landed, in order.
+    pub events: Vec<AppendedEvent>,
+    /// True when this was a retry: the events were written by an earlier append with the same
+    /// command id, and nothing was written now.
+    pub duplicate: bool,
+}
+
+impl Appended {
+    /// The position of the last event.
+    pub fn last_position(&self) -> u64 {
+        self.events.last().map_or(0, |event| event.position)
+    }
+
+    /// The stream's version after the append.
+    pub fn stream_version(&self) -> u64 {
+        self.events.last().map_or(0, |event| event.version)
+    }
+}
+
+/// Options for [`Ledger::open_with`].
+#[derive(Clone)]
+pub struct LedgerOptions {
+    /// Stamps recorded times; the system clock by default.
+    pub clock: Clock,
+}
+
+impl Default for LedgerOptions {
+    fn default() -> LedgerOptions {
+        LedgerOptions {
+            clock: Arc::new(Utc::now),
+        }
+    }
+}
+
+/// Verifies the log in `path` without starting a writer: works on a log whose last event is
+/// damaged, which [`Ledger::open`] refuses to extend. Takes the directory lock like an open.
+///
+/// # Errors
+/// [`Error::Locked`] when another process holds the directory; [`Error::UnsupportedFormat`];
+/// [`Error::Storage`] when the store cannot be read at all. Damage is a finding in the report.
+pub fn verify_path(path: impl AsRef<Path>) -> Result<VerifyReport> {
+    let path = path.as_ref();
+    let _lock = store::lock_directory(path)?;
+    let store = Store::open(path)?;
+    verify::verify(&store, None)
+}
+
+/// A handle to an open log. Cheap to clone; the store closes when the last handle is dropped.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    store: Store,
+    queue: Option<mpsc::Sender<writer::Request>>,
+    writer: Option<JoinHandle<()>>,
+    committed: watch::Receiver<u64>,
+    stopped: Arc<Mutex<Option<String>>>,
+    _lock: store::DirectoryLock,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish what it holds and exit; joining it means the
+        // next open of the same directory, even in this process, finds it closed.
+        self.queue.take();
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Ledger {
+    /// Opens the log in `path`, creating it if needed.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the last event cannot be decoded: the chain cannot be extended
+    /// (run [`verify_path`] to see where it breaks);
+    /// [`Error::Locked`] at once when another process (or another handle in this one) holds
+    /// the directory; [`Error::UnsupportedFormat`] for a store of another format;
+    /// [`Error::Storage`] / [`Error::Io`] when fjall or the file system fails.
+    pub fn open(path: impl AsRef<Path>) -> Result<Ledger> {
+        Ledger::open_with(path, LedgerOptions::default())
+    }
+
+    /// [`Ledger::open`] with options.
+    ///
+    /// # Errors
+    /// As [`Ledger::open`].
+    pub fn open_with(path: impl AsRef<Path>, options: LedgerOptions) -> Result<Ledger> {
+        let path = path.as_ref().to_owned();
+        let lock = store::lock_directory(&path)?;
+        let store = Store::open(&path)?;
+        let stopped = Arc::new(Mutex::new(None));
+        let (head, _, _) = store.head()?;
+        let (committed_tx, committed_rx) = watch::channel(head);
+        let writer =
+            writer::Writer::new(store.clone(), options.clock, committed_tx, stopped.clone())?;
+        let (queue_tx, queue_rx) = mpsc::channel(APPEND_QUEUE_MAX);
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(queue_rx))
+            .map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                path,
+                store,
+                queue: Some(queue_tx),
+                writer: Some(handle),
+                committed: committed_rx,
+                stopped,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Appends events atomically and returns once they are fsync'd.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a broken limit, [`Error::VersionConflict`],
+    /// [`Error::IdempotencyKeyReused`] (all with nothing written), and
+    /// [`Error::WriterStopped`] when a write or fsync failed (nothing of it acknowledged).
+    pub async fn append(&self, append: Append) -> Result<Appended> {
+        append.validate()?;
+        let (reply, answer) = oneshot::channel();
+        self.queue()?
+            .send(writer::Request { append, reply })
+            .await
+            .map_err(|_| self.stopped_error())?;
+        answer.await.map_err(|_| self.stopped_error())?
+    }
+
+    /// [`Ledger::append`] for callers outside an async runtime. Must not be called from one.
+    ///
+    /// # Errors
+    /// As [`Ledger::append`].
+    pub fn append_blocking(&self, append: Append) -> Result<Appended> {
+        append.validate()?;
+        let (reply, answer) = oneshot::channel();
+        self.queue()?
+            .blocking_send(writer::Request { append, reply })
+            .map_err(|_| self.stopped_error())?;
+        answer.blocking_recv().map_err(|_| self.stopped_error())?
+    }
+
+    fn queue(&self) -> Result<&mpsc::Sender<writer::Request>> {
+        self.inner
+            .queue
+            .as_ref()
+            .ok_or_else(|| self.stopped_error())
+    }
+
+    fn stopped_error(&self) -> Error {
+        let cause = self
+            .inner
+            .stopped
+            .lock()
+            .expect("stopped flag lock")
+            .clone()
+            .unwrap_or_else(|| "the log was closed".to_owned());
+        Error::WriterStopped { cause }
+    }
+
+    /// The position of the last acknowledged event (0 when the log is empty).
+    pub fn committed_position(&self) -> u64 {
+        *self.inner.committed.borrow()
+    }
+
+    /// The version of a stream: the number of its events (0 when it has none).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read.
+    pub fn stream_version(&self, stream: &str) -> Result<u64> {
+        self.inner.store.stream_version(stream)
+    }
+
+    /// The first answer to an idempotent append with this command id, with the content hash it
+    /// was given, or `None` when the id was never used.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read.
+    pub fn command(&self, command_id: &str) -> Result<Option<(Hash, Appended)>> {
+        match writer::read_dedup(&self.inner.store, command_id)? {
+            None => Ok(None),
+            Some(record) => {
+                let appended = writer::appended_from_log(&self.inner.store, &record)?;
+                Ok(Some((record.content_hash, appended)))
+            }
+        }
+    }
+
+    /// Up to `max` events of a stream, forward from `from_version` (1 for the start).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read.
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let store = &self.inner.store;
+        let start = store::stream_key(stream, from_version.max(1));
+        let end = store::stream_key(stream, u64::MAX);
+        let positions = store
+            .streams
+            .range(start..=end)
+            .take(max.min(READ_PAGE_MAX));
+        self.events_at(stream, positions)
+    }
+
+    /// Up to `max` events of a stream, backward from `from_version` (`None`: from its end).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read.
+    pub fn read_stream_backward(
+        &self,
+        stream: &str,
+        from_version: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let store = &self.inner.store;
+        let start = store::stream_key(stream, 1);
+        let end = store::stream_key(stream, from_version.unwrap_or(u64::MAX));
+        let positions = store
+            .streams
+            .range(start..=end)
+            .rev()
+            .take(max.min(READ_PAGE_MAX));
+        self.events_at(stream, positions)
+    }
+
+    fn events_at(
+        &self,
+        stream: &str,
+        index_entries: impl Iterator<Item = fjall::Guard>,
+    ) -> Result<Vec<RecordedEvent>> {
+        let store = &self.inner.store;
+        let mut events = Vec::new();
+        for entry in index_entries {
+            let (key, value) = entry
+                .into_inner()
+                .map_err(Error::storage(format!("reading the index of {stream}")))?;
+            let position = store::decode_u64(&value).ok_or_else(|| Error::Corrupt {
+                position: 0,
+                detail: format!("index entry {key:?} of {stream} is not 8 bytes"),
+            })?;
+            let event = store.event_at(position)?.ok_or_else(|| Error::Corrupt {
+                position,
+                detail: format!("the index of {stream} points at a missing event"),
+            })?;
+            // Validate after reading, as before writing: the index and the envelope must agree.
+            assert_eq!(
+                event.stream, stream,
+                "stream index and envelope disagree at {position}"
+            );
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    /// Up to `max` events of the global log, from `from_position` (0 or 1 for the start), never
+    /// past the last acknowledged one.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read.
+    pub fn read_all(&self, from_position: u64, max: usize) -> Result<Vec<RecordedEvent>> {
+        self.scan(from_position)
+            .take(max.min(READ_PAGE_MAX))
+            .collect()
+    }
+
+    /// Every acknowledged event from `from_position` on, as an iterator: the way to fold the whole
+    /// log without holding it in memory. Ends at the position committed when it was created.
+    pub fn scan(&self, from_position: u64) -> impl Iterator<Item = Result<RecordedEvent>> + use<> {
+        let end = self.committed_position();
+        let start = from_position.max(1);
+        self.inner
+            .store
+            .log
+            .range(start.to_be_bytes()..=end.to_be_bytes())
+            .map(|entry| {
+                let (key, value) = entry
+                    .into_inner()
+                    .map_err(Error::storage("scanning the log"))?;
+                let position = store::decode_u64(&key).ok_or_else(|| Error::Corrupt {
+                    position: 0,
+                    detail: "log key is not 8 bytes".into(),
+                })?;
+                envelope::decode(position, &value)
+            })
+    }
+
+    /// Every event from `from_position` on: first those already written, then each new one as it
+    /// is acknowledged, in order, with no gap and no duplicate. Buffers at most one page.
+    pub fn subscribe(&self, from_position: u64) -> Subscription {
+        Subscription::new(
+            self.clone(),
+            from_position.max(1),
+            self.inner.committed.clone(),
+        )
+    }
+
+    /// Walks the log and its indexes; see [`VerifyReport`].
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the store cannot be read at all. Corruption is a finding in the
+    /// report, not an error.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        verify::verify(&self.inner.store, Some(self.committed_position()))
+    }
+}

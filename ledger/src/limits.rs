@@ -1,0 +1,33 @@
+//! Every limit of the event log, in one place. Each is enforced before anything is written, with
+//! an error that names the limit; none of them is a tuning knob that changes results.
+
+/// Largest event payload plus metadata, in bytes. Contract events are a few hundred bytes; a
+/// megabyte leaves room for imports without letting one event stall the group commit.
+pub const EVENT_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most events in one `append` call. One call lands atomically in one fjall batch.
+pub const EVENTS_PER_APPEND_MAX: usize = 1_000;
+
+/// Longest stream id, in bytes. Stream ids are ASCII: `[A-Za-z0-9_.:-]`.
+pub const STREAM_ID_BYTES_MAX: usize = 128;
+
+/// Longest event type name, in bytes. Type names are ASCII: `[A-Za-z0-9_.-]`.
+pub const EVENT_TYPE_BYTES_MAX: usize = 128;
+
+/// Longest command id (idempotency key), in bytes, printable ASCII without spaces.
+pub const COMMAND_ID_BYTES_MAX: usize = 200;
+
+/// Longest metadata string (actor, reason, reference, correlation, causation), in bytes.
+pub const METADATA_FIELD_BYTES_MAX: usize = 4 * 1024;
+
+/// Appends that may wait for the writer. Callers beyond it wait for room (backpressure).
+pub const APPEND_QUEUE_MAX: usize = 8_192;
+
+/// Most events the writer gathers into one fjall batch and one fsync (group commit).
+pub const EVENTS_PER_BATCH_MAX: usize = 4_096;
+
+/// Events a subscription reads from the store at a time; the most it ever buffers.
+pub const SUBSCRIPTION_PAGE_MAX: usize = 512;
+
+/// Most events one `read_*` call returns.
+pub const READ_PAGE_MAX: usize = 100_000;

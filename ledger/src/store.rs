@@ -1,0 +1,249 @@
+//! The on-disk layout: one fjall `Database` per data directory, its keyspaces and key encodings,
+//! the process lock and the format check. Not the writer (see `writer`): this module only opens
+//! and reads.
+//!
+//! ```text
+//! DIR/LOCK            advisory lock, holds the owner's pid
+//! DIR/store/          the fjall database
+//!   log      position u64 BE                 -> envelope (see `envelope`)
+//!   streams  stream id, 0x00, version u64 BE -> position u64 BE
+//!   dedup    command id                      -> content hash [32], first position u64, count u32
+//!   meta     "format"                        -> u32 BE
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::envelope::{self, GENESIS_HASH, Hash, RecordedEvent};
+use crate::error::{Error, Result};
+
+/// The on-disk format this build reads and writes. Bump it (with a migration) whenever a key or
+/// value layout changes.
+pub const STORE_FORMAT: u32 = 1;
+
+const FORMAT_KEY: &[u8] = b"format";
+
+/// Handles to the database and its keyspaces. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Store {
+    pub db: Database,
+    pub log: Keyspace,
+    pub streams: Keyspace,
+    pub dedup: Keyspace,
+    pub meta: Keyspace,
+}
+
+/// Holds the data directory for this process; released when dropped.
+pub(crate) struct DirectoryLock {
+    _file: File,
+}
+
+/// Takes the advisory lock on `DIR/LOCK` at once (no waiting), writing our pid into it, or says
+/// which process holds it.
+pub(crate) fn lock_directory(path: &Path) -> Result<DirectoryLock> {
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(io)?;
+    let lock_path = path.join("LOCK");
+    let lock_io = |source| Error::Io {
+        path: lock_path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(lock_io)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(lock_io)?;
+            file.rewind().map_err(lock_io)?;
+            write!(file, "{}", std::process::id()).map_err(lock_io)?;
+            Ok(DirectoryLock { _file: file })
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            // The pid is advisory: a holder that has not written it yet reads as empty.
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim().parse::<u32>() {
+                Ok(pid) => format!("pid {pid}"),
+                Err(_) => "another process".to_owned(),
+            };
+            Err(Error::Locked {
+                path: path.to_owned(),
+                holder,
+            })
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(lock_io(source)),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the database under `DIR/store` and checks its format.
+    pub fn open(path: &Path) -> Result<Store> {
+        let store_path: PathBuf = path.join("store");
+        let db = Database::builder(&store_path)
+            .open()
+            .map_err(Error::storage(format!("opening {}", store_path.display())))?;
+        let keyspace = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(Error::storage(format!("opening keyspace {name}")))
+        };
+        let store = Store {
+            log: keyspace("log")?,
+            streams: keyspace("streams")?,
+            dedup: keyspace("dedup")?,
+            meta: keyspace("meta")?,
+            db: db.clone(),
+        };
+        store.check_format(path)?;
+        Ok(store)
+    }
+
+    fn check_format(&self, path: &Path) -> Result<()> {
+        let stored = self
+            .meta
+            .get(FORMAT_KEY)
+            .map_err(Error::storage("reading the format"))?;
+        match stored {
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(&*bytes).map(u32::from_be_bytes);
+                match found {
+                    Ok(STORE_FORMAT) => Ok(()),
+                    Ok(other) => Err(Error::UnsupportedFormat {
+                        path: path.to_owned(),
+                        found: other.to_string(),
+                        supported: STORE_FORMAT,
+                    }),
+                    Err(_) => Err(Error::UnsupportedFormat {
+                        path: path.to_owned(),
+                        found: format!("unreadable ({} bytes)", bytes.len()),
+                        supported: STORE_FORMAT,
+                    }),
+                }
+            }
+            None => {
+                let log_empty = self
+                    .log
+                    .is_empty()
+                    .map_err(Error::storage("checking the log"))?;
+                if !log_empty {
+                    return Err(Error::UnsupportedFormat {
+                        path: path.to_owned(),
+                        found: "none (events without a format marker)".to_owned(),
+                        supported: STORE_FORMAT,
+                    });
+                }
+                self.meta
+                    .insert(FORMAT_KEY, STORE_FORMAT.to_be_bytes())
+                    .map_err(Error::storage("writing the format"))?;
+                self.db
+                    .persist(PersistMode::SyncAll)
+                    .map_err(Error::storage("persisting the format"))
+            }
+        }
+    }
+
+    /// The last event's position and hash, or (0, genesis) for an empty log, and its recorded time.
+    pub fn head(&self) -> Result<(u64, Hash, i64)> {
+        match self.log.last_key_value() {
+            None => Ok((0, GENESIS_HASH, i64::MIN)),
+            Some(guard) => {
+                let (key, value) = guard
+                    .into_inner()
+                    .map_err(Error::storage("reading the log's head"))?;
+                let position = decode_u64(&key).ok_or_else(|| Error::Corrupt {
+                    position: 0,
+                    detail: "log key is not 8 bytes".into(),
+                })?;
+                let event = envelope::decode(position, &value)?;
+                let recorded = event
+                    .recorded_at
+                    .timestamp_nanos_opt()
+                    .expect("recorded times are decoded from i64 nanoseconds");
+                Ok((position, event.hash, recorded))
+            }
+        }
+    }
+
+    pub fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>> {
+        let value = self
+            .log
+            .get(position.to_be_bytes())
+            .map_err(Error::storage(format!("reading position {position}")))?;
+        value
+            .map(|bytes| envelope::decode(position, &bytes))
+            .transpose()
+    }
+
+    /// A stream's version: the version in its last index entry. There is no separate `heads`
+    /// keyspace: it cost a third of the writes of a one-event append, and this lookup is one
+    /// reverse seek, made by the writer once per stream it has not seen since opening.
+    pub fn stream_version(&self, stream: &str) -> Result<u64> {
+        let last = self
+            .streams
+            .range(stream_key(stream, 0)..=stream_key(stream, u64::MAX))
+            .next_back();
+        match last {
+            None => Ok(0),
+            Some(guard) => {
+                let key = guard
+                    .key()
+                    .map_err(Error::storage(format!("reading the head of {stream}")))?;
+                decode_u64(&key[key.len() - 8..]).ok_or_else(|| Error::Corrupt {
+                    position: 0,
+                    detail: format!("an index key of stream {stream} is too short"),
+                })
+            }
+        }
+    }
+}
+
+pub(crate) fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
+}
+
+/// `stream id, 0x00, version`: stream ids never contain 0x00, so one stream's keys never
+/// interleave with another's that shares a prefix (`C-1` and `C-10`).
+pub(crate) fn stream_key(stream: &str, version: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(stream.len() + 9);
+    key.extend_from_slice(stream.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+/// A dedup record: what an idempotent append wrote the first time.
+pub(crate) struct DedupRecord {
+    pub content_hash: Hash,
+    pub first_position: u64,
+    pub count: u32,
+}
+
+impl DedupRecord {
+    pub fn encode(&self) -> [u8; 44] {
+        let mut out = [0u8; 44];
+        out[..32].copy_from_slice(&self.content_hash);
+        out[32..40].copy_from_slice(&self.first_position.to_be_bytes());
+        out[40..].copy_from_slice(&self.count.to_be_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<DedupRecord> {
+        if bytes.len() != 44 {
+            return None;
+        }
+        Some(DedupRecord {
+            content_hash: bytes[..32].try_into().ok()?,
+            first_position: decode_u64(&bytes[32..40])?,
+            count: u32::from_be_bytes(bytes[40..].try_into().ok()?),
+        })
+    }
+}

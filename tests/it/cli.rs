@@ -1,0 +1,186 @@
+//! `ledgerctl` as a user runs it: raw events in and out, exit codes, bad input, a held store,
+//! help text, and the append benchmark's small run (so it cannot rot).
+
+use std::io::Write;
+use std::process::Stdio;
+
+use tests::ledgerctl;
+
+fn run_with_stdin(data: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = ledgerctl(data)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn log_append_reports_each_line_and_keeps_going_after_a_rejection() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = [
+        r#"{"stream":"contract-C-1","type":"opened","payload":{"customer":"Contoso"},"expected":"no_stream","command_id":"open-1"}"#,
+        r#"{"stream":"contract-C-1","type":"opened","payload":{},"expected":"no_stream"}"#,
+        r#"not json"#,
+        r#"{"stream":"contract-C-1","type":"bought","payload":{"quantity":"100"},"expected":1,"unknown":true}"#,
+        r#"{"stream":"contract-C-1","type":"bought","payload":{"quantity":"100"},"expected":1,"effective_at":"2026-01-01T00:00:00Z"}"#,
+        r#"{"stream":"contract-C-1","type":"opened","payload":{"customer":"Contoso"},"expected":"no_stream","command_id":"open-1"}"#,
+    ]
+    .join("\n");
+    let output = run_with_stdin(dir.path(), &["log", "append", "-"], &input);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a rejected line makes exit 1"
+    );
+    let results: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let oks: Vec<bool> = results.iter().map(|r| r["ok"].as_bool().unwrap()).collect();
+    assert_eq!(oks, vec![true, false, false, false, true, true]);
+    assert!(
+        results[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("version conflict")
+    );
+    assert!(results[2]["error"].as_str().unwrap().contains("not JSON"));
+    assert!(
+        results[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field")
+    );
+    assert_eq!(results[4]["events"][0]["position"], 2);
+    assert_eq!(results[5]["duplicate"], true);
+    assert_eq!(results[5]["events"][0]["position"], 1);
+
+    let read = ledgerctl(dir.path())
+        .args(["--format", "json", "log", "read"])
+        .output()
+        .unwrap();
+    assert!(read.status.success());
+    let events: Vec<serde_json::Value> = String::from_utf8(read.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "rejected lines appended nothing");
+    assert_eq!(events[0]["payload"]["customer"], "Contoso");
+    assert_eq!(events[0]["command_id"], "open-1");
+    assert_eq!(events[1]["effective_at"], "2026-01-01T00:00:00+00:00");
+}
+
+#[test]
+fn a_store_held_by_another_process_is_refused_at_once_with_its_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = ledger::Ledger::open(dir.path()).unwrap();
+    let started = std::time::Instant::now();
+    let output = ledgerctl(dir.path())
+        .args(["log", "read"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("in use by pid {}", std::process::id())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--nats"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn verify_on_a_missing_store_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = ledgerctl(&dir.path().join("nothing-here"))
+        .arg("verify")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no store at"));
+}
+
+#[test]
+fn help_lists_the_verbs() {
+    let output = ledgerctl(std::path::Path::new("."))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for verb in ["verify", "log", "bench"] {
+        assert!(help.contains(verb), "{help}");
+    }
+    assert!(!help.contains("load"), "the test helper stays hidden");
+}
+
+#[test]
+fn bench_append_small_run_reports_every_workload_with_ratios() {
+    let work = tempfile::tempdir().unwrap();
+    let output = ledgerctl(work.path())
+        .args([
+            "bench",
+            "append",
+            "--millis",
+            "150",
+            "--writers",
+            "1,8",
+            "--scan-events",
+            "3000",
+        ])
+        .arg("--work-dir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let field = |line: &str, key: &str| -> Option<String> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_owned))
+    };
+    let workloads: Vec<String> = stdout
+        .lines()
+        .filter(|l| l.starts_with("BENCH "))
+        .map(|l| {
+            let rate: f64 = field(l, "per_sec").unwrap().parse().unwrap();
+            assert!(rate > 0.0, "{l}");
+            field(l, "workload").unwrap()
+        })
+        .collect();
+    for expected in [
+        "raw_write_fsync",
+        "raw_fjall_batch_1000_syncall",
+        "append_writers_1",
+        "append_writers_8",
+        "scan_decode_3000_events",
+    ] {
+        assert!(
+            workloads.iter().any(|w| w == expected),
+            "{expected} missing in:\n{stdout}"
+        );
+    }
+    let writers_1 = stdout
+        .lines()
+        .find(|l| l.contains("workload=append_writers_1 "))
+        .unwrap();
+    assert!(
+        field(writers_1, "ratio").is_some() && field(writers_1, "p99_us").is_some(),
+        "{writers_1}"
+    );
+    assert!(stdout.lines().next().unwrap().starts_with("MACHINE "));
+}

@@ -1,0 +1,433 @@
+//! The event log's API: expected versions, racing writers, idempotency across restarts, limits,
+//! the directory lock, the format check, reads and subscriptions.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ledger::{Append, Error, ExpectedVersion, Ledger, LedgerOptions, NewEvent};
+
+fn event(payload: &str) -> NewEvent {
+    NewEvent::new("thing_happened", payload.as_bytes().to_vec())
+}
+
+fn append_n(ledger: &Ledger, stream: &str, n: usize) {
+    let events = (0..n).map(|i| event(&format!("{stream}-{i}"))).collect();
+    ledger
+        .append_blocking(Append::new(stream, ExpectedVersion::Any, events))
+        .unwrap();
+}
+
+#[test]
+fn expected_version_table() {
+    use ExpectedVersion::*;
+    // (events already in the stream, expected, accepted?)
+    let table: &[(usize, ExpectedVersion, bool)] = &[
+        (0, Any, true),
+        (2, Any, true),
+        (0, NoStream, true),
+        (1, NoStream, false),
+        (0, StreamExists, false),
+        (1, StreamExists, true),
+        (0, Exact(0), true),
+        (0, Exact(1), false),
+        (3, Exact(3), true),
+        (3, Exact(2), false),
+        (3, Exact(4), false),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    for (row, &(existing, expected, accepted)) in table.iter().enumerate() {
+        let stream = format!("row-{row}");
+        if existing > 0 {
+            append_n(&ledger, &stream, existing);
+        }
+        let before = ledger.committed_position();
+        let result =
+            ledger.append_blocking(Append::new(stream.as_str(), expected, vec![event("x")]));
+        match (accepted, result) {
+            (true, Ok(appended)) => {
+                assert_eq!(appended.stream_version(), existing as u64 + 1, "row {row}");
+                assert_eq!(appended.last_position(), before + 1, "row {row}");
+            }
+            (
+                false,
+                Err(Error::VersionConflict {
+                    expected: e,
+                    actual,
+                    ..
+                }),
+            ) => {
+                assert_eq!((e, actual), (expected, existing as u64), "row {row}");
+                assert_eq!(
+                    ledger.committed_position(),
+                    before,
+                    "row {row} wrote something"
+                );
+            }
+            (accepted, other) => panic!("row {row}: expected accepted={accepted}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn multi_event_appends_are_consecutive_in_stream_and_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    append_n(&ledger, "a", 1);
+    let appended = ledger
+        .append_blocking(Append::new(
+            "b",
+            ExpectedVersion::NoStream,
+            vec![event("1"), event("2"), event("3")],
+        ))
+        .unwrap();
+    let got: Vec<(u64, u64)> = appended
+        .events
+        .iter()
+        .map(|e| (e.position, e.version))
+        .collect();
+    assert_eq!(got, vec![(2, 1), (3, 2), (4, 3)]);
+    let stream = ledger.read_stream("b", 1, 100).unwrap();
+    assert_eq!(
+        stream.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(),
+        vec![b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]
+    );
+    let backward = ledger.read_stream_backward("b", None, 2).unwrap();
+    assert_eq!(
+        backward.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![3, 2]
+    );
+    let from_two = ledger.read_stream_backward("b", Some(2), 10).unwrap();
+    assert_eq!(
+        from_two.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+    let all = ledger.read_all(2, 2).unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    // A stream whose name is a prefix of another's does not see the other's events.
+    append_n(&ledger, "b1", 2);
+    assert_eq!(ledger.read_stream("b", 1, 100).unwrap().len(), 3);
+    assert_eq!(ledger.stream_version("b").unwrap(), 3);
+    assert_eq!(ledger.stream_version("nothing").unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_win_each_version_exactly_once() {
+    const TASKS: usize = 24;
+    const WINS_PER_TASK: usize = 15;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let ledger = ledger.clone();
+        handles.push(tokio::spawn(async move {
+            let mut wins = Vec::new();
+            let mut conflicts = 0;
+            while wins.len() < WINS_PER_TASK {
+                let version = ledger.stream_version("contested").unwrap();
+                let append = Append::new(
+                    "contested",
+                    ExpectedVersion::Exact(version),
+                    vec![event(&format!("{task}"))],
+                );
+                match ledger.append(append).await {
+                    Ok(appended) => wins.push(appended.stream_version()),
+                    Err(Error::VersionConflict { actual, .. }) => {
+                        assert!(actual > version);
+                        conflicts += 1;
+                    }
+                    Err(other) => panic!("{other}"),
+                }
+            }
+            (wins, conflicts)
+        }));
+    }
+    let mut versions = Vec::new();
+    let mut conflicts = 0;
+    for handle in handles {
+        let (wins, lost) = handle.await.unwrap();
+        versions.extend(wins);
+        conflicts += lost;
+    }
+    versions.sort_unstable();
+    let expected: Vec<u64> = (1..=(TASKS * WINS_PER_TASK) as u64).collect();
+    assert_eq!(versions, expected, "each version won exactly once, no gaps");
+    assert!(
+        conflicts > 0,
+        "the race never happened: no conflict was seen"
+    );
+    let events = ledger.read_stream("contested", 1, 10_000).unwrap();
+    for (index, event) in events.iter().enumerate() {
+        assert_eq!(event.version, index as u64 + 1);
+        assert_eq!(event.position, index as u64 + 1);
+    }
+    assert!(ledger.verify().unwrap().is_ok());
+}
+
+#[test]
+fn idempotent_retry_after_restart_returns_the_first_result_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        append_n(&ledger, "other", 2);
+        ledger
+            .append_blocking(
+                Append::new("s", ExpectedVersion::NoStream, vec![event("a"), event("b")])
+                    .command_id("cmd-1"),
+            )
+            .unwrap()
+    };
+    assert!(!first.duplicate);
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let before = ledger.committed_position();
+    // Same id, same content: the first answer, even though NoStream no longer holds.
+    let retry = ledger
+        .append_blocking(
+            Append::new("s", ExpectedVersion::NoStream, vec![event("a"), event("b")])
+                .command_id("cmd-1"),
+        )
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.events, first.events);
+    assert_eq!(ledger.committed_position(), before);
+    // Same id, other content: rejected, nothing written.
+    let reused = ledger.append_blocking(
+        Append::new("s", ExpectedVersion::Any, vec![event("c")]).command_id("cmd-1"),
+    );
+    assert!(
+        matches!(reused, Err(Error::IdempotencyKeyReused { ref command_id }) if command_id == "cmd-1")
+    );
+    assert_eq!(ledger.committed_position(), before);
+    let (_, remembered) = ledger.command("cmd-1").unwrap().unwrap();
+    assert_eq!(remembered.events, first.events);
+    assert!(ledger.command("cmd-2").unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_command_id_raced_in_one_batch_is_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut handles = Vec::new();
+    for _ in 0..16 {
+        let ledger = ledger.clone();
+        handles.push(tokio::spawn(async move {
+            ledger
+                .append(
+                    Append::new("s", ExpectedVersion::Any, vec![event("once")]).command_id("dup"),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut positions = HashSet::new();
+    let mut originals = 0;
+    for handle in handles {
+        let appended = handle.await.unwrap();
+        positions.insert(appended.last_position());
+        originals += usize::from(!appended.duplicate);
+    }
+    assert_eq!(positions.len(), 1);
+    assert_eq!(originals, 1);
+    assert_eq!(ledger.committed_position(), 1);
+}
+
+#[test]
+fn limits_are_enforced_with_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let too_many = (0..=ledger::limits::EVENTS_PER_APPEND_MAX)
+        .map(|_| event("x"))
+        .collect();
+    let oversize = NewEvent::new("big", vec![0u8; ledger::limits::EVENT_BYTES_MAX + 1]);
+    let cases: Vec<(&str, Append)> = vec![
+        (
+            "stream id",
+            Append::new("", ExpectedVersion::Any, vec![event("x")]),
+        ),
+        (
+            "stream id",
+            Append::new("has space", ExpectedVersion::Any, vec![event("x")]),
+        ),
+        (
+            "stream id",
+            Append::new(
+                "x".repeat(ledger::limits::STREAM_ID_BYTES_MAX + 1),
+                ExpectedVersion::Any,
+                vec![event("x")],
+            ),
+        ),
+        ("events", Append::new("s", ExpectedVersion::Any, vec![])),
+        (
+            "events per append",
+            Append::new("s", ExpectedVersion::Any, too_many),
+        ),
+        (
+            "event size",
+            Append::new("s", ExpectedVersion::Any, vec![oversize]),
+        ),
+        (
+            "event type",
+            Append::new(
+                "s",
+                ExpectedVersion::Any,
+                vec![NewEvent::new("bad type!", b"x".to_vec())],
+            ),
+        ),
+        (
+            "command id",
+            Append::new("s", ExpectedVersion::Any, vec![event("x")]).command_id("with space"),
+        ),
+    ];
+    for (what, append) in cases {
+        match ledger.append_blocking(append) {
+            Err(Error::Invalid { what: got, detail }) => {
+                assert_eq!(got, what, "{detail}");
+                assert!(!detail.is_empty());
+            }
+            other => panic!("{what}: expected Invalid, got {other:?}"),
+        }
+    }
+    assert_eq!(ledger.committed_position(), 0);
+    assert_eq!(ledger.read_all(0, 10).unwrap().len(), 0);
+}
+
+#[test]
+fn a_held_directory_fails_at_once_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Ledger::open(dir.path()).unwrap();
+    let started = std::time::Instant::now();
+    match Ledger::open(dir.path()) {
+        Err(Error::Locked { holder, .. }) => {
+            assert_eq!(holder, format!("pid {}", std::process::id()));
+        }
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("expected Locked, got a second handle"),
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "open waited instead of failing"
+    );
+}
+
+#[test]
+fn an_unknown_format_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Ledger::open(dir.path()).unwrap());
+    {
+        let db = fjall::Database::builder(dir.path().join("store"))
+            .open()
+            .unwrap();
+        let meta = db
+            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        meta.insert("format", 99u32.to_be_bytes()).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    match Ledger::open(dir.path()) {
+        Err(error @ Error::UnsupportedFormat { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("format 99"), "{message}");
+            assert!(
+                message.contains(&format!("format {}", ledger::STORE_FORMAT)),
+                "{message}"
+            );
+        }
+        Err(other) => panic!("expected UnsupportedFormat, got {other}"),
+        Ok(_) => panic!("opened a store of an unknown format"),
+    }
+}
+
+#[test]
+fn recorded_time_never_goes_backwards_even_when_the_clock_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let times: Arc<std::sync::Mutex<Vec<DateTime<Utc>>>> = Arc::new(std::sync::Mutex::new(vec![
+        "2026-01-01T00:00:00Z".parse().unwrap(),
+        "2025-01-01T00:00:00Z".parse().unwrap(),
+        "2026-06-01T00:00:00Z".parse().unwrap(),
+    ]));
+    let clock_times = times.clone();
+    let options = LedgerOptions {
+        clock: Arc::new(move || clock_times.lock().unwrap().remove(0)),
+    };
+    let ledger = Ledger::open_with(dir.path(), options).unwrap();
+    for _ in 0..3 {
+        append_n(&ledger, "s", 1);
+    }
+    let recorded: Vec<String> = ledger
+        .read_all(0, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.recorded_at.to_rfc3339())
+        .collect();
+    assert_eq!(
+        recorded,
+        vec![
+            "2026-01-01T00:00:00+00:00",
+            "2026-01-01T00:00:00+00:00",
+            "2026-06-01T00:00:00+00:00"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_catches_up_then_goes_live_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    // More than one page before subscribing, so catch-up spans pages.
+    let before = ledger::limits::SUBSCRIPTION_PAGE_MAX as u64 + 37;
+    for chunk in 0..before.div_ceil(100) {
+        let n = (before - chunk * 100).min(100);
+        let events = (0..n).map(|_| event("before")).collect();
+        ledger
+            .append(Append::new("s", ExpectedVersion::Any, events))
+            .await
+            .unwrap();
+    }
+    let mut subscription = ledger.subscribe(0);
+    let mut late = ledger.subscribe(before + 1);
+    let writer = {
+        let ledger = ledger.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                let stream = format!("live-{}", i % 7);
+                ledger
+                    .append(Append::new(
+                        stream,
+                        ExpectedVersion::Any,
+                        vec![event("live")],
+                    ))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let total = before + 300;
+    for expected in 1..=total {
+        let got = subscription.next().await.unwrap();
+        assert_eq!(got.position, expected);
+    }
+    for expected in before + 1..=total {
+        assert_eq!(late.next().await.unwrap().position, expected);
+    }
+    writer.await.unwrap();
+    // Nothing more is delivered until something more is written.
+    let waited =
+        tokio::time::timeout(std::time::Duration::from_millis(50), subscription.next()).await;
+    assert!(
+        waited.is_err(),
+        "delivered an event that was never appended"
+    );
+    append_n_async(&ledger).await;
+    assert_eq!(subscription.next().await.unwrap().position, total + 1);
+}
+
+async fn append_n_async(ledger: &Ledger) {
+    ledger
+        .append(Append::new("s", ExpectedVersion::Any, vec![event("after")]))
+        .await
+        .unwrap();
+}

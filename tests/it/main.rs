@@ -1,0 +1,9 @@
+//! The one integration-test binary: the event log through its API and through `ledgerctl`,
+//! against real fjall directories and real killed processes.
+
+mod cli;
+mod crash;
+mod disk_full;
+mod log_api;
+mod log_model;
+mod tamper;

@@ -1,0 +1,60 @@
+//! Helpers shared by the integration tests: where `ledgerctl` is, temporary stores, a small
+//! seeded random source whose seed is printed so a failure can be replayed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The `ledgerctl` binary of this build: `LEDGERCTL` when set, else beside the test binary's
+/// `deps/` folder (cargo puts both in the same profile folder). `.ci/run` builds it first.
+pub fn ledgerctl_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("LEDGERCTL") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in <target>/<profile>/deps");
+    let path = profile_dir.join("ledgerctl");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo build --workspace --bins, same profile as the tests)",
+        path.display()
+    );
+    path
+}
+
+/// A `ledgerctl` command with `--data DIR`.
+pub fn ledgerctl(data: &std::path::Path) -> Command {
+    let mut command = Command::new(ledgerctl_path());
+    command.arg("--data").arg(data);
+    command.env_remove("LEDGER_DATA");
+    command
+}
+
+/// A xorshift generator: enough randomness for kill timings and load shapes.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `env_var` when set, else from the clock; prints the seed either way.
+    pub fn from_env(env_var: &str) -> Rng {
+        let seed = std::env::var(env_var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        eprintln!("seed {env_var}={seed}");
+        Rng(seed | 1)
+    }
+
+    /// The next value in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound.max(1)
+    }
+}

@@ -1,0 +1,324 @@
+//! `ledgerctl bench`: benchmarks that print each figure beside a baseline measured in the same
+//! run on the same file system, as a ratio. They report; they never fail on a slow machine.
+//!
+//! Expected before measuring (`bench append`): one fsync per group commit, so one writer is
+//! bounded by the disk's fsync rate and 256 writers by fjall's batched write rate; each event
+//! costs ~300 bytes of envelope plus ~40 bytes of index in the journal and one SHA-256.
+
+// Rates and percentiles are reported as floating-point numbers; no money is computed here.
+#![allow(clippy::float_arithmetic)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use fjall::{Database, KeyspaceCreateOptions, PersistMode};
+use ledger::{Append, ExpectedVersion, Ledger, NewEvent};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Durable appends with 1, 16 and 256 concurrent writers beside raw fsync and raw fjall
+    /// batches, then a full scan with decode beside a raw fjall iteration.
+    Append(AppendArgs),
+}
+
+#[derive(Args)]
+pub struct AppendArgs {
+    /// How long each workload runs, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    millis: u64,
+    /// Concurrent writer counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    writers: Vec<usize>,
+    /// Events in the log for the scan (topped up with bulk appends when the runs wrote fewer).
+    #[arg(long, default_value_t = 500_000)]
+    scan_events: u64,
+    /// Where the temporary stores go (the file system under test); default: the current directory.
+    #[arg(long, default_value = ".")]
+    work_dir: PathBuf,
+}
+
+/// Envelope ≈ 150 bytes of header, stream and type + this payload ≈ 300 bytes.
+const PAYLOAD_BYTES: usize = 150;
+const RAW_RECORD_BYTES: usize = 300;
+const RAW_FJALL_BATCH: usize = 1000;
+
+pub fn run(_data: &Path, command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Append(args) => append(args),
+    }
+}
+
+struct Line {
+    workload: String,
+    per_sec: f64,
+    p50_us: Option<u64>,
+    p99_us: Option<u64>,
+    baseline: Option<(&'static str, f64)>,
+    target_ratio: Option<f64>,
+}
+
+impl Line {
+    fn print(&self) {
+        let mut text = format!(
+            "BENCH workload={} per_sec={:.0}",
+            self.workload, self.per_sec
+        );
+        if let (Some(p50), Some(p99)) = (self.p50_us, self.p99_us) {
+            text += &format!(" p50_us={p50} p99_us={p99}");
+        }
+        if let Some((name, rate)) = self.baseline {
+            let ratio = self.per_sec / rate;
+            text += &format!(" baseline={name} baseline_per_sec={rate:.0} ratio={ratio:.3}");
+            if let Some(target) = self.target_ratio {
+                let meets = if ratio >= target { "yes" } else { "no" };
+                text += &format!(" target={target} meets={meets}");
+            }
+        }
+        println!("{text}");
+        let _ = std::io::stdout().flush();
+    }
+}
+
+fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
+    let duration = Duration::from_millis(args.millis);
+    std::fs::create_dir_all(&args.work_dir)?;
+    let work = tempfile::Builder::new()
+        .prefix("ledger-bench-")
+        .tempdir_in(&args.work_dir)?;
+    print_machine(work.path());
+
+    let fsync_rate = raw_fsync(&work.path().join("raw-fsync"), duration)?;
+    Line {
+        workload: "raw_write_fsync".into(),
+        per_sec: fsync_rate,
+        p50_us: None,
+        p99_us: None,
+        baseline: None,
+        target_ratio: None,
+    }
+    .print();
+    let fjall_rate = raw_fjall_batches(&work.path().join("raw-fjall"), duration)?;
+    Line {
+        workload: format!("raw_fjall_batch_{RAW_FJALL_BATCH}_syncall"),
+        per_sec: fjall_rate,
+        p50_us: None,
+        p99_us: None,
+        baseline: None,
+        target_ratio: None,
+    }
+    .print();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::env::var("BENCH_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
+        )
+        .enable_all()
+        .build()?;
+    let ledger_dir = work.path().join("ledger");
+    for &writers in &args.writers {
+        let dir = ledger_dir.join(format!("writers-{writers}"));
+        let ledger = Ledger::open(&dir)?;
+        let (rate, mut latencies) =
+            runtime.block_on(concurrent_appends(&ledger, writers, duration))?;
+        latencies.sort_unstable();
+        let (baseline, target) = match writers {
+            1 => (("raw_write_fsync", fsync_rate), Some(0.80)),
+            256 => (("raw_fjall_batch_1000_syncall", fjall_rate), Some(0.75)),
+            _ => (("raw_fjall_batch_1000_syncall", fjall_rate), None),
+        };
+        Line {
+            workload: format!("append_writers_{writers}"),
+            per_sec: rate,
+            p50_us: Some(percentile(&latencies, 50)),
+            p99_us: Some(percentile(&latencies, 99)),
+            baseline: Some(baseline),
+            target_ratio: target,
+        }
+        .print();
+    }
+
+    let scan_dir = ledger_dir.join("scan");
+    let (scan_rate, raw_rate, events) = scan(&runtime, &scan_dir, args.scan_events)?;
+    Line {
+        workload: format!("scan_decode_{events}_events"),
+        per_sec: scan_rate,
+        p50_us: None,
+        p99_us: None,
+        baseline: Some(("raw_fjall_iterate", raw_rate)),
+        target_ratio: None,
+    }
+    .print();
+    let meets = if scan_rate >= 500_000.0 { "yes" } else { "no" };
+    println!(
+        "BENCH workload=scan_decode_absolute per_sec={scan_rate:.0} target_per_sec=500000 meets={meets}"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_machine(work: &Path) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "MACHINE cpu=\"{cpu}\" cores={cores} kernel={} work_dir={} ledgerctl={} fjall=3.1.13",
+        kernel.trim(),
+        work.display(),
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() - 1) * p / 100]
+}
+
+fn raw_fsync(path: &Path, duration: Duration) -> anyhow::Result<f64> {
+    let mut file = std::fs::File::create(path)?;
+    let record = [b'x'; RAW_RECORD_BYTES];
+    let start = Instant::now();
+    let mut count = 0u64;
+    while start.elapsed() < duration {
+        file.write_all(&record)?;
+        file.sync_all()?;
+        count += 1;
+    }
+    Ok(count as f64 / start.elapsed().as_secs_f64())
+}
+
+fn raw_fjall_batches(path: &Path, duration: Duration) -> anyhow::Result<f64> {
+    let db = Database::builder(path).open()?;
+    let keyspace = db.keyspace("raw", KeyspaceCreateOptions::default)?;
+    let value = vec![b'x'; RAW_RECORD_BYTES];
+    let start = Instant::now();
+    let mut key = 0u64;
+    while start.elapsed() < duration {
+        let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+        for _ in 0..RAW_FJALL_BATCH {
+            key += 1;
+            batch.insert(&keyspace, key.to_be_bytes(), value.clone());
+        }
+        batch.commit()?;
+    }
+    Ok(key as f64 / start.elapsed().as_secs_f64())
+}
+
+fn bench_event() -> NewEvent {
+    NewEvent::new("bench_event", vec![b'x'; PAYLOAD_BYTES])
+}
+
+async fn concurrent_appends(
+    ledger: &Ledger,
+    writers: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, Vec<u64>)> {
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(writers);
+    for writer in 0..writers {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = format!("bench-{writer}");
+            let mut version = 0u64;
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let appended = ledger
+                    .append(Append::new(
+                        stream.as_str(),
+                        ExpectedVersion::Exact(version),
+                        vec![bench_event()],
+                    ))
+                    .await?;
+                latencies.push(sent.elapsed().as_micros() as u64);
+                version = appended.stream_version();
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let rate = latencies.len() as f64 / start.elapsed().as_secs_f64();
+    Ok((rate, latencies))
+}
+
+/// Fills a log to `events` with bulk appends, then times a decoding scan through the ledger and
+/// a raw iteration of the same keyspace through fjall.
+fn scan(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    events: u64,
+) -> anyhow::Result<(f64, f64, u64)> {
+    {
+        let ledger = Ledger::open(dir)?;
+        runtime.block_on(async {
+            let mut tasks = Vec::new();
+            let per_task = events.div_ceil(8);
+            for task in 0..8u64 {
+                let ledger = ledger.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut written = 0;
+                    while written < per_task {
+                        let count = (per_task - written).min(1000);
+                        let batch = (0..count).map(|_| bench_event()).collect();
+                        ledger
+                            .append(Append::new(
+                                format!("scan-{task}"),
+                                ExpectedVersion::Any,
+                                batch,
+                            ))
+                            .await?;
+                        written += count;
+                    }
+                    anyhow::Ok(())
+                }));
+            }
+            for task in tasks {
+                task.await??;
+            }
+            anyhow::Ok(())
+        })?;
+        let start = Instant::now();
+        let mut count = 0u64;
+        let mut bytes = 0usize;
+        for event in ledger.scan(0) {
+            bytes += event?.payload.len();
+            count += 1;
+        }
+        let scan_rate = count as f64 / start.elapsed().as_secs_f64();
+        std::hint::black_box(bytes);
+        drop(ledger);
+        let db = Database::builder(dir.join("store")).open()?;
+        let log = db.keyspace("log", KeyspaceCreateOptions::default)?;
+        let start = Instant::now();
+        let mut raw_count = 0u64;
+        for entry in log.iter() {
+            let (_, value) = entry.into_inner()?;
+            std::hint::black_box(&value);
+            raw_count += 1;
+        }
+        let raw_rate = raw_count as f64 / start.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            raw_count == count,
+            "raw scan saw {raw_count} events, ledger {count}"
+        );
+        Ok((scan_rate, raw_rate, count))
+    }
+}

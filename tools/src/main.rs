@@ -1,0 +1,135 @@
+//! `ledgerctl`: the command-line program. Glue only: it parses arguments, opens the store, calls
+//! the crates and prints. No rule of the domain lives here.
+
+mod bench;
+mod load;
+mod raw;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Contract Ledger: an event-sourced ledger for prepaid enterprise-support contracts.
+#[derive(Parser)]
+#[command(name = "ledgerctl", version, about, long_about = None)]
+struct Cli {
+    /// The embedded store's directory.
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGER_DATA",
+        default_value = "./ledger-data"
+    )]
+    data: PathBuf,
+
+    /// Output format where output is tabular (default: table on a terminal, json otherwise).
+    #[arg(long, global = true, value_enum)]
+    format: Option<Format>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the whole log's hash chain and indexes; exit 1 and the first bad position when broken.
+    Verify,
+    /// Append and read raw events (no contract rules): for inspecting and seeding a store.
+    #[command(subcommand)]
+    Log(raw::LogCommand),
+    /// Benchmarks, each beside its baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Test helper: append under concurrent load forever, printing each acknowledged append.
+    #[command(hide = true)]
+    Load(load::LoadArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LEDGER_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let format = cli.format.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Json
+    });
+    let outcome = match cli.command {
+        Command::Verify => verify(&cli.data, format),
+        Command::Log(command) => raw::run(&cli.data, command, format),
+        Command::Bench(command) => bench::run(&cli.data, command),
+        Command::Load(args) => load::run(&cli.data, args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("ledgerctl: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Opens the store, turning "in use" into the message a user needs.
+fn open_ledger(data: &std::path::Path) -> anyhow::Result<ledger::Ledger> {
+    ledger::Ledger::open(data).map_err(anyhow::Error::from)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn verify(data: &std::path::Path, format: Format) -> anyhow::Result<ExitCode> {
+    if !data.join("store").exists() {
+        anyhow::bail!("no store at {} (set --data or LEDGER_DATA)", data.display());
+    }
+    let report = ledger::verify_path(data)?;
+    match format {
+        Format::Json => {
+            let json = serde_json::json!({
+                "ok": report.is_ok(),
+                "events_checked": report.events_checked,
+                "streams_checked": report.streams_checked,
+                "last_position": report.last_position,
+                "last_hash": hex(&report.last_hash),
+                "first_bad_position": report.problem.as_ref().map(|p| p.position),
+                "problem": report.problem.as_ref().map(|p| p.detail.clone()),
+            });
+            println!("{json}");
+        }
+        Format::Table | Format::Csv => {
+            println!(
+                "checked {} events in {} streams up to position {} (chain head {})",
+                report.events_checked,
+                report.streams_checked,
+                report.last_position,
+                hex(&report.last_hash)
+            );
+            match &report.problem {
+                None => println!("ok"),
+                Some(problem) => println!(
+                    "BROKEN at position {}: {}",
+                    problem.position, problem.detail
+                ),
+            }
+        }
+    }
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,196 @@
+//! `ledgerctl log`: raw events in and out, without contract rules. For seeding, inspecting and
+//! testing the event log itself; contract commands go through `submit`.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use ledger::{Append, ExpectedVersion, NewEvent};
+
+use crate::{Format, hex, open_ledger};
+
+#[derive(Subcommand)]
+pub enum LogCommand {
+    /// Append raw events from a JSON-lines file or stdin, one append per line:
+    /// {"stream":"s","type":"t","payload":{…},"expected":"any"|"no_stream"|"stream_exists"|N,
+    ///  "effective_at":"RFC 3339","command_id":"…"}. Prints one result line each; exit 0 when all
+    /// were accepted, 1 when any was rejected (the rest still run), 2 on unusable input.
+    Append {
+        /// The file, or - for stdin.
+        #[arg(default_value = "-")]
+        file: PathBuf,
+    },
+    /// Print events of the global log (or of one stream) as JSON lines or a table.
+    Read {
+        /// First global position (or stream version with --stream).
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Only this stream.
+        #[arg(long)]
+        stream: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+pub fn run(data: &Path, command: LogCommand, format: Format) -> anyhow::Result<ExitCode> {
+    match command {
+        LogCommand::Append { file } => append(data, &file),
+        LogCommand::Read {
+            from,
+            stream,
+            limit,
+        } => read(data, from, stream.as_deref(), limit, format),
+    }
+}
+
+fn parse_line(line: &str) -> Result<Append, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let object = value.as_object().ok_or("a line must be a JSON object")?;
+    for key in object.keys() {
+        if !matches!(
+            key.as_str(),
+            "stream" | "type" | "payload" | "expected" | "effective_at" | "command_id"
+        ) {
+            return Err(format!("unknown field {key:?}"));
+        }
+    }
+    let text = |key: &str| object.get(key).and_then(|v| v.as_str());
+    let stream = text("stream").ok_or("\"stream\" (a string) is required")?;
+    let event_type = text("type").ok_or("\"type\" (a string) is required")?;
+    let payload = object
+        .get("payload")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let expected = match object.get("expected") {
+        None => ExpectedVersion::Any,
+        Some(serde_json::Value::String(word)) => match word.as_str() {
+            "any" => ExpectedVersion::Any,
+            "no_stream" => ExpectedVersion::NoStream,
+            "stream_exists" => ExpectedVersion::StreamExists,
+            other => {
+                return Err(format!(
+                    "\"expected\" {other:?}: use any, no_stream, stream_exists or a version number"
+                ));
+            }
+        },
+        Some(serde_json::Value::Number(n)) => ExpectedVersion::Exact(
+            n.as_u64()
+                .ok_or("\"expected\" must be a whole version number ≥ 0")?,
+        ),
+        Some(_) => return Err("\"expected\" must be a word or a version number".into()),
+    };
+    let mut event = NewEvent::new(event_type, payload.to_string());
+    if let Some(at) = text("effective_at") {
+        let at = chrono::DateTime::parse_from_rfc3339(at)
+            .map_err(|e| format!("\"effective_at\" {at:?} is not RFC 3339 with an offset: {e}"))?;
+        event.effective_at = Some(at.to_utc());
+    }
+    let mut append = Append::new(stream, expected, vec![event]);
+    if let Some(id) = text("command_id") {
+        event_metadata_command(&mut append, id);
+        append = append.command_id(id);
+    }
+    Ok(append)
+}
+
+fn event_metadata_command(append: &mut Append, id: &str) {
+    for event in &mut append.events {
+        event.metadata.command_id = Some(id.to_owned());
+    }
+}
+
+fn append(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+    let reader: Box<dyn BufRead> = if file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+        ))
+    };
+    let ledger = open_ledger(data)?;
+    let mut any_rejected = false;
+    let mut stdout = std::io::stdout().lock();
+    for (index, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {}", index + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let result = parse_line(&line)
+            .and_then(|append| ledger.append_blocking(append).map_err(|e| e.to_string()));
+        let json = match result {
+            Ok(appended) => serde_json::json!({
+                "line": index + 1, "ok": true, "duplicate": appended.duplicate,
+                "events": appended.events.iter().map(|e| serde_json::json!({
+                    "position": e.position, "version": e.version, "event_id": e.event_id.to_string(),
+                })).collect::<Vec<_>>(),
+            }),
+            Err(message) => {
+                any_rejected = true;
+                serde_json::json!({"line": index + 1, "ok": false, "error": message})
+            }
+        };
+        writeln!(stdout, "{json}")?;
+    }
+    Ok(if any_rejected {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn read(
+    data: &Path,
+    from: u64,
+    stream: Option<&str>,
+    limit: usize,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let ledger = open_ledger(data)?;
+    let events = match stream {
+        Some(stream) => ledger.read_stream(stream, from, limit)?,
+        None => ledger.read_all(from, limit)?,
+    };
+    let mut stdout = std::io::stdout().lock();
+    if format == Format::Table {
+        writeln!(
+            stdout,
+            "{:>8}  {:<20} {:>5}  {:<24} {:<30} payload",
+            "position", "stream", "ver", "type", "recorded"
+        )?;
+    }
+    for event in events {
+        let payload = String::from_utf8_lossy(&event.payload);
+        match format {
+            Format::Table => writeln!(
+                stdout,
+                "{:>8}  {:<20} {:>5}  {:<24} {:<30} {}",
+                event.position,
+                event.stream,
+                event.version,
+                event.event_type,
+                event.recorded_at.to_rfc3339(),
+                payload
+            )?,
+            Format::Json | Format::Csv => {
+                let payload_json: serde_json::Value = serde_json::from_slice(&event.payload)
+                    .unwrap_or(serde_json::Value::String(payload.into_owned()));
+                let json = serde_json::json!({
+                    "position": event.position, "stream": event.stream, "version": event.version,
+                    "event_id": event.event_id.to_string(), "type": event.event_type,
+                    "schema_version": event.schema_version,
+                    "recorded_at": event.recorded_at.to_rfc3339(),
+                    "effective_at": event.effective_at.map(|t| t.to_rfc3339()),
+                    "command_id": event.metadata.command_id,
+                    "payload": payload_json, "hash": hex(&event.hash),
+                });
+                writeln!(stdout, "{json}")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the tests need, builds once, runs the whole suite.
+# `.ci/run` calls exactly this. Everything a test needs is installed here, never by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build once, in release: the crash and benchmark tests exercise the real fsync path, and the
+# test binaries reuse these artifacts.
+cargo build --release --workspace --bins --locked
+cargo test --release --workspace --locked
