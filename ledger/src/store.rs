@@ -38,7 +38,16 @@ pub(crate) struct Store {
 
 /// Holds the data directory for this process; released when dropped.
 pub(crate) struct DirectoryLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for DirectoryLock {
+    fn drop(&mut self) {
+        // Unlock explicitly rather than by closing: a child forked by another thread of this
+        // process holds a copy of the descriptor until it execs, and closing our copy would
+        // leave the lock held through theirs. Unlocking releases it for every copy.
+        let _ = self.file.unlock();
+    }
 }
 
 /// Takes the advisory lock on `DIR/LOCK` at once (no waiting), writing our pid into it, or says
@@ -66,7 +75,7 @@ pub(crate) fn lock_directory(path: &Path) -> Result<DirectoryLock> {
             file.set_len(0).map_err(lock_io)?;
             file.rewind().map_err(lock_io)?;
             write!(file, "{}", std::process::id()).map_err(lock_io)?;
-            Ok(DirectoryLock { _file: file })
+            Ok(DirectoryLock { file })
         }
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut holder = String::new();
