@@ -1,3 +1,14 @@
-//! The wire: command, event and published-message types, their JSON Schemas and upcasters.
+//! The wire: commands as users send them, events as the log stores them, their serde forms.
+//! Decimals travel as strings; unknown fields are rejected.
 //!
-//! Empty until the contract domain lands (issue 3); nothing here pretends otherwise.
+//! Not here: any rule (see `commands`), any IO.
+
+pub mod command;
+pub mod decimal;
+pub mod event;
+
+pub use command::*;
+pub use event::*;
+
+#[cfg(test)]
+mod tests;

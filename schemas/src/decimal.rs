@@ -1,0 +1,106 @@
+//! Decimals on the wire are strings (`"250.00"`), never JSON numbers: a number would pass
+//! through a float in most JSON libraries. A JSON number where a decimal belongs is an error.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serializer};
+
+/// `#[serde(with = "crate::decimal")]`: a decimal as a string.
+pub fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&value.to_string())
+}
+
+/// Accepts only a JSON string holding a plain decimal (no exponent, no spaces).
+pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    let text = match value {
+        serde_json::Value::String(text) => text,
+        serde_json::Value::Number(n) => {
+            return Err(serde::de::Error::custom(format!(
+                "decimal {n} must be a string, e.g. \"{n}\", not a JSON number"
+            )));
+        }
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "expected a decimal string like \"250.00\", found {other}"
+            )));
+        }
+    };
+    parse(&text).map_err(serde::de::Error::custom)
+}
+
+/// Parses `[-]digits[.digits]`.
+pub fn parse(text: &str) -> Result<Decimal, String> {
+    let body = text.strip_prefix('-').unwrap_or(text);
+    let mut parts = body.splitn(2, '.');
+    let whole = parts.next().unwrap_or("");
+    let fraction = parts.next();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || fraction.is_some_and(|f| !digits(f)) {
+        return Err(format!("{text:?} is not a decimal like \"250.00\""));
+    }
+    text.parse::<Decimal>()
+        .map_err(|e| format!("{text:?} is not a decimal: {e}"))
+}
+
+/// The same for `Option<Decimal>`.
+pub mod option {
+    use super::*;
+
+    /// Serializes `Some` as a string, `None` as null.
+    pub fn serialize<S: Serializer>(
+        value: &Option<Decimal>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => super::serialize(value, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    /// Null or a decimal string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Decimal>, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        if value.is_null() {
+            return Ok(None);
+        }
+        super::deserialize(value)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A map of decimals as strings.
+pub mod map {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use serde::ser::SerializeMap;
+
+    /// Serializes each value as a string.
+    pub fn serialize<S: Serializer>(
+        value: &BTreeMap<String, Decimal>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(value.len()))?;
+        for (key, decimal) in value {
+            map.serialize_entry(key, &decimal.to_string())?;
+        }
+        map.end()
+    }
+
+    /// Each value must be a decimal string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, Decimal>, D::Error> {
+        let raw = BTreeMap::<String, serde_json::Value>::deserialize(deserializer)?;
+        raw.into_iter()
+            .map(|(key, value)| {
+                super::deserialize(value)
+                    .map(|decimal| (key.clone(), decimal))
+                    .map_err(|e: serde_json::Error| serde::de::Error::custom(format!("{key}: {e}")))
+            })
+            .collect()
+    }
+}
