@@ -1,4 +1,18 @@
-//! The rules: `decide(state, command, now)` and `evolve(state, event)`, the handler and the
-//! scheduler.
+//! The rules of DOMAIN.md (R1–R15): `decide` and `evolve`, pure and deterministic; the handler
+//! that loads a contract, decides, and appends with an expected version; the scheduler's due
+//! time-driven commands.
 //!
-//! Empty until the contract domain lands (issue 3); nothing here pretends otherwise.
+//! **Invariant:** `decide`, `evolve` and `due` never touch the log, NATS or the wall clock; time
+//! arrives with the command. Only `handler` does IO, through the `ledger` crate's API.
+
+pub mod calendar;
+mod currency;
+pub mod decide;
+pub mod handler;
+pub mod rejection;
+pub mod state;
+
+pub use decide::{Decided, TimeDriven, decide, decide_time_driven, due};
+pub use handler::{CommandResult, Handler};
+pub use rejection::Rejection;
+pub use state::{ContractState, EventMeta, RateCard, Status};

@@ -113,6 +113,9 @@ fn multi_event_appends_are_consecutive_in_stream_and_log() {
     assert_eq!(ledger.read_stream("b", 1, 100).unwrap().len(), 3);
     assert_eq!(ledger.stream_version("b").unwrap(), 3);
     assert_eq!(ledger.stream_version("nothing").unwrap(), 0);
+    assert_eq!(ledger.stream_ids("").unwrap(), vec!["a", "b", "b1"]);
+    assert_eq!(ledger.stream_ids("b").unwrap(), vec!["b", "b1"]);
+    assert!(ledger.stream_ids("c").unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

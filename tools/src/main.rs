@@ -2,6 +2,7 @@
 //! the crates and prints. No rule of the domain lives here.
 
 mod bench;
+mod contract;
 mod load;
 mod raw;
 
@@ -41,6 +42,35 @@ enum Format {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run commands from a JSON-lines file or stdin, one result line each; exit 0 when all were
+    /// accepted, 1 when any was rejected (the rest still ran), 2 on unusable input or options.
+    Submit {
+        /// The file, or - for stdin.
+        #[arg(default_value = "-")]
+        file: PathBuf,
+    },
+    /// Append every time-driven event due at TIME: expiry forfeiture (R8), SAB shortfall
+    /// assessments (R9), expiry notices (R15). Each exactly once, however often it runs (R10).
+    Tick {
+        /// RFC 3339 with an offset, e.g. 2027-01-01T00:00:00Z.
+        #[arg(long)]
+        now: String,
+    },
+    /// A contract's bucket balances, by effective time (--as-of), recorded time (--known-at)
+    /// and/or log position (--at-position).
+    Balance {
+        /// The contract id.
+        contract: String,
+        /// Count only what was effective at or before this time.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Count only what the ledger had recorded by this time.
+        #[arg(long)]
+        known_at: Option<String>,
+        /// Count only events up to this global position.
+        #[arg(long)]
+        at_position: Option<u64>,
+    },
     /// Check the whole log's hash chain and indexes; exit 1 and the first bad position when broken.
     Verify,
     /// Append and read raw events (no contract rules): for inspecting and seeding a store.
@@ -69,6 +99,23 @@ fn main() -> ExitCode {
         Format::Json
     });
     let outcome = match cli.command {
+        Command::Submit { file } => contract::submit(&cli.data, &file),
+        Command::Tick { now } => contract::tick(&cli.data, &now),
+        Command::Balance {
+            contract,
+            as_of,
+            known_at,
+            at_position,
+        } => contract::balance(
+            &cli.data,
+            contract::BalanceArgs {
+                contract: &contract,
+                as_of: as_of.as_deref(),
+                known_at: known_at.as_deref(),
+                at_position,
+            },
+            format,
+        ),
         Command::Verify => verify(&cli.data, format),
         Command::Log(command) => raw::run(&cli.data, command, format),
         Command::Bench(command) => bench::run(&cli.data, command),

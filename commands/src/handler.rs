@@ -1,0 +1,547 @@
+//! The handler: the IO edge of the rules. It loads a contract's state from its stream (kept
+//! warm per contract), asks `decide`, and appends the events with `Exact(version)` and the
+//! command's idempotency key, retrying a bounded number of times on a version conflict. The
+//! scheduler's tick and the balance query live here too, since they read the log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use ledger::{Append, ExpectedVersion, Ledger, Metadata, NewEvent, RecordedEvent};
+use rust_decimal::Decimal;
+use schemas::{Bucket, Command, CommandEnvelope, EVENT_SCHEMA_VERSION, Event};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::decide::{self, Decided};
+use crate::rejection::Rejection;
+use crate::state::{ContractState, EventMeta, RateCard};
+
+/// Attempts at one command when other writers keep moving the stream.
+pub const HANDLER_RETRIES_MAX: usize = 8;
+/// Events read from a stream per page while loading state.
+const LOAD_PAGE_MAX: usize = 10_000;
+/// The rate card's stream.
+pub const RATES_STREAM: &str = "rates";
+
+/// The stream of a contract.
+pub fn contract_stream(contract_id: &str) -> String {
+    format!("contract-{contract_id}")
+}
+
+/// One appended event in a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResultEvent {
+    /// The log's event id.
+    pub event_id: String,
+    /// Global position.
+    pub position: u64,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+}
+
+/// The answer to a command (INTERFACE.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommandResult {
+    /// The command's id, when it had one.
+    pub command_id: Option<String>,
+    /// Accepted?
+    pub ok: bool,
+    /// What was appended (or had been, for a retry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<ResultEvent>>,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Rejection>,
+}
+
+impl CommandResult {
+    /// A rejection.
+    pub fn rejected(command_id: Option<String>, rejection: Rejection) -> CommandResult {
+        CommandResult {
+            command_id,
+            ok: false,
+            events: None,
+            error: Some(rejection),
+        }
+    }
+}
+
+/// Which events a balance counts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BalanceFilter {
+    /// Only events effective at or before this time.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Only events recorded at or before this time.
+    pub known_at: Option<DateTime<Utc>>,
+    /// Only events at or before this global position.
+    pub at_position: Option<u64>,
+}
+
+/// A contract's balances as a filter sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BalanceView {
+    /// The contract.
+    pub contract_id: String,
+    /// The last position counted (0 when none).
+    pub position: u64,
+    /// Bucket → balance.
+    #[serde(serialize_with = "decimal_map")]
+    pub balances: BTreeMap<String, Decimal>,
+}
+
+fn decimal_map<S: serde::Serializer>(
+    map: &BTreeMap<String, Decimal>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    schemas::decimal::map::serialize(map, serializer)
+}
+
+/// Loads, decides, appends. Cheap to clone; one per process that owns the store.
+#[derive(Clone)]
+pub struct Handler {
+    ledger: Ledger,
+    clock: ledger::Clock,
+    default_actor: String,
+    contracts: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<ContractState>>>>>,
+    rates: Arc<tokio::sync::Mutex<RateCard>>,
+}
+
+fn io_failure(error: &ledger::Error) -> Rejection {
+    Rejection::new(
+        "storage_failure",
+        "",
+        format!("the command was not recorded: {error}"),
+    )
+}
+
+fn content_hash(envelope: &CommandEnvelope) -> [u8; 32] {
+    let mut canonical = envelope.clone();
+    canonical.command_id = None;
+    Sha256::digest(serde_json::to_vec(&canonical).expect("commands serialize")).into()
+}
+
+fn meta_of(recorded: &RecordedEvent) -> EventMeta {
+    EventMeta {
+        event_id: recorded.event_id.to_string(),
+        version: recorded.version,
+        effective_at: recorded.effective_at.unwrap_or(recorded.recorded_at),
+    }
+}
+
+fn decode(recorded: &RecordedEvent) -> Event {
+    // A stored event that does not parse is a broken invariant: it was validated before writing.
+    Event::from_payload(&recorded.payload).unwrap_or_else(|e| {
+        panic!(
+            "event at position {} does not parse: {e}",
+            recorded.position
+        )
+    })
+}
+
+impl Handler {
+    /// A handler over an open log. `default_actor` stands in for a command without `actor`.
+    pub fn new(ledger: Ledger, clock: ledger::Clock, default_actor: impl Into<String>) -> Handler {
+        Handler {
+            ledger,
+            clock,
+            default_actor: default_actor.into(),
+            contracts: Arc::default(),
+            rates: Arc::default(),
+        }
+    }
+
+    /// The log.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    fn contract_cell(&self, contract_id: &str) -> Arc<tokio::sync::Mutex<ContractState>> {
+        let mut contracts = self.contracts.lock().expect("contract cache lock");
+        contracts.entry(contract_id.to_owned()).or_default().clone()
+    }
+
+    /// Folds whatever the stream has beyond the state's version.
+    fn refresh(&self, stream: &str, state: &mut ContractState) -> Result<(), ledger::Error> {
+        loop {
+            let events = self
+                .ledger
+                .read_stream(stream, state.version + 1, LOAD_PAGE_MAX)?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            for recorded in &events {
+                state.evolve(&decode(recorded), &meta_of(recorded));
+            }
+        }
+    }
+
+    fn refresh_rates(&self, rates: &mut RateCard) -> Result<(), ledger::Error> {
+        loop {
+            let events = self
+                .ledger
+                .read_stream(RATES_STREAM, rates.version + 1, LOAD_PAGE_MAX)?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            for recorded in &events {
+                rates.evolve(&decode(recorded), recorded.version);
+            }
+        }
+    }
+
+    /// A contract's state as recorded so far.
+    ///
+    /// # Errors
+    /// When the log cannot be read.
+    pub async fn state(&self, contract_id: &str) -> Result<ContractState, ledger::Error> {
+        let cell = self.contract_cell(contract_id);
+        let mut state = cell.lock().await;
+        self.refresh(&contract_stream(contract_id), &mut state)?;
+        Ok(state.clone())
+    }
+
+    /// Runs one command: the INTERFACE.md result.
+    pub async fn submit(&self, mut envelope: CommandEnvelope) -> CommandResult {
+        if envelope.actor.is_none() {
+            envelope.actor = Some(self.default_actor.clone());
+        }
+        let command_id = envelope.command_id.clone();
+        let hash = content_hash(&envelope);
+        if let Some(id) = &command_id {
+            match self.replay_answer(id, hash) {
+                Ok(Some(result)) => return result,
+                Ok(None) => {}
+                Err(rejection) => return CommandResult::rejected(command_id, rejection),
+            }
+        }
+        match self.run(&envelope, hash).await {
+            Ok(events) => CommandResult {
+                command_id,
+                ok: true,
+                events: Some(events),
+                error: None,
+            },
+            Err(rejection) => CommandResult::rejected(command_id, rejection),
+        }
+    }
+
+    /// R14: the first answer for a known command id with the same content, a rejection for
+    /// other content, `None` for a new id.
+    fn replay_answer(
+        &self,
+        command_id: &str,
+        hash: [u8; 32],
+    ) -> Result<Option<CommandResult>, Rejection> {
+        let Some((stored_hash, appended)) = self
+            .ledger
+            .command(command_id)
+            .map_err(|e| io_failure(&e))?
+        else {
+            return Ok(None);
+        };
+        if stored_hash != hash {
+            return Err(Rejection::new(
+                "idempotency_key_reused",
+                "R14",
+                format!(
+                    "command_id {command_id:?} was used before for a different command; use a new id"
+                ),
+            ));
+        }
+        let events = self.result_events(&appended).map_err(|e| io_failure(&e))?;
+        Ok(Some(CommandResult {
+            command_id: Some(command_id.to_owned()),
+            ok: true,
+            events: Some(events),
+            error: None,
+        }))
+    }
+
+    fn result_events(
+        &self,
+        appended: &ledger::Appended,
+    ) -> Result<Vec<ResultEvent>, ledger::Error> {
+        let mut events = Vec::with_capacity(appended.events.len());
+        for event in &appended.events {
+            let recorded = self.ledger.read_all(event.position, 1)?;
+            let event_type = recorded
+                .first()
+                .map(|r| r.event_type.clone())
+                .unwrap_or_default();
+            events.push(ResultEvent {
+                event_id: event.event_id.to_string(),
+                position: event.position,
+                event_type,
+            });
+        }
+        Ok(events)
+    }
+
+    async fn run(
+        &self,
+        envelope: &CommandEnvelope,
+        hash: [u8; 32],
+    ) -> Result<Vec<ResultEvent>, Rejection> {
+        if let Command::PublishRates(_) = envelope.body {
+            return self.run_rates(envelope, hash).await;
+        }
+        let contract_id = envelope
+            .body
+            .contract_id()
+            .expect("every other command names a contract");
+        if !decide::valid_contract_id(contract_id) {
+            return Err(Rejection::invalid(format!(
+                "contract_id {contract_id:?} must be 1 to 64 characters of A-Z a-z 0-9 _ -"
+            )));
+        }
+        let stream = contract_stream(contract_id);
+        let cell = self.contract_cell(contract_id);
+        let mut state = cell.lock().await;
+        let needs_rates = matches!(
+            envelope.body,
+            Command::ConvertCredits(_) | Command::ExchangeBooking(_)
+        );
+        for _attempt in 0..HANDLER_RETRIES_MAX {
+            self.refresh(&stream, &mut state)
+                .map_err(|e| io_failure(&e))?;
+            let rates = if needs_rates {
+                let mut rates = self.rates.lock().await;
+                self.refresh_rates(&mut rates).map_err(|e| io_failure(&e))?;
+                rates.clone()
+            } else {
+                RateCard::default()
+            };
+            let decided = decide::decide(&state, &rates, envelope, (self.clock)())?;
+            match self
+                .append(
+                    &stream,
+                    state.version,
+                    &decided,
+                    &metadata_of(envelope),
+                    hash,
+                )
+                .await
+            {
+                Ok(appended) => {
+                    if appended.duplicate {
+                        self.refresh(&stream, &mut state)
+                            .map_err(|e| io_failure(&e))?;
+                    } else {
+                        for (decision, event) in decided.iter().zip(&appended.events) {
+                            let meta = EventMeta {
+                                event_id: event.event_id.to_string(),
+                                version: event.version,
+                                effective_at: decision.effective_at,
+                            };
+                            state.evolve(&decision.event, &meta);
+                        }
+                    }
+                    return self.result_events(&appended).map_err(|e| io_failure(&e));
+                }
+                Err(ledger::Error::VersionConflict { .. }) => continue,
+                Err(ledger::Error::IdempotencyKeyReused { command_id }) => {
+                    return Err(Rejection::new(
+                        "idempotency_key_reused",
+                        "R14",
+                        format!(
+                            "command_id {command_id:?} was used before for a different command; use a new id"
+                        ),
+                    ));
+                }
+                Err(other) => return Err(io_failure(&other)),
+            }
+        }
+        Err(Rejection::new(
+            "version_conflict",
+            "",
+            format!(
+                "contract {contract_id} kept changing under {HANDLER_RETRIES_MAX} attempts; retry the command"
+            ),
+        ))
+    }
+
+    async fn run_rates(
+        &self,
+        envelope: &CommandEnvelope,
+        hash: [u8; 32],
+    ) -> Result<Vec<ResultEvent>, Rejection> {
+        let mut rates = self.rates.lock().await;
+        for _attempt in 0..HANDLER_RETRIES_MAX {
+            self.refresh_rates(&mut rates).map_err(|e| io_failure(&e))?;
+            let decided =
+                decide::decide(&ContractState::default(), &rates, envelope, (self.clock)())?;
+            match self
+                .append(
+                    RATES_STREAM,
+                    rates.version,
+                    &decided,
+                    &metadata_of(envelope),
+                    hash,
+                )
+                .await
+            {
+                Ok(appended) => {
+                    self.refresh_rates(&mut rates).map_err(|e| io_failure(&e))?;
+                    return self.result_events(&appended).map_err(|e| io_failure(&e));
+                }
+                Err(ledger::Error::VersionConflict { .. }) => continue,
+                Err(ledger::Error::IdempotencyKeyReused { command_id }) => {
+                    return Err(Rejection::new(
+                        "idempotency_key_reused",
+                        "R14",
+                        format!(
+                            "command_id {command_id:?} was used before for a different command"
+                        ),
+                    ));
+                }
+                Err(other) => return Err(io_failure(&other)),
+            }
+        }
+        Err(Rejection::new(
+            "version_conflict",
+            "",
+            "the rate card kept changing; retry",
+        ))
+    }
+
+    async fn append(
+        &self,
+        stream: &str,
+        version: u64,
+        decided: &[Decided],
+        metadata: &Metadata,
+        hash: [u8; 32],
+    ) -> Result<ledger::Appended, ledger::Error> {
+        let events = decided
+            .iter()
+            .map(|d| NewEvent {
+                event_type: d.event.type_name().to_owned(),
+                schema_version: EVENT_SCHEMA_VERSION,
+                effective_at: Some(d.effective_at),
+                metadata: metadata.clone(),
+                payload: d.event.to_payload(),
+            })
+            .collect();
+        let mut append = Append::new(stream, ExpectedVersion::Exact(version), events);
+        if let Some(id) = &metadata.command_id {
+            append = append.idempotency(id.clone(), hash);
+        }
+        self.ledger.append(append).await
+    }
+
+    /// R10: appends every time-driven event due at `now`, each exactly once (derived command
+    /// ids, and the state says what was done). Returns one result per event appended.
+    ///
+    /// # Errors
+    /// When the log cannot be read or written.
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<Vec<CommandResult>, ledger::Error> {
+        let mut results = Vec::new();
+        for stream in self.ledger.stream_ids("contract-")? {
+            let contract_id = stream.trim_start_matches("contract-").to_owned();
+            let cell = self.contract_cell(&contract_id);
+            let mut state = cell.lock().await;
+            loop {
+                self.refresh(&stream, &mut state)?;
+                let Some(next) = decide::due(&state, now).into_iter().next() else {
+                    break;
+                };
+                let command_id = next.command_id(&state);
+                let decided = match decide::decide_time_driven(&state, &next) {
+                    Ok(decided) => decided,
+                    Err(_) => break,
+                };
+                let metadata = Metadata {
+                    command_id: Some(command_id.clone()),
+                    actor: Some("scheduler".into()),
+                    correlation_id: Some(command_id.clone()),
+                    ..Metadata::default()
+                };
+                let hash: [u8; 32] = Sha256::digest(
+                    format!("{command_id}@{}", next.due_at().to_rfc3339()).as_bytes(),
+                )
+                .into();
+                match self
+                    .append(&stream, state.version, &decided, &metadata, hash)
+                    .await
+                {
+                    Ok(appended) => {
+                        results.push(CommandResult {
+                            command_id: Some(command_id),
+                            ok: true,
+                            events: Some(self.result_events(&appended)?),
+                            error: None,
+                        });
+                    }
+                    Err(ledger::Error::VersionConflict { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// A contract's balances by effective time, recorded time and/or position (R12 sums of the
+    /// recorded movements), or `None` for an unknown contract.
+    ///
+    /// # Errors
+    /// When the log cannot be read.
+    pub fn balance(
+        &self,
+        contract_id: &str,
+        filter: BalanceFilter,
+    ) -> Result<Option<BalanceView>, ledger::Error> {
+        let stream = contract_stream(contract_id);
+        let mut balances: BTreeMap<String, Decimal> = Bucket::ALL
+            .iter()
+            .map(|b| (b.name().to_owned(), Decimal::ZERO))
+            .collect();
+        let mut position = 0;
+        let mut seen_any = false;
+        let mut from = 1;
+        loop {
+            let events = self.ledger.read_stream(&stream, from, LOAD_PAGE_MAX)?;
+            let Some(last) = events.last() else { break };
+            from = last.version + 1;
+            for recorded in &events {
+                seen_any = true;
+                let effective = recorded.effective_at.unwrap_or(recorded.recorded_at);
+                if filter.at_position.is_some_and(|p| recorded.position > p)
+                    || filter.known_at.is_some_and(|k| recorded.recorded_at > k)
+                    || filter.as_of.is_some_and(|t| effective > t)
+                {
+                    continue;
+                }
+                position = recorded.position;
+                for movement in decode(recorded).movements() {
+                    *balances
+                        .entry(movement.bucket.name().to_owned())
+                        .or_default() += movement.balance_delta();
+                }
+            }
+        }
+        if !seen_any {
+            return Ok(None);
+        }
+        Ok(Some(BalanceView {
+            contract_id: contract_id.to_owned(),
+            position,
+            balances: balances
+                .into_iter()
+                .map(|(k, v)| (k, v.normalize()))
+                .collect(),
+        }))
+    }
+}
+
+fn metadata_of(envelope: &CommandEnvelope) -> Metadata {
+    Metadata {
+        command_id: envelope.command_id.clone(),
+        actor: envelope.actor.clone(),
+        correlation_id: envelope.command_id.clone(),
+        causation_id: None,
+        reason: envelope.reason.clone(),
+        reference: envelope.reference.clone(),
+    }
+}

@@ -1,0 +1,140 @@
+//! `ledgerctl submit`, `tick` and `balance` on the embedded store: parse, hand to the
+//! `commands` handler, print. No rule lives here.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use commands::handler::{BalanceFilter, CommandResult};
+use commands::{Handler, Rejection};
+use schemas::CommandEnvelope;
+
+use crate::Format;
+
+fn handler(data: &Path) -> anyhow::Result<Handler> {
+    let ledger = crate::open_ledger(data)?;
+    let actor = std::env::var("USER").unwrap_or_else(|_| "ledgerctl".to_owned());
+    Ok(Handler::new(ledger, Arc::new(Utc::now), actor))
+}
+
+/// Parses an RFC 3339 time with an offset for a flag, with a message that names the flag.
+pub fn parse_time(flag: &str, text: &str) -> anyhow::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .with_context(|| {
+            format!(
+                "{flag} {text:?} is not an RFC 3339 time with an offset, e.g. 2026-12-31T00:00:00Z"
+            )
+        })
+}
+
+/// The command id of a line that did not parse, if one can be read from it.
+fn command_id_of(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    value.get("command_id")?.as_str().map(str::to_owned)
+}
+
+pub fn submit(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+    let reader: Box<dyn BufRead> = if file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+        ))
+    };
+    let handler = handler(data)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut stdout = std::io::stdout().lock();
+    let mut any_rejected = false;
+    for (index, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {}", index + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let result = match CommandEnvelope::from_json(&line) {
+            Ok(envelope) => runtime.block_on(handler.submit(envelope)),
+            Err(message) => CommandResult::rejected(
+                command_id_of(&line),
+                Rejection::invalid(format!("line {}: {message}", index + 1)),
+            ),
+        };
+        any_rejected |= !result.ok;
+        writeln!(stdout, "{}", serde_json::to_string(&result)?)?;
+    }
+    Ok(if any_rejected {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn tick(data: &Path, now: &str) -> anyhow::Result<ExitCode> {
+    let now = parse_time("--now", now)?;
+    let handler = handler(data)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = runtime.block_on(handler.tick(now))?;
+    let mut stdout = std::io::stdout().lock();
+    for result in &results {
+        writeln!(stdout, "{}", serde_json::to_string(result)?)?;
+    }
+    eprintln!(
+        "tick at {}: {} time-driven event(s) appended",
+        now.to_rfc3339(),
+        results.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub struct BalanceArgs<'a> {
+    pub contract: &'a str,
+    pub as_of: Option<&'a str>,
+    pub known_at: Option<&'a str>,
+    pub at_position: Option<u64>,
+}
+
+pub fn balance(data: &Path, args: BalanceArgs<'_>, format: Format) -> anyhow::Result<ExitCode> {
+    let filter = BalanceFilter {
+        as_of: args.as_of.map(|t| parse_time("--as-of", t)).transpose()?,
+        known_at: args
+            .known_at
+            .map(|t| parse_time("--known-at", t))
+            .transpose()?,
+        at_position: args.at_position,
+    };
+    let handler = handler(data)?;
+    let Some(view) = handler.balance(args.contract, filter)? else {
+        anyhow::bail!("no contract {} in {}", args.contract, data.display());
+    };
+    let mut stdout = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(stdout, "{}", serde_json::to_string(&view)?)?,
+        Format::Csv => {
+            writeln!(stdout, "contract_id,position,bucket,balance")?;
+            for (bucket, balance) in &view.balances {
+                writeln!(
+                    stdout,
+                    "{},{},{bucket},{balance}",
+                    view.contract_id, view.position
+                )?;
+            }
+        }
+        Format::Table => {
+            writeln!(
+                stdout,
+                "contract {} at position {}",
+                view.contract_id, view.position
+            )?;
+            for (bucket, balance) in &view.balances {
+                writeln!(stdout, "  {bucket:<18} {balance:>12}")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
