@@ -207,7 +207,16 @@ fn active<'s>(
     state: &'s ContractState,
     contract_id: &str,
 ) -> Result<&'s ContractOpened, Rejection> {
+    let other_contract = state
+        .terms
+        .as_ref()
+        .is_some_and(|t| t.contract_id != contract_id);
     match state.status {
+        _ if other_contract => Err(Rejection::new(
+            "unknown_contract",
+            "R1",
+            format!("no contract {contract_id}; open it first with open_contract"),
+        )),
         Status::Unopened => Err(Rejection::new(
             "unknown_contract",
             "R1",

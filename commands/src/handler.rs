@@ -204,11 +204,13 @@ impl Handler {
 
     /// Runs one command: the INTERFACE.md result.
     pub async fn submit(&self, mut envelope: CommandEnvelope) -> CommandResult {
+        // Hash the command as sent, before the actor is defaulted: a retry through another
+        // process or user must match its first attempt.
+        let hash = content_hash(&envelope);
         if envelope.actor.is_none() {
             envelope.actor = Some(self.default_actor.clone());
         }
         let command_id = envelope.command_id.clone();
-        let hash = content_hash(&envelope);
         if let Some(id) = &command_id {
             match self.replay_answer(id, hash) {
                 Ok(Some(result)) => return result,

@@ -16,3 +16,6 @@ pub use decide::{Decided, TimeDriven, decide, decide_time_driven, due};
 pub use handler::{CommandResult, Handler};
 pub use rejection::Rejection;
 pub use state::{ContractState, EventMeta, RateCard, Status};
+
+#[cfg(test)]
+mod tests;

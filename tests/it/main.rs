@@ -2,6 +2,8 @@
 //! against real fjall directories and real killed processes.
 
 mod cli;
+mod contract_cli;
+mod contract_model;
 mod crash;
 mod disk_full;
 mod log_api;
