@@ -131,7 +131,7 @@ impl CommandEnvelope {
 
 /// Every command a user can send. Forfeiture, shortfall assessment and notices are not here:
 /// the scheduler appends them (DOMAIN.md R10).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// R1.
@@ -195,7 +195,7 @@ impl Command {
 }
 
 /// The base package.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Package {
     /// Core.
@@ -207,7 +207,7 @@ pub enum Package {
 }
 
 /// A SAB commitment for one support year.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SabCommitment {
     /// Support year, from 1.
@@ -215,12 +215,13 @@ pub struct SabCommitment {
     /// Committed incidents.
     pub incidents: u32,
     /// Money value per incident.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub value_per_incident: Decimal,
 }
 
 /// R1.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenContract {
     /// `[A-Za-z0-9_-]{1,64}`.
@@ -241,6 +242,7 @@ pub struct OpenContract {
     #[serde(default)]
     pub holidays: Vec<NaiveDate>,
     /// Fraction 0..=1 of a booking's price charged for a late cancellation; default 1.00.
+    #[schemars(with = "Option<crate::decimal::DecimalString>")]
     #[serde(
         default,
         with = "crate::decimal::option",
@@ -256,18 +258,19 @@ pub struct OpenContract {
 }
 
 /// Publishes rates (credits per unit of a service) in force from a time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishRates {
     /// From when these rates apply.
     pub effective_from: DateTime<Utc>,
     /// Service code → price in credits.
+    #[schemars(with = "BTreeMap<String, crate::decimal::DecimalString>")]
     #[serde(with = "crate::decimal::map")]
     pub rates: BTreeMap<String, Decimal>,
 }
 
 /// What a purchase buys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Item {
     /// Whole credits.
@@ -283,7 +286,7 @@ pub enum Item {
 }
 
 /// R2.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Purchase {
     /// The contract.
@@ -291,9 +294,11 @@ pub struct Purchase {
     /// What is bought.
     pub item: Item,
     /// How much.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub quantity: Decimal,
     /// Money per unit, in the contract's currency.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub unit_price: Decimal,
     /// When it was bought.
@@ -304,7 +309,7 @@ pub struct Purchase {
 }
 
 /// R3.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConvertCredits {
     /// The contract.
@@ -314,6 +319,7 @@ pub struct ConvertCredits {
     /// Service code on the rate card.
     pub service: String,
     /// Units of the service.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub quantity: Decimal,
     /// When the service starts.
@@ -323,7 +329,7 @@ pub struct ConvertCredits {
 }
 
 /// R6.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBooking {
     /// The contract.
@@ -335,7 +341,7 @@ pub struct CancelBooking {
 }
 
 /// R6.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RescheduleBooking {
     /// The contract.
@@ -349,7 +355,7 @@ pub struct RescheduleBooking {
 }
 
 /// R3, R6.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeBooking {
     /// The contract.
@@ -361,6 +367,7 @@ pub struct ExchangeBooking {
     /// The new service.
     pub service: String,
     /// Units of the new service.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub quantity: Decimal,
     /// The new start.
@@ -370,7 +377,7 @@ pub struct ExchangeBooking {
 }
 
 /// Where SAB money is applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SabTarget {
     /// The base fee.
@@ -382,7 +389,7 @@ pub enum SabTarget {
 }
 
 /// R4.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConvertSab {
     /// The contract.
@@ -390,6 +397,7 @@ pub struct ConvertSab {
     /// Incidents converted.
     pub incidents: u32,
     /// Money per incident, as set by the vendor at that time.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub value_per_incident: Decimal,
     /// Where the money goes.
@@ -399,7 +407,19 @@ pub struct ConvertSab {
 }
 
 /// A bucket of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Bucket {
     /// Credits.
@@ -433,7 +453,7 @@ impl Bucket {
 }
 
 /// R5.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumeHours {
     /// The contract.
@@ -447,7 +467,7 @@ pub struct ConsumeHours {
 }
 
 /// R8.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TerminateContract {
     /// The contract.
@@ -457,7 +477,7 @@ pub struct TerminateContract {
 }
 
 /// R11.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reverse {
     /// The contract.

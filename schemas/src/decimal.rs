@@ -4,6 +4,24 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serializer};
 
+/// The JSON Schema of a decimal on the wire: a string of digits with an optional sign and
+/// fraction.
+pub struct DecimalString;
+
+impl schemars::JsonSchema for DecimalString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DecimalString".into()
+    }
+
+    fn json_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
+            "description": "A decimal as a string, e.g. \"250.00\"; never a JSON number."
+        })
+    }
+}
+
 /// `#[serde(with = "crate::decimal")]`: a decimal as a string.
 pub fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&value.to_string())

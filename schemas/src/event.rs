@@ -15,7 +15,19 @@ use crate::command::{Bucket, Item, Package, SabCommitment, SabTarget};
 pub const EVENT_SCHEMA_VERSION: u32 = 1;
 
 /// How a movement changes a bucket (R12).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MovementKind {
     /// + a purchase.
@@ -44,7 +56,7 @@ impl MovementKind {
 
 /// One change to one lot of one bucket. `quantity` is the magnitude in the kind's direction;
 /// a reversal records the same kind with the opposite sign. `value = quantity × unit_price`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Movement {
     /// The bucket.
@@ -54,12 +66,15 @@ pub struct Movement {
     /// The lot (`L<version of the purchase event>`).
     pub lot: String,
     /// Units.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub quantity: Decimal,
     /// The lot's money per unit.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub unit_price: Decimal,
     /// `quantity × unit_price`, money.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub value: Decimal,
 }
@@ -72,7 +87,7 @@ impl Movement {
 }
 
 /// What kind of billable amount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BillableKind {
     /// R9.
@@ -84,7 +99,7 @@ pub enum BillableKind {
 }
 
 /// A billable amount in money. Never netted against balances (R12).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Billable {
     /// What it is.
@@ -92,6 +107,7 @@ pub struct Billable {
     /// The period it concerns, e.g. `year-1` or a booking id.
     pub period: String,
     /// Money; negative for an adjustment.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub amount: Decimal,
     /// ISO 4217.
@@ -99,7 +115,7 @@ pub struct Billable {
 }
 
 /// Every fact the ledger records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// R1.
@@ -197,7 +213,7 @@ impl Event {
 }
 
 /// R1.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContractOpened {
     /// Id.
@@ -217,6 +233,7 @@ pub struct ContractOpened {
     /// Holidays.
     pub holidays: Vec<NaiveDate>,
     /// 0..=1.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub cancellation_fee_rate: Decimal,
     /// SAB commitments.
@@ -224,18 +241,19 @@ pub struct ContractOpened {
 }
 
 /// The rate card from a time on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RatesPublished {
     /// From when.
     pub effective_from: DateTime<Utc>,
     /// Service → credits.
+    #[schemars(with = "BTreeMap<String, crate::decimal::DecimalString>")]
     #[serde(with = "crate::decimal::map")]
     pub rates: BTreeMap<String, Decimal>,
 }
 
 /// R2: a lot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Purchased {
     /// What.
@@ -243,9 +261,11 @@ pub struct Purchased {
     /// The lot's id.
     pub lot: String,
     /// Units.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub quantity: Decimal,
     /// Money per unit.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub unit_price: Decimal,
     /// Special request.
@@ -255,7 +275,7 @@ pub struct Purchased {
 }
 
 /// R3.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreditsConverted {
     /// The booking.
@@ -263,17 +283,21 @@ pub struct CreditsConverted {
     /// Service.
     pub service: String,
     /// Units of the service.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub quantity: Decimal,
     /// The rate card's price in credits per unit at the effective time.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub rate: Decimal,
     /// When that rate took effect.
     pub rate_effective_from: DateTime<Utc>,
     /// `rate × quantity` before rounding.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub credits_unrounded: Decimal,
     /// Rounded to the nearest whole credit, halves away from zero.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub credits: Decimal,
     /// When the service starts.
@@ -283,7 +307,7 @@ pub struct CreditsConverted {
 }
 
 /// R6.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookingCancelled {
     /// The booking.
@@ -291,9 +315,11 @@ pub struct BookingCancelled {
     /// Less than 14 days before the start.
     pub late: bool,
     /// The fee rate applied (0 when not late).
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub fee_rate: Decimal,
     /// Fee in credits, rounded to the nearest whole credit.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub fee_credits: Decimal,
     /// The booking's credits returned, by lot, then the fee, by lot.
@@ -301,7 +327,7 @@ pub struct BookingCancelled {
 }
 
 /// R6.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookingRescheduled {
     /// The booking.
@@ -313,12 +339,15 @@ pub struct BookingRescheduled {
     /// Less than 14 days before the old start.
     pub late: bool,
     /// Fee rate applied.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub fee_rate: Decimal,
     /// Fee in credits.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub fee_credits: Decimal,
     /// The part of the fee the balance could not cover, in credits.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub uncovered_credits: Decimal,
     /// The fee drawn, by lot.
@@ -328,7 +357,7 @@ pub struct BookingRescheduled {
 }
 
 /// R3, R6.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookingExchanged {
     /// The booking given up.
@@ -338,17 +367,21 @@ pub struct BookingExchanged {
     /// Its service.
     pub service: String,
     /// Units.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub quantity: Decimal,
     /// Rate at the effective time.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub rate: Decimal,
     /// When that rate took effect.
     pub rate_effective_from: DateTime<Utc>,
     /// Before rounding.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub credits_unrounded: Decimal,
     /// The new booking's credits.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub credits: Decimal,
     /// The new start.
@@ -356,9 +389,11 @@ pub struct BookingExchanged {
     /// Less than 14 days before the old start.
     pub late: bool,
     /// Fee rate applied.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub fee_rate: Decimal,
     /// Fee on the old booking, in credits.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub fee_credits: Decimal,
     /// Old credits returned, fee drawn, new credits drawn, by lot.
@@ -366,15 +401,17 @@ pub struct BookingExchanged {
 }
 
 /// R4.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SabConverted {
     /// Incidents.
     pub incidents: u32,
     /// Money per incident.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub value_per_incident: Decimal,
     /// `incidents × value_per_incident`.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub amount: Decimal,
     /// ISO 4217.
@@ -386,7 +423,7 @@ pub struct SabConverted {
 }
 
 /// R5.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoursConsumed {
     /// The bucket.
@@ -398,6 +435,7 @@ pub struct HoursConsumed {
     /// Whole minutes worked.
     pub minutes: u32,
     /// `minutes ÷ 60`, rounded to 2 decimals, halves away from zero.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub hours: Decimal,
     /// Hours drawn, by lot.
@@ -405,7 +443,7 @@ pub struct HoursConsumed {
 }
 
 /// R8: early termination (followed in the same append by `balances_forfeited`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContractTerminated {
     /// The termination date, contract time.
@@ -413,7 +451,7 @@ pub struct ContractTerminated {
 }
 
 /// Why balances were forfeited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ForfeitureCause {
     /// The term ended (R8).
@@ -425,7 +463,7 @@ pub enum ForfeitureCause {
 }
 
 /// R8: every remaining balance forfeited.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BalancesForfeited {
     /// Why.
@@ -437,7 +475,7 @@ pub struct BalancesForfeited {
 }
 
 /// R9.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SabShortfallAssessed {
     /// Support year.
@@ -447,15 +485,19 @@ pub struct SabShortfallAssessed {
     /// Committed incidents.
     pub committed_incidents: u32,
     /// Committed value per incident.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub committed_value_per_incident: Decimal,
     /// `incidents × value`.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub committed_amount: Decimal,
     /// Value converted in that year when assessed.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub converted_amount: Decimal,
     /// `max(0, committed − converted)`.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub shortfall: Decimal,
     /// The positive shortfall as a billable (none when zero).
@@ -463,12 +505,13 @@ pub struct SabShortfallAssessed {
 }
 
 /// R9: a late conversion lowers an assessed shortfall.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SabShortfallAdjusted {
     /// Support year.
     pub support_year: u32,
     /// Newly converted value.
+    #[schemars(with = "crate::decimal::DecimalString")]
     #[serde(with = "crate::decimal")]
     pub converted_amount: Decimal,
     /// The negative adjustment as a billable.
@@ -476,7 +519,7 @@ pub struct SabShortfallAdjusted {
 }
 
 /// R11.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventReversed {
     /// The reversed event's id.
@@ -492,7 +535,7 @@ pub struct EventReversed {
 }
 
 /// R15.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpiryNoticeIssued {
     /// `90`, `60`, `30`, `7`, or `request_deadline`.
@@ -500,6 +543,7 @@ pub struct ExpiryNoticeIssued {
     /// The term's end.
     pub term_end: NaiveDate,
     /// Balances that would be forfeited.
+    #[schemars(with = "BTreeMap<String, crate::decimal::DecimalString>")]
     #[serde(with = "crate::decimal::map")]
     pub balances: BTreeMap<String, Decimal>,
 }

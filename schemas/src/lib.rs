@@ -6,6 +6,7 @@
 pub mod command;
 pub mod decimal;
 pub mod event;
+pub mod json_schema;
 
 pub use command::*;
 pub use event::*;

@@ -9,3 +9,4 @@ mod disk_full;
 mod log_api;
 mod log_model;
 mod tamper;
+mod wire_schemas;
