@@ -6,6 +6,7 @@ mod contract_cli;
 mod contract_model;
 mod crash;
 mod disk_full;
+mod fixture_log;
 mod log_api;
 mod log_model;
 mod tamper;
