@@ -184,3 +184,33 @@ fn bench_append_small_run_reports_every_workload_with_ratios() {
     );
     assert!(stdout.lines().next().unwrap().starts_with("MACHINE "));
 }
+
+#[test]
+fn bench_commands_small_run_reports_both_workloads_with_ratios() {
+    let work = tempfile::tempdir().unwrap();
+    let output = ledgerctl(work.path())
+        .args(["bench", "commands", "--millis", "150", "--contracts", "1,4"])
+        .arg("--work-dir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    for workload in [
+        "commands_embedded_contracts_1 ",
+        "commands_embedded_contracts_4 ",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(&format!("workload={workload}")))
+            .unwrap_or_else(|| panic!("{workload} missing in:\n{stdout}"));
+        assert!(
+            line.contains("baseline=raw_append_same_concurrency") && line.contains(" ratio="),
+            "{line}"
+        );
+    }
+}

@@ -22,6 +22,22 @@ pub enum BenchCommand {
     /// Durable appends with 1, 16 and 256 concurrent writers beside raw fsync and raw fjall
     /// batches, then a full scan with decode beside a raw fjall iteration.
     Append(AppendArgs),
+    /// Contract commands end to end through the handler (load, decide, append), with 1 and 64
+    /// contracts in parallel, beside raw appends at the same concurrency.
+    Commands(CommandsArgs),
+}
+
+#[derive(Args)]
+pub struct CommandsArgs {
+    /// How long each workload runs, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    millis: u64,
+    /// Contracts (and concurrent clients) per workload, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    contracts: Vec<usize>,
+    /// Where the temporary stores go; default: the current directory.
+    #[arg(long, default_value = ".")]
+    work_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -48,7 +64,104 @@ const RAW_FJALL_BATCH: usize = 1000;
 pub fn run(_data: &Path, command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Append(args) => append(args),
+        BenchCommand::Commands(args) => commands_bench(args),
     }
+}
+
+/// One client per contract submits `consume_hours` (1 minute of DAS work each, with a command
+/// id) as fast as acks come back; the baseline appends one raw event per call to one stream
+/// per client. Both fsync per group commit in the same way.
+fn commands_bench(args: CommandsArgs) -> anyhow::Result<ExitCode> {
+    let duration = Duration::from_millis(args.millis);
+    std::fs::create_dir_all(&args.work_dir)?;
+    let work = tempfile::Builder::new()
+        .prefix("ledger-bench-")
+        .tempdir_in(&args.work_dir)?;
+    print_machine(work.path());
+    let runtime = tokio::runtime::Runtime::new()?;
+    for &contracts in &args.contracts {
+        let raw = Ledger::open(work.path().join(format!("raw-{contracts}")))?;
+        let (raw_rate, _) = runtime.block_on(concurrent_appends(&raw, contracts, duration))?;
+        drop(raw);
+        let ledger = Ledger::open(work.path().join(format!("commands-{contracts}")))?;
+        let (rate, mut latencies) =
+            runtime.block_on(concurrent_commands(ledger, contracts, duration))?;
+        latencies.sort_unstable();
+        Line {
+            workload: format!("commands_embedded_contracts_{contracts}"),
+            per_sec: rate,
+            p50_us: Some(percentile(&latencies, 50)),
+            p99_us: Some(percentile(&latencies, 99)),
+            baseline: Some(("raw_append_same_concurrency", raw_rate)),
+            target_ratio: Some(0.50),
+        }
+        .print();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn concurrent_commands(
+    ledger: Ledger,
+    contracts: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, Vec<u64>)> {
+    let handler = commands::Handler::new(ledger, std::sync::Arc::new(chrono::Utc::now), "bench");
+    let submit = move |json: String| {
+        let handler = handler.clone();
+        async move {
+            let envelope =
+                schemas::CommandEnvelope::from_json(&json).map_err(anyhow::Error::msg)?;
+            let result = handler.submit(envelope).await;
+            anyhow::ensure!(result.ok, "{json}: {:?}", result.error);
+            anyhow::Ok(())
+        }
+    };
+    for contract in 0..contracts {
+        submit(format!(
+            r#"{{"type":"open_contract","contract_id":"B-{contract}","customer":"Bench","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC"}}"#
+        ))
+        .await?;
+        for lot in 0..4 {
+            submit(format!(
+                r#"{{"type":"purchase","contract_id":"B-{contract}","item":"das_hours","quantity":"1600","unit_price":"150.00","effective_at":"2026-01-0{}T00:00:00Z"}}"#,
+                lot + 1
+            ))
+            .await?;
+        }
+    }
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for contract in 0..contracts {
+        let submit = submit.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let first = chrono::DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z")?.to_utc();
+            let mut minute = 0i64;
+            while Instant::now() < deadline {
+                let from = first + chrono::Duration::minutes(minute);
+                let to = from + chrono::Duration::minutes(1);
+                minute += 1;
+                let json = format!(
+                    r#"{{"type":"consume_hours","command_id":"bench-{contract}-{minute}","contract_id":"B-{contract}","bucket":"das_hours","started_at":"{}","ended_at":"{}","reference":"TS-{minute}"}}"#,
+                    from.to_rfc3339(),
+                    to.to_rfc3339()
+                );
+                let sent = Instant::now();
+                submit(json).await?;
+                latencies.push(sent.elapsed().as_micros() as u64);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok((
+        latencies.len() as f64 / start.elapsed().as_secs_f64(),
+        latencies,
+    ))
 }
 
 struct Line {
