@@ -32,6 +32,26 @@ pub fn ledgerctl(data: &std::path::Path) -> Command {
     command
 }
 
+/// Runs `ledgerctl --data DIR ARGS…` with `stdin` as its standard input and waits for it.
+pub fn run_ledgerctl(data: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = ledgerctl(data)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ledgerctl");
+    // A verb that does not read stdin may exit first; a broken pipe then is not a failure.
+    let _ = child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes());
+    child.wait_with_output().expect("wait for ledgerctl")
+}
+
 /// A xorshift generator: enough randomness for kill timings and load shapes.
 pub struct Rng(u64);
 

@@ -134,7 +134,7 @@ fn open_contract(state: &ContractState, open: &OpenContract) -> Result<Vec<Decid
     let mut years = std::collections::BTreeSet::new();
     for commitment in &open.sab_commitments {
         let year_start = calendar::support_year_start(open.term_start, commitment.year);
-        if !year_start.is_some_and(|start| start <= open.term_end) {
+        if year_start.is_none_or(|start| start > open.term_end) {
             return Err(Rejection::new(
                 "invalid_sab_commitment",
                 "R1",

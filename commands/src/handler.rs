@@ -108,6 +108,22 @@ pub struct Handler {
     rates: Arc<tokio::sync::Mutex<RateCard>>,
 }
 
+fn reused_id(command_id: &str) -> Rejection {
+    Rejection::new(
+        "idempotency_key_reused",
+        "R14",
+        format!("command_id {command_id:?} was used before for a different command; use a new id"),
+    )
+}
+
+/// An append that failed for a reason a retry cannot fix.
+fn append_failure(error: &ledger::Error) -> Rejection {
+    match error {
+        ledger::Error::IdempotencyKeyReused { command_id } => reused_id(command_id),
+        other => io_failure(other),
+    }
+}
+
 fn io_failure(error: &ledger::Error) -> Rejection {
     Rejection::new(
         "storage_failure",
@@ -244,13 +260,7 @@ impl Handler {
             return Ok(None);
         };
         if stored_hash != hash {
-            return Err(Rejection::new(
-                "idempotency_key_reused",
-                "R14",
-                format!(
-                    "command_id {command_id:?} was used before for a different command; use a new id"
-                ),
-            ));
+            return Err(reused_id(command_id));
         }
         let events = self.result_events(&appended).map_err(|e| io_failure(&e))?;
         Ok(Some(CommandResult {
@@ -343,16 +353,7 @@ impl Handler {
                     return self.result_events(&appended).map_err(|e| io_failure(&e));
                 }
                 Err(ledger::Error::VersionConflict { .. }) => continue,
-                Err(ledger::Error::IdempotencyKeyReused { command_id }) => {
-                    return Err(Rejection::new(
-                        "idempotency_key_reused",
-                        "R14",
-                        format!(
-                            "command_id {command_id:?} was used before for a different command; use a new id"
-                        ),
-                    ));
-                }
-                Err(other) => return Err(io_failure(&other)),
+                Err(other) => return Err(append_failure(&other)),
             }
         }
         Err(Rejection::new(
@@ -389,16 +390,7 @@ impl Handler {
                     return self.result_events(&appended).map_err(|e| io_failure(&e));
                 }
                 Err(ledger::Error::VersionConflict { .. }) => continue,
-                Err(ledger::Error::IdempotencyKeyReused { command_id }) => {
-                    return Err(Rejection::new(
-                        "idempotency_key_reused",
-                        "R14",
-                        format!(
-                            "command_id {command_id:?} was used before for a different command"
-                        ),
-                    ));
-                }
-                Err(other) => return Err(io_failure(&other)),
+                Err(other) => return Err(append_failure(&other)),
             }
         }
         Err(Rejection::new(

@@ -1,26 +1,10 @@
 //! `ledgerctl` as a user runs it: raw events in and out, exit codes, bad input, a held store,
 //! help text, and the append benchmark's small run (so it cannot rot).
 
-use std::io::Write;
-use std::process::Stdio;
-
 use tests::ledgerctl;
 
 fn run_with_stdin(data: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = ledgerctl(data)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    tests::run_ledgerctl(data, args, stdin)
 }
 
 #[test]

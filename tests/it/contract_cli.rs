@@ -2,28 +2,11 @@
 //! them: the worked example of DOMAIN.md end to end, bad input line by line, idempotent resubmits,
 //! and many tasks spending the same credits at once.
 
-use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::sync::Arc;
 
-use tests::ledgerctl;
-
 fn run(data: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = ledgerctl(data)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = stdin.unwrap_or("").to_owned();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    tests::run_ledgerctl(data, args, stdin.unwrap_or(""))
 }
 
 fn json_lines(output: &Output) -> Vec<serde_json::Value> {

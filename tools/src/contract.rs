@@ -38,13 +38,7 @@ fn command_id_of(line: &str) -> Option<String> {
 }
 
 pub fn submit(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
-    let reader: Box<dyn BufRead> = if file == Path::new("-") {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
-        ))
-    };
+    let reader = crate::open_input(file)?;
     let handler = handler(data)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

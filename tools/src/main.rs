@@ -135,6 +135,18 @@ fn open_ledger(data: &std::path::Path) -> anyhow::Result<ledger::Ledger> {
     ledger::Ledger::open(data).map_err(anyhow::Error::from)
 }
 
+/// A JSON-lines input: a file, or stdin for `-`.
+fn open_input(file: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead>> {
+    use anyhow::Context;
+    Ok(if file == std::path::Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+        ))
+    })
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -105,13 +105,7 @@ fn event_metadata_command(append: &mut Append, id: &str) {
 }
 
 fn append(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
-    let reader: Box<dyn BufRead> = if file == Path::new("-") {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
-        ))
-    };
+    let reader = crate::open_input(file)?;
     let ledger = open_ledger(data)?;
     let mut any_rejected = false;
     let mut stdout = std::io::stdout().lock();
