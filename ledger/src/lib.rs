@@ -12,6 +12,7 @@
 mod envelope;
 mod error;
 pub mod limits;
+mod projection_store;
 mod store;
 mod subscribe;
 mod verify;
@@ -29,6 +30,7 @@ use uuid::Uuid;
 
 pub use envelope::{GENESIS_HASH, Hash, Metadata, NewEvent, RecordedEvent};
 pub use error::{Error, Result};
+pub use projection_store::{Checkpoint, ProjectionStore};
 pub use store::STORE_FORMAT;
 pub use subscribe::Subscription;
 pub use verify::{VerifyProblem, VerifyReport};
@@ -591,6 +593,34 @@ impl Ledger {
             from_position.max(1),
             self.inner.committed.clone(),
         )
+    }
+
+    /// The keyspace of projection `name` in this store (created when new).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad name; [`Error::Storage`] when fjall fails.
+    pub fn projection_store(&self, name: &str) -> Result<ProjectionStore> {
+        ProjectionStore::open(&self.inner.store.db, name)
+    }
+
+    /// The last acknowledged event's position and chain hash (0 and the genesis hash when empty).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read.
+    pub fn head(&self) -> Result<(u64, Hash)> {
+        let position = self.committed_position();
+        if position == 0 {
+            return Ok((0, GENESIS_HASH));
+        }
+        let event = self
+            .inner
+            .store
+            .event_at(position)?
+            .ok_or_else(|| Error::Corrupt {
+                position,
+                detail: "the committed position is missing".into(),
+            })?;
+        Ok((position, event.hash))
     }
 
     /// Walks the log and its indexes; see [`VerifyReport`].

@@ -1,4 +1,26 @@
-//! Balances, audit statements, billable shortfalls and notices as folds over the log, with their
-//! checkpoints, and the NATS publisher.
+//! Read models folded from the log: per-contract balances with money by lot (R12, R13),
+//! billable shortfalls (R6, R9), and audit statements. A persisted projection keeps its state
+//! and its checkpoint (position and chain hash) in one fjall batch and resumes from the
+//! checkpoint; `rebuild` folds it again from position 0 and must give the same bytes.
 //!
-//! Empty until the projections land (issue 4); nothing here pretends otherwise.
+//! Not here: any rule. Projections only add up the movements and billables that events
+//! recorded when `commands` decided them.
+
+pub mod audit;
+pub mod balances;
+pub mod runner;
+pub mod shortfalls;
+
+pub use runner::{Projection, catch_up, rebuild};
+
+/// The contract a stream belongs to, if it is a contract's stream.
+pub fn contract_of(stream: &str) -> Option<&str> {
+    stream.strip_prefix("contract-")
+}
+
+/// Decodes a stored payload. A payload that does not parse is a broken invariant: it was
+/// validated before it was written.
+pub fn decode(event: &ledger::RecordedEvent) -> schemas::Event {
+    schemas::Event::from_payload(&event.payload)
+        .unwrap_or_else(|e| panic!("event at position {} does not parse: {e}", event.position))
+}

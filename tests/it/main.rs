@@ -9,5 +9,6 @@ mod disk_full;
 mod fixture_log;
 mod log_api;
 mod log_model;
+mod projection_views;
 mod tamper;
 mod wire_schemas;

@@ -5,6 +5,7 @@ mod bench;
 mod contract;
 mod load;
 mod raw;
+mod views;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -71,6 +72,26 @@ enum Command {
         #[arg(long)]
         at_position: Option<u64>,
     },
+    /// Every movement of a contract with running balances, totals and a roll-forward that
+    /// reconciles; --from/--to bound the period by effective time.
+    Audit {
+        /// The contract id.
+        contract: String,
+        /// Period start (RFC 3339): earlier movements make up the opening balances.
+        #[arg(long)]
+        from: Option<String>,
+        /// Period end (RFC 3339): later movements are left out.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Billable amounts (SAB shortfalls, adjustments, uncovered reschedule fees) with their
+    /// derivation, for one contract or all.
+    Shortfalls {
+        /// Only this contract.
+        contract: Option<String>,
+    },
+    /// Rebuild every projection from position 0, with progress.
+    Rebuild,
     /// Check the whole log's hash chain and indexes; exit 1 and the first bad position when broken.
     Verify,
     /// Append and read raw events (no contract rules): for inspecting and seeding a store.
@@ -116,6 +137,13 @@ fn main() -> ExitCode {
             },
             format,
         ),
+        Command::Audit { contract, from, to } => {
+            views::audit(&cli.data, &contract, from.as_deref(), to.as_deref(), format)
+        }
+        Command::Shortfalls { contract } => {
+            views::shortfalls(&cli.data, contract.as_deref(), format)
+        }
+        Command::Rebuild => views::rebuild(&cli.data),
         Command::Verify => verify(&cli.data, format),
         Command::Log(command) => raw::run(&cli.data, command, format),
         Command::Bench(command) => bench::run(&cli.data, command),

@@ -1,0 +1,143 @@
+//! Balances per contract and bucket (R12): balance, purchased, returned, converted, consumed,
+//! fees and forfeited, and their money value by lot (R13); billable totals by kind. A sum of
+//! the movements and billables that events recorded, nothing else.
+
+use std::collections::BTreeMap;
+
+use ledger::RecordedEvent;
+use rust_decimal::Decimal;
+use schemas::{Event, Movement, MovementKind};
+use serde::{Deserialize, Serialize};
+
+use crate::runner::Projection;
+use crate::{contract_of, decode};
+
+/// Quantities (units) and money per movement kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindTotals {
+    /// `purchased`.
+    pub purchased: Decimal,
+    /// `returned`.
+    pub returned: Decimal,
+    /// `converted`.
+    pub converted: Decimal,
+    /// `consumed`.
+    pub consumed: Decimal,
+    /// `fee`.
+    pub fees: Decimal,
+    /// `forfeited`.
+    pub forfeited: Decimal,
+}
+
+impl KindTotals {
+    /// Adds `amount` under `kind`.
+    pub fn add(&mut self, kind: MovementKind, amount: Decimal) {
+        let slot = match kind {
+            MovementKind::Purchased => &mut self.purchased,
+            MovementKind::Returned => &mut self.returned,
+            MovementKind::Converted => &mut self.converted,
+            MovementKind::Consumed => &mut self.consumed,
+            MovementKind::Fee => &mut self.fees,
+            MovementKind::Forfeited => &mut self.forfeited,
+        };
+        *slot += amount;
+    }
+
+    /// R12: `purchased + returned − converted − consumed − fees − forfeited`.
+    pub fn net(&self) -> Decimal {
+        self.purchased + self.returned - self.converted - self.consumed - self.fees - self.forfeited
+    }
+}
+
+/// One lot: its unit price, what is left, and quantities and money by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LotBalance {
+    /// Money per unit.
+    pub unit_price: Decimal,
+    /// Units left.
+    pub remaining: Decimal,
+    /// Units by kind.
+    pub quantity: KindTotals,
+    /// Money by kind (quantity × unit price, as recorded).
+    pub value: KindTotals,
+}
+
+/// One bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketBalance {
+    /// Units left.
+    pub balance: Decimal,
+    /// Units by kind.
+    pub quantity: KindTotals,
+    /// Money by kind.
+    pub value: KindTotals,
+    /// By lot id.
+    pub lots: BTreeMap<String, LotBalance>,
+}
+
+/// One contract.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractBalances {
+    /// The contract.
+    pub contract_id: String,
+    /// ISO 4217.
+    pub currency: String,
+    /// The last position folded for this contract.
+    pub position: u64,
+    /// By bucket name.
+    pub buckets: BTreeMap<String, BucketBalance>,
+    /// Billable money by kind (shortfalls, adjustments, uncovered fees).
+    pub billables: BTreeMap<String, Decimal>,
+}
+
+impl ContractBalances {
+    /// Applies one movement.
+    pub fn apply_movement(&mut self, movement: &Movement) {
+        let bucket = self
+            .buckets
+            .entry(movement.bucket.name().to_owned())
+            .or_default();
+        bucket.balance += movement.balance_delta();
+        bucket.quantity.add(movement.kind, movement.quantity);
+        bucket.value.add(movement.kind, movement.value);
+        let lot = bucket.lots.entry(movement.lot.clone()).or_default();
+        lot.unit_price = movement.unit_price;
+        lot.remaining += movement.balance_delta();
+        lot.quantity.add(movement.kind, movement.quantity);
+        lot.value.add(movement.kind, movement.value);
+    }
+}
+
+/// The `balances` projection.
+pub struct Balances;
+
+impl Projection for Balances {
+    const NAME: &'static str = "balances";
+    type State = ContractBalances;
+
+    fn key(event: &RecordedEvent) -> Option<String> {
+        contract_of(&event.stream).map(str::to_owned)
+    }
+
+    fn apply(state: &mut ContractBalances, event: &RecordedEvent) {
+        let decoded = decode(event);
+        if let Event::ContractOpened(opened) = &decoded {
+            state.contract_id = opened.contract_id.clone();
+            state.currency = opened.currency.clone();
+            for bucket in schemas::Bucket::ALL {
+                state.buckets.entry(bucket.name().to_owned()).or_default();
+            }
+        }
+        state.position = event.position;
+        for movement in decoded.movements() {
+            state.apply_movement(movement);
+        }
+        for billable in decoded.billables() {
+            let kind = serde_json::to_value(billable.kind).expect("kinds serialize");
+            *state
+                .billables
+                .entry(kind.as_str().unwrap_or_default().to_owned())
+                .or_default() += billable.amount;
+        }
+    }
+}

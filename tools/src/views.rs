@@ -1,0 +1,398 @@
+//! `ledgerctl audit`, `shortfalls` and `rebuild`: the read side for finance and disputes. Glue:
+//! the numbers come from `projections`.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use projections::audit::{Statement, statement};
+use projections::balances::Balances;
+use projections::shortfalls::{BillableEntry, Shortfalls};
+use projections::{Projection, catch_up};
+
+use crate::Format;
+use crate::contract::parse_time;
+
+pub fn audit(
+    data: &Path,
+    contract: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let from = from.map(|t| parse_time("--from", t)).transpose()?;
+    let to = to.map(|t| parse_time("--to", t)).transpose()?;
+    let ledger = crate::open_ledger(data)?;
+    let statement = statement(&ledger, contract, from, to)?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&statement)?)?,
+        Format::Csv => write_csv(&statement, &mut out)?,
+        Format::Table => write_table(&statement, &mut out)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lots_text(line: &projections::audit::StatementLine) -> String {
+    line.lots
+        .iter()
+        .map(|m| {
+            let kind = serde_json::to_value(m.kind).unwrap_or_default();
+            format!(
+                "{} {} {} {} × {} = {}",
+                m.bucket.name(),
+                kind.as_str().unwrap_or_default(),
+                m.lot,
+                m.quantity,
+                m.unit_price,
+                m.value
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn write_csv(statement: &Statement, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record([
+        "contract_id",
+        "row",
+        "position",
+        "recorded_at",
+        "effective_at",
+        "event_type",
+        "actor",
+        "reference",
+        "reason",
+        "event_id",
+        "bucket",
+        "delta",
+        "running_balance",
+        "lots",
+        "billable",
+    ])?;
+    let opt = |s: &Option<String>| s.clone().unwrap_or_default();
+    for (bucket, balance) in &statement.opening {
+        let balance = balance.to_string();
+        writer.write_record([
+            statement.contract_id.as_str(),
+            "opening",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            bucket,
+            "",
+            &balance,
+            "",
+            "",
+        ])?;
+    }
+    for line in &statement.lines {
+        let billable = line
+            .billables
+            .iter()
+            .map(|(k, v)| format!("{k} {v} {}", statement.currency))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let moved: Vec<(&String, &rust_decimal::Decimal)> = line.delta.iter().collect();
+        let rows: Vec<(String, String, String)> = if moved.is_empty() {
+            vec![(String::new(), String::new(), String::new())]
+        } else {
+            moved
+                .iter()
+                .map(|(b, d)| ((*b).clone(), d.to_string(), line.running[*b].to_string()))
+                .collect()
+        };
+        for (bucket, delta, running) in rows {
+            writer.write_record([
+                statement.contract_id.clone(),
+                "movement".into(),
+                line.position.to_string(),
+                line.recorded_at.to_rfc3339(),
+                line.effective_at.to_rfc3339(),
+                line.event_type.clone(),
+                opt(&line.actor),
+                opt(&line.reference),
+                opt(&line.reason),
+                line.event_id.clone(),
+                bucket,
+                delta,
+                running,
+                lots_text(line),
+                billable.clone(),
+            ])?;
+        }
+    }
+    for roll in &statement.roll_forward {
+        let check = if roll.reconciles {
+            ""
+        } else {
+            "DOES NOT RECONCILE"
+        };
+        let movements = roll.movements.to_string();
+        let closing = roll.closing.to_string();
+        writer.write_record([
+            statement.contract_id.as_str(),
+            "closing",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            &roll.bucket,
+            &movements,
+            &closing,
+            "",
+            check,
+        ])?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+fn write_table(statement: &Statement, out: &mut dyn Write) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "Audit statement — contract {} ({}), {}, term {}..{}",
+        statement.contract_id,
+        statement.customer,
+        statement.currency,
+        statement.term_start,
+        statement.term_end
+    )?;
+    let period =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("—".to_owned(), |t| t.to_rfc3339());
+    writeln!(
+        out,
+        "Period (effective time): {} .. {}",
+        period(statement.from),
+        period(statement.to)
+    )?;
+    writeln!(
+        out,
+        "Built to log position {} (chain hash {})",
+        statement.built_to_position, statement.built_to_hash
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Opening balances: {}",
+        statement
+            .opening
+            .iter()
+            .map(|(b, v)| format!("{b} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:>6}  {:<20} {:<25} {:<14} {:<34} {}",
+        "pos", "effective", "event", "actor", "movement", "running"
+    )?;
+    for line in &statement.lines {
+        let movement = line
+            .delta
+            .iter()
+            .map(|(b, d)| format!("{b} {d:+}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let running = line
+            .delta
+            .keys()
+            .map(|b| format!("{b} {}", line.running[b]))
+            .collect::<Vec<_>>()
+            .join(", ");
+        writeln!(
+            out,
+            "{:>6}  {:<20} {:<25} {:<14} {:<34} {}",
+            line.position,
+            line.effective_at.format("%Y-%m-%d %H:%M"),
+            line.event_type,
+            line.actor.as_deref().unwrap_or(""),
+            movement,
+            running
+        )?;
+        if !line.lots.is_empty() {
+            writeln!(out, "{:>8}lots: {}", "", lots_text(line))?;
+        }
+        for (kind, amount) in &line.billables {
+            writeln!(
+                out,
+                "{:>8}billable: {kind} {amount} {}",
+                "", statement.currency
+            )?;
+        }
+        if let Some(reference) = &line.reference {
+            writeln!(out, "{:>8}reference: {reference}", "")?;
+        }
+        if let Some(reason) = &line.reason {
+            writeln!(out, "{:>8}reason: {reason}", "")?;
+        }
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "totals (units)", "purchased", "returned", "converted", "consumed", "fees", "forfeited"
+    )?;
+    for (bucket, t) in &statement.totals {
+        writeln!(
+            out,
+            "{bucket:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            t.purchased, t.returned, t.converted, t.consumed, t.fees, t.forfeited
+        )?;
+    }
+    writeln!(
+        out,
+        "{:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        format!("totals ({})", statement.currency),
+        "purchased",
+        "returned",
+        "converted",
+        "consumed",
+        "fees",
+        "forfeited"
+    )?;
+    for (bucket, t) in &statement.totals_value {
+        writeln!(
+            out,
+            "{bucket:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            t.purchased, t.returned, t.converted, t.consumed, t.fees, t.forfeited
+        )?;
+    }
+    for (kind, amount) in &statement.billables {
+        writeln!(out, "billable {kind}: {amount} {}", statement.currency)?;
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<18} {:>10} {:>12} {:>10}  check",
+        "roll-forward", "opening", "movements", "closing"
+    )?;
+    for roll in &statement.roll_forward {
+        let check = if roll.reconciles {
+            "ok"
+        } else {
+            "DOES NOT RECONCILE"
+        };
+        writeln!(
+            out,
+            "{:<18} {:>10} {:>12} {:>10}  {check}",
+            roll.bucket, roll.opening, roll.movements, roll.closing
+        )?;
+    }
+    Ok(())
+}
+
+pub fn shortfalls(data: &Path, contract: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
+    let ledger = crate::open_ledger(data)?;
+    let store = ledger.projection_store(Shortfalls::NAME)?;
+    catch_up::<Shortfalls>(&ledger, &store, &mut |_| {})?;
+    let prefix = contract.unwrap_or("");
+    let mut entries: Vec<BillableEntry> = Vec::new();
+    let mut found = false;
+    for (key, value) in store.entries(prefix.as_bytes())? {
+        if contract.is_some_and(|c| key != c.as_bytes()) {
+            continue;
+        }
+        found = true;
+        let state: projections::shortfalls::ContractShortfalls = serde_json::from_slice(&value)?;
+        entries.extend(state.entries);
+    }
+    if let Some(contract) = contract
+        && !found
+    {
+        anyhow::bail!("no contract {contract} in {}", data.display());
+    }
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string(&entries)?)?,
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(&mut out);
+            writer.write_record([
+                "contract_id",
+                "kind",
+                "period",
+                "amount",
+                "currency",
+                "event_id",
+                "position",
+                "effective_at",
+                "derivation",
+            ])?;
+            for e in &entries {
+                writer.write_record([
+                    e.contract_id.clone(),
+                    e.kind.clone(),
+                    e.period.clone(),
+                    e.amount.to_string(),
+                    e.currency.clone(),
+                    e.event_id.clone(),
+                    e.position.to_string(),
+                    e.effective_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    e.derivation.to_string(),
+                ])?;
+            }
+            writer.flush()?;
+        }
+        Format::Table => {
+            writeln!(
+                out,
+                "{:<10} {:<28} {:<8} {:>12} {:<4} {:>6}  derivation",
+                "contract", "kind", "period", "amount", "cur", "pos"
+            )?;
+            for e in &entries {
+                writeln!(
+                    out,
+                    "{:<10} {:<28} {:<8} {:>12} {:<4} {:>6}  {}",
+                    e.contract_id, e.kind, e.period, e.amount, e.currency, e.position, e.derivation
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rebuild(data: &Path) -> anyhow::Result<ExitCode> {
+    let ledger = crate::open_ledger(data)?;
+    let head = ledger.committed_position();
+    let started = Instant::now();
+    for name in [Balances::NAME, Shortfalls::NAME] {
+        let bar = indicatif::ProgressBar::new(head);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:>10} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+            )?
+            .progress_chars("=> "),
+        );
+        bar.set_message(name);
+        let store = ledger.projection_store(name)?;
+        let mut progress = |position: u64| bar.set_position(position);
+        let checkpoint = if name == Balances::NAME {
+            projections::rebuild::<Balances>(&ledger, &store, &mut progress)?
+        } else {
+            projections::rebuild::<Shortfalls>(&ledger, &store, &mut progress)?
+        };
+        bar.finish();
+        eprintln!("{name}: rebuilt to position {}", checkpoint.position);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    #[allow(clippy::float_arithmetic)] // a rate for people to read
+    let rate = if seconds > 0.0 {
+        (2 * head) as f64 / seconds
+    } else {
+        0.0
+    };
+    println!("rebuilt 2 projections over {head} events in {seconds:.2} s ({rate:.0} events/s)");
+    Ok(ExitCode::SUCCESS)
+}
