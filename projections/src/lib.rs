@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod balances;
+pub mod disputes;
 pub mod runner;
 pub mod shortfalls;
 

@@ -243,5 +243,19 @@ proptest! {
             prop_assert_eq!(ledger.committed_position(), end, "a resubmit appended: {}", json);
         }
         prop_assert!(ledger.verify().unwrap().is_ok());
+        // The audit statement's roll-forward holds for the whole term and for any period.
+        for (from, to) in [(None, None), (Some("2026-04-01T00:00:00Z"), Some("2026-09-30T00:00:00Z"))] {
+            let parse = |t: Option<&str>| t.map(|t| t.parse().unwrap());
+            let statement = projections::audit::statement(&ledger, "C-1", parse(from), parse(to)).unwrap();
+            for roll in &statement.roll_forward {
+                prop_assert!(roll.reconciles, "{:?}", roll);
+            }
+            if from.is_none() {
+                let view = handler.balance("C-1", Default::default()).unwrap().unwrap();
+                for roll in &statement.roll_forward {
+                    prop_assert_eq!(roll.closing.normalize(), view.balances[&roll.bucket]);
+                }
+            }
+        }
     }
 }

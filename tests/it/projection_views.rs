@@ -264,3 +264,111 @@ async fn rebuild_equals_incremental_byte_for_byte_over_100k_events() {
         );
     }
 }
+
+#[test]
+fn replay_and_diff_answer_what_we_knew_then_and_what_is_true_now() {
+    let dir = fixture_copy();
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(data_path("fixture-log-v1.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let recorded = |position: usize| {
+        log[position - 1]["recorded_at"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    let replay = run_ledgerctl(
+        dir.path(),
+        &["--format", "json", "replay", "C-1001", "--until", "8"],
+        "",
+    );
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let steps: Vec<serde_json::Value> = String::from_utf8(replay.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(steps.len(), 7, "C-1001's events up to position 8");
+    assert_eq!(steps.last().unwrap()["balances"]["dse_hours"], "396.50");
+    assert_eq!(steps[3]["event_type"], "credits_converted");
+    assert_eq!(steps[3]["event"]["credits_unrounded"], "14.8");
+    let by_time = run_ledgerctl(
+        dir.path(),
+        &[
+            "--format",
+            "json",
+            "replay",
+            "C-1001",
+            "--until",
+            &recorded(8),
+        ],
+        "",
+    );
+    assert_eq!(
+        String::from_utf8(by_time.stdout).unwrap().lines().count(),
+        7
+    );
+
+    // Known just after the DSE work was entered, and known now.
+    let diff = run_ledgerctl(
+        dir.path(),
+        &[
+            "--format",
+            "json",
+            "diff",
+            "C-1001",
+            "--known-at",
+            &recorded(8),
+            "--known-at",
+            "2030-01-01T00:00:00Z",
+        ],
+        "",
+    );
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let diff: serde_json::Value = serde_json::from_slice(&diff.stdout).unwrap();
+    assert_eq!(diff["balances_before"]["dse_hours"], "396.50");
+    assert_eq!(diff["balances_before"]["proactive_credits"], "85");
+    assert_eq!(diff["balances_after"]["dse_hours"], "0.00");
+    assert_eq!(diff["billables_after"]["sab_shortfall"], "2000.00");
+    assert_eq!(
+        diff["billables_after"]["sab_shortfall_adjustment"],
+        "-500.00"
+    );
+    let types: Vec<&str> = diff["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["event_type"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.contains(&"event_reversed") && types.contains(&"balances_forfeited"),
+        "{types:?}"
+    );
+    let reversal = diff["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["event_type"] == "event_reversed")
+        .unwrap();
+    assert_eq!(reversal["delta"]["dse_hours"], "3.50");
+
+    for args in [
+        vec!["replay", "C-404"],
+        vec!["diff", "C-1001", "--known-at", "2026-01-01T00:00:00Z"],
+        vec!["replay", "C-1001", "--until", "soon"],
+    ] {
+        let output = run_ledgerctl(dir.path(), &args, "");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+}

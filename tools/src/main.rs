@@ -92,6 +92,22 @@ enum Command {
     },
     /// Rebuild every projection from position 0, with progress.
     Rebuild,
+    /// A contract's history event by event with the balances after each.
+    Replay {
+        /// The contract id.
+        contract: String,
+        /// Stop at a log position (a number) or at a recorded time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Which events changed which numbers between two knowledge (recorded) times.
+    Diff {
+        /// The contract id.
+        contract: String,
+        /// The two knowledge times, RFC 3339 (give the flag twice).
+        #[arg(long = "known-at", num_args = 1)]
+        known_at: Vec<String>,
+    },
     /// Check the whole log's hash chain and indexes; exit 1 and the first bad position when broken.
     Verify,
     /// Append and read raw events (no contract rules): for inspecting and seeding a store.
@@ -144,6 +160,12 @@ fn main() -> ExitCode {
             views::shortfalls(&cli.data, contract.as_deref(), format)
         }
         Command::Rebuild => views::rebuild(&cli.data),
+        Command::Replay { contract, until } => {
+            views::replay(&cli.data, &contract, until.as_deref(), format)
+        }
+        Command::Diff { contract, known_at } => {
+            views::diff(&cli.data, &contract, &known_at, format)
+        }
         Command::Verify => verify(&cli.data, format),
         Command::Log(command) => raw::run(&cli.data, command, format),
         Command::Bench(command) => bench::run(&cli.data, command),

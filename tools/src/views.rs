@@ -396,3 +396,139 @@ pub fn rebuild(data: &Path) -> anyhow::Result<ExitCode> {
     println!("rebuilt 2 projections over {head} events in {seconds:.2} s ({rate:.0} events/s)");
     Ok(ExitCode::SUCCESS)
 }
+
+fn decimals(map: &std::collections::BTreeMap<String, rust_decimal::Decimal>) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn replay(
+    data: &Path,
+    contract: &str,
+    until: Option<&str>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    use projections::disputes::Until;
+    let until = match until {
+        None => Until::End,
+        Some(text) => match text.parse::<u64>() {
+            Ok(position) => Until::Position(position),
+            Err(_) => Until::RecordedAt(
+                parse_time("--until", text)
+                    .map_err(|e| e.context("--until takes a log position or an RFC 3339 time"))?,
+            ),
+        },
+    };
+    let ledger = crate::open_ledger(data)?;
+    let Some(steps) = projections::disputes::replay(&ledger, contract, until)? else {
+        anyhow::bail!("no contract {contract} in {}", data.display());
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json | Format::Csv => {
+            for step in &steps {
+                writeln!(out, "{}", serde_json::to_string(step)?)?;
+            }
+        }
+        Format::Table => {
+            writeln!(
+                out,
+                "{:>6} {:>4}  {:<25} {:<20} {:<20} balances after",
+                "pos", "ver", "event", "recorded", "effective"
+            )?;
+            for step in &steps {
+                let effective = step
+                    .effective_at
+                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{:>6} {:>4}  {:<25} {:<20} {:<20} {}",
+                    step.position,
+                    step.version,
+                    step.event_type,
+                    step.recorded_at.format("%Y-%m-%d %H:%M:%S"),
+                    effective,
+                    decimals(&step.balances)
+                )?;
+                if !step.billables.is_empty() {
+                    writeln!(
+                        out,
+                        "{:>13}billable so far: {}",
+                        "",
+                        decimals(&step.billables)
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn diff(
+    data: &Path,
+    contract: &str,
+    known_at: &[String],
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let [first, second] = known_at else {
+        anyhow::bail!("diff takes --known-at twice: the earlier and the later knowledge time");
+    };
+    let first = parse_time("--known-at", first)?;
+    let second = parse_time("--known-at", second)?;
+    let ledger = crate::open_ledger(data)?;
+    let Some(diff) = projections::disputes::diff(&ledger, contract, first, second)? else {
+        anyhow::bail!("no contract {contract} in {}", data.display());
+    };
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json | Format::Csv => writeln!(out, "{}", serde_json::to_string_pretty(&diff)?)?,
+        Format::Table => {
+            writeln!(
+                out,
+                "contract {}: known at {} → known at {}",
+                diff.contract_id,
+                diff.known_at_before.to_rfc3339(),
+                diff.known_at_after.to_rfc3339()
+            )?;
+            writeln!(
+                out,
+                "  balances before: {}",
+                decimals(&diff.balances_before)
+            )?;
+            writeln!(out, "  balances after:  {}", decimals(&diff.balances_after))?;
+            writeln!(
+                out,
+                "  billables before: {}",
+                decimals(&diff.billables_before)
+            )?;
+            writeln!(
+                out,
+                "  billables after:  {}",
+                decimals(&diff.billables_after)
+            )?;
+            writeln!(
+                out,
+                "  {} event(s) recorded in between:",
+                diff.changes.len()
+            )?;
+            for change in &diff.changes {
+                let effective = change
+                    .effective_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "  {:>6} {:<25} effective {effective:<26} {} {}",
+                    change.position,
+                    change.event_type,
+                    decimals(&change.delta),
+                    decimals(&change.billables)
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

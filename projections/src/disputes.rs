@@ -1,0 +1,238 @@
+//! For whoever settles a billing dispute: `replay` walks a contract's history event by event with
+//! the balances after each, as the ledger recorded it; `diff` says which events changed which
+//! numbers between two knowledge times ("what did we know on the 31st, and what is true now?").
+//! Both read the contract's stream; both are sums of recorded movements and billables.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use ledger::{Ledger, RecordedEvent};
+use rust_decimal::Decimal;
+use schemas::Bucket;
+use serde::Serialize;
+
+use crate::decode;
+
+/// Where a replay stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Everything.
+    End,
+    /// Events recorded at or before this time.
+    RecordedAt(DateTime<Utc>),
+    /// Events at or before this global position.
+    Position(u64),
+}
+
+/// One step of a replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplayStep {
+    /// Global position.
+    pub position: u64,
+    /// Version in the contract's stream.
+    pub version: u64,
+    /// The event id.
+    pub event_id: String,
+    /// Type.
+    pub event_type: String,
+    /// When recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// When effective.
+    pub effective_at: Option<DateTime<Utc>>,
+    /// Net change per bucket.
+    pub delta: BTreeMap<String, Decimal>,
+    /// Balances after the event.
+    pub balances: BTreeMap<String, Decimal>,
+    /// Billable money after the event, by kind.
+    pub billables: BTreeMap<String, Decimal>,
+    /// The event as stored.
+    pub event: serde_json::Value,
+}
+
+/// A change between two knowledge times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// Global position.
+    pub position: u64,
+    /// The event id.
+    pub event_id: String,
+    /// Type.
+    pub event_type: String,
+    /// When recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// When effective (a late entry shows an effective time before the first knowledge time).
+    pub effective_at: Option<DateTime<Utc>>,
+    /// Net change per bucket.
+    pub delta: BTreeMap<String, Decimal>,
+    /// Billable money it added, by kind.
+    pub billables: BTreeMap<String, Decimal>,
+}
+
+/// What changed between two knowledge times.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diff {
+    /// The contract.
+    pub contract_id: String,
+    /// The earlier knowledge time.
+    pub known_at_before: DateTime<Utc>,
+    /// The later knowledge time.
+    pub known_at_after: DateTime<Utc>,
+    /// Balances as known at the earlier time.
+    pub balances_before: BTreeMap<String, Decimal>,
+    /// Balances as known at the later time.
+    pub balances_after: BTreeMap<String, Decimal>,
+    /// Billables as known at the earlier time.
+    pub billables_before: BTreeMap<String, Decimal>,
+    /// Billables as known at the later time.
+    pub billables_after: BTreeMap<String, Decimal>,
+    /// The events recorded in between, in log order.
+    pub changes: Vec<Change>,
+}
+
+fn contract_events(ledger: &Ledger, contract_id: &str) -> ledger::Result<Vec<RecordedEvent>> {
+    let stream = format!("contract-{contract_id}");
+    let mut events = Vec::new();
+    let mut next = 1;
+    loop {
+        let page = ledger.read_stream(&stream, next, 10_000)?;
+        let Some(last) = page.last() else { break };
+        next = last.version + 1;
+        events.extend(page);
+    }
+    Ok(events)
+}
+
+fn zero_buckets() -> BTreeMap<String, Decimal> {
+    Bucket::ALL
+        .iter()
+        .map(|b| (b.name().to_owned(), Decimal::ZERO))
+        .collect()
+}
+
+/// Net bucket changes and billables of one event.
+fn effects(
+    event: &RecordedEvent,
+) -> (
+    BTreeMap<String, Decimal>,
+    BTreeMap<String, Decimal>,
+    schemas::Event,
+) {
+    let decoded = decode(event);
+    let mut delta = BTreeMap::new();
+    for movement in decoded.movements() {
+        *delta.entry(movement.bucket.name().to_owned()).or_default() += movement.balance_delta();
+    }
+    let mut billables = BTreeMap::new();
+    for billable in decoded.billables() {
+        let kind = serde_json::to_value(billable.kind).expect("kinds serialize");
+        *billables
+            .entry(kind.as_str().unwrap_or_default().to_owned())
+            .or_default() += billable.amount;
+    }
+    (delta, billables, decoded)
+}
+
+fn add(into: &mut BTreeMap<String, Decimal>, from: &BTreeMap<String, Decimal>) {
+    for (key, value) in from {
+        *into.entry(key.clone()).or_default() += value;
+    }
+}
+
+/// The history of a contract, step by step, or `None` for an unknown contract.
+///
+/// # Errors
+/// When the log cannot be read.
+pub fn replay(
+    ledger: &Ledger,
+    contract_id: &str,
+    until: Until,
+) -> ledger::Result<Option<Vec<ReplayStep>>> {
+    let events = contract_events(ledger, contract_id)?;
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let mut balances = zero_buckets();
+    let mut billables = BTreeMap::new();
+    let mut steps = Vec::new();
+    for event in events {
+        let included = match until {
+            Until::End => true,
+            Until::RecordedAt(at) => event.recorded_at <= at,
+            Until::Position(position) => event.position <= position,
+        };
+        if !included {
+            break;
+        }
+        let (delta, added, decoded) = effects(&event);
+        add(&mut balances, &delta);
+        add(&mut billables, &added);
+        steps.push(ReplayStep {
+            position: event.position,
+            version: event.version,
+            event_id: event.event_id.to_string(),
+            event_type: event.event_type.clone(),
+            recorded_at: event.recorded_at,
+            effective_at: event.effective_at,
+            delta,
+            balances: balances.clone(),
+            billables: billables.clone(),
+            event: serde_json::to_value(&decoded).expect("events serialize"),
+        });
+    }
+    Ok(Some(steps))
+}
+
+/// Which events changed which numbers between two knowledge times, or `None` for an unknown
+/// contract. The times may come in either order.
+///
+/// # Errors
+/// When the log cannot be read.
+pub fn diff(
+    ledger: &Ledger,
+    contract_id: &str,
+    first: DateTime<Utc>,
+    second: DateTime<Utc>,
+) -> ledger::Result<Option<Diff>> {
+    let (before, after) = if first <= second {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let events = contract_events(ledger, contract_id)?;
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let mut diff = Diff {
+        contract_id: contract_id.to_owned(),
+        known_at_before: before,
+        known_at_after: after,
+        balances_before: zero_buckets(),
+        balances_after: zero_buckets(),
+        billables_before: BTreeMap::new(),
+        billables_after: BTreeMap::new(),
+        changes: Vec::new(),
+    };
+    for event in events {
+        if event.recorded_at > after {
+            break;
+        }
+        let (delta, billables, _) = effects(&event);
+        add(&mut diff.balances_after, &delta);
+        add(&mut diff.billables_after, &billables);
+        if event.recorded_at <= before {
+            add(&mut diff.balances_before, &delta);
+            add(&mut diff.billables_before, &billables);
+        } else {
+            diff.changes.push(Change {
+                position: event.position,
+                event_id: event.event_id.to_string(),
+                event_type: event.event_type.clone(),
+                recorded_at: event.recorded_at,
+                effective_at: event.effective_at,
+                delta,
+                billables,
+            });
+        }
+    }
+    Ok(Some(diff))
+}
