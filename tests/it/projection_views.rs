@@ -1,4 +1,5 @@
-//! The read side as finance runs it: audit statements in every format as snapshot tests on the
+//! The read side as finance runs it: audit statements in every format (table, JSON, CSV, HTML)
+//! as snapshot tests on the
 //! keep-forever fixture store (fixed ids and times), shortfalls with their derivation, bad
 //! input, and rebuild == incremental, byte for byte, over a generated history of ≥ 100k events.
 //! `UPDATE_SNAPSHOTS=1` rewrites the snapshots under `tests/data/snapshots/` (review the diff).
@@ -67,7 +68,7 @@ fn audit_statements_match_their_snapshots_in_every_format() {
             ],
         ),
     ] {
-        for format in ["json", "csv", "table"] {
+        for format in ["json", "csv", "table", "html"] {
             let mut args = vec!["--format", format, "audit", contract];
             args.extend(&period);
             let output = run_ledgerctl(dir.path(), &args, "");
@@ -85,6 +86,14 @@ fn audit_statements_match_their_snapshots_in_every_format() {
                     assert_eq!(roll["reconciles"], true, "{roll}");
                 }
                 assert_eq!(statement["built_to_position"], 45);
+            }
+            if format == "html" {
+                // Self-contained: no external assets, one inline chart per bucket that moved.
+                assert!(
+                    !text.contains("src=") && !text.contains("href="),
+                    "external asset in the page"
+                );
+                assert!(text.contains("<svg") && text.contains("Roll-forward"));
             }
             if format == "csv" {
                 // Opens cleanly in a spreadsheet: every row has the header's width.

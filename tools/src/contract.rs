@@ -119,7 +119,7 @@ pub fn balance(data: &Path, args: BalanceArgs<'_>, format: Format) -> anyhow::Re
                 )?;
             }
         }
-        Format::Table => {
+        Format::Table | Format::Html => {
             writeln!(
                 stdout,
                 "contract {} at position {}",

@@ -3,6 +3,7 @@
 
 mod bench;
 mod contract;
+mod html;
 mod load;
 mod raw;
 mod views;
@@ -26,7 +27,8 @@ struct Cli {
     )]
     data: PathBuf,
 
-    /// Output format where output is tabular (default: table on a terminal, json otherwise).
+    /// Output format where output is tabular (default: table on a terminal, json otherwise);
+    /// html is for `audit`.
     #[arg(long, global = true, value_enum)]
     format: Option<Format>,
 
@@ -39,6 +41,8 @@ enum Format {
     Table,
     Json,
     Csv,
+    /// A printable page (audit only).
+    Html,
 }
 
 #[derive(Subcommand)]
@@ -135,6 +139,10 @@ fn main() -> ExitCode {
     } else {
         Format::Json
     });
+    if format == Format::Html && !matches!(cli.command, Command::Audit { .. }) {
+        eprintln!("ledgerctl: --format html is for audit; use table, json or csv here");
+        return ExitCode::from(2);
+    }
     let outcome = match cli.command {
         Command::Submit { file } => contract::submit(&cli.data, &file),
         Command::Tick { now } => contract::tick(&cli.data, &now),
@@ -219,7 +227,7 @@ fn verify(data: &std::path::Path, format: Format) -> anyhow::Result<ExitCode> {
             });
             println!("{json}");
         }
-        Format::Table | Format::Csv => {
+        Format::Table | Format::Csv | Format::Html => {
             println!(
                 "checked {} events in {} streams up to position {} (chain head {})",
                 report.events_checked,

@@ -160,7 +160,7 @@ fn read(
     for event in events {
         let payload = String::from_utf8_lossy(&event.payload);
         match format {
-            Format::Table => writeln!(
+            Format::Table | Format::Html => writeln!(
                 stdout,
                 "{:>8}  {:<20} {:>5}  {:<24} {:<30} {}",
                 event.position,

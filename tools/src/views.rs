@@ -30,6 +30,7 @@ pub fn audit(
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&statement)?)?,
         Format::Csv => write_csv(&statement, &mut out)?,
         Format::Table => write_table(&statement, &mut out)?,
+        Format::Html => write!(out, "{}", crate::html::statement_html(&statement))?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -345,7 +346,7 @@ pub fn shortfalls(data: &Path, contract: Option<&str>, format: Format) -> anyhow
             }
             writer.flush()?;
         }
-        Format::Table => {
+        Format::Table | Format::Html => {
             writeln!(
                 out,
                 "{:<10} {:<28} {:<8} {:>12} {:<4} {:>6}  derivation",
@@ -432,7 +433,7 @@ pub fn replay(
                 writeln!(out, "{}", serde_json::to_string(step)?)?;
             }
         }
-        Format::Table => {
+        Format::Table | Format::Html => {
             writeln!(
                 out,
                 "{:>6} {:>4}  {:<25} {:<20} {:<20} balances after",
@@ -485,7 +486,7 @@ pub fn diff(
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json | Format::Csv => writeln!(out, "{}", serde_json::to_string_pretty(&diff)?)?,
-        Format::Table => {
+        Format::Table | Format::Html => {
             writeln!(
                 out,
                 "contract {}: known at {} → known at {}",
