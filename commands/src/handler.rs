@@ -508,7 +508,14 @@ impl Handler {
                     continue;
                 }
                 position = recorded.position;
-                for movement in decode(recorded).movements() {
+                let effects =
+                    schemas::Effects::from_payload(&recorded.payload).unwrap_or_else(|e| {
+                        panic!(
+                            "event at position {} does not parse: {e}",
+                            recorded.position
+                        )
+                    });
+                for movement in &effects.movements {
                     *balances
                         .entry(movement.bucket.name().to_owned())
                         .or_default() += movement.balance_delta();

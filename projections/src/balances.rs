@@ -10,7 +10,7 @@ use schemas::{Event, Movement, MovementKind};
 use serde::{Deserialize, Serialize};
 
 use crate::runner::Projection;
-use crate::{contract_of, decode};
+use crate::{contract_of, decode, decode_effects};
 
 /// Quantities (units) and money per movement kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,19 +120,21 @@ impl Projection for Balances {
     }
 
     fn apply(state: &mut ContractBalances, event: &RecordedEvent) {
-        let decoded = decode(event);
-        if let Event::ContractOpened(opened) = &decoded {
-            state.contract_id = opened.contract_id.clone();
-            state.currency = opened.currency.clone();
+        if event.event_type == "contract_opened"
+            && let Event::ContractOpened(opened) = decode(event)
+        {
+            state.contract_id = opened.contract_id;
+            state.currency = opened.currency;
             for bucket in schemas::Bucket::ALL {
                 state.buckets.entry(bucket.name().to_owned()).or_default();
             }
         }
         state.position = event.position;
-        for movement in decoded.movements() {
+        let effects = decode_effects(event);
+        for movement in &effects.movements {
             state.apply_movement(movement);
         }
-        for billable in decoded.billables() {
+        for billable in &effects.billables {
             let kind = serde_json::to_value(billable.kind).expect("kinds serialize");
             *state
                 .billables

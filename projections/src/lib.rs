@@ -25,3 +25,10 @@ pub fn decode(event: &ledger::RecordedEvent) -> schemas::Event {
     schemas::Event::from_payload(&event.payload)
         .unwrap_or_else(|e| panic!("event at position {} does not parse: {e}", event.position))
 }
+
+/// Parses only the movements and billables of a stored payload (the fast path of folds that add
+/// up balances). A payload that does not parse is a broken invariant.
+pub fn decode_effects(event: &ledger::RecordedEvent) -> schemas::Effects {
+    schemas::Effects::from_payload(&event.payload)
+        .unwrap_or_else(|e| panic!("event at position {} does not parse: {e}", event.position))
+}

@@ -114,6 +114,29 @@ pub struct Billable {
     pub currency: String,
 }
 
+/// Only what an event moved and billed: what folds that add up balances need. Parses a payload
+/// without buffering it through the tagged `Event` enum (about three times faster on the
+/// projections' hot path); the other fields are skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Effects {
+    /// The event's movements (none for events that move no bucket).
+    #[serde(default)]
+    pub movements: Vec<Movement>,
+    /// The event's billables.
+    #[serde(default)]
+    pub billables: Vec<Billable>,
+}
+
+impl Effects {
+    /// Parses the effects of a stored payload.
+    ///
+    /// # Errors
+    /// When the payload's movements or billables do not parse.
+    pub fn from_payload(payload: &[u8]) -> Result<Effects, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+}
+
 /// Every fact the ledger records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -198,3 +198,35 @@ fn bench_commands_small_run_reports_both_workloads_with_ratios() {
         );
     }
 }
+
+#[test]
+fn bench_projections_small_run_reports_rebuild_memory_and_as_of() {
+    let work = tempfile::tempdir().unwrap();
+    let output = ledgerctl(work.path())
+        .args([
+            "bench",
+            "projections",
+            "--events",
+            "3000",
+            "--contracts",
+            "3",
+        ])
+        .arg("--work-dir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    for needle in [
+        "workload=rebuild_balances_",
+        "baseline=raw_scan_decode_same_log",
+        "workload=rebuild_peak_memory",
+        "workload=balance_as_of contract_events=10000",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing in:\n{stdout}");
+    }
+}
