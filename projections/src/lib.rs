@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod balances;
 pub mod disputes;
+pub mod notices;
 pub mod runner;
 pub mod shortfalls;
 

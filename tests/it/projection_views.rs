@@ -381,3 +381,57 @@ fn replay_and_diff_answer_what_we_knew_then_and_what_is_true_now() {
         assert_eq!(output.status.code(), Some(2), "{args:?}");
     }
 }
+
+#[test]
+fn notices_and_balance_detail_show_what_would_be_forfeited_and_money_by_lot() {
+    let dir = fixture_copy();
+    let output = run_ledgerctl(dir.path(), &["--format", "json", "notices", "C-1001"], "");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let notices: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let points: Vec<&str> = notices
+        .iter()
+        .map(|n| n["notice"].as_str().unwrap())
+        .collect();
+    assert_eq!(points, ["90", "60", "request_deadline", "30", "7"]);
+    assert_eq!(notices[0]["balances"]["proactive_credits"], "85");
+    assert_eq!(notices[0]["due_at"], "2026-10-02T00:00:00Z");
+
+    let output = run_ledgerctl(
+        dir.path(),
+        &["--format", "json", "balance", "C-2002", "--detail"],
+        "",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let detail: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let credits = &detail["buckets"]["proactive_credits"];
+    assert_eq!(
+        credits["lots"]["L3"]["value"]["fees"], "1785.00",
+        "7 credits of fee at 255.00"
+    );
+    assert_eq!(credits["quantity"]["forfeited"], "5");
+    assert_eq!(detail["billables"]["uncovered_cancellation_fee"], "2805.00");
+    assert_eq!(detail["built_to_position"], 45);
+
+    let conflict = run_ledgerctl(
+        dir.path(),
+        &[
+            "balance",
+            "C-2002",
+            "--detail",
+            "--as-of",
+            "2026-06-01T00:00:00Z",
+        ],
+        "",
+    );
+    assert_eq!(conflict.status.code(), Some(2));
+    let unknown = run_ledgerctl(dir.path(), &["notices", "C-404"], "");
+    assert_eq!(unknown.status.code(), Some(2));
+}

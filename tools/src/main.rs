@@ -75,6 +75,15 @@ enum Command {
         /// Count only events up to this global position.
         #[arg(long)]
         at_position: Option<u64>,
+        /// Quantities and money by movement kind and by lot (R13), and billable totals, from the
+        /// balances projection (current state; not with --as-of, --known-at or --at-position).
+        #[arg(long, conflicts_with_all = ["as_of", "known_at", "at_position"])]
+        detail: bool,
+    },
+    /// Expiry notices (R15): per contract and notice point, what would be forfeited.
+    Notices {
+        /// Only this contract.
+        contract: Option<String>,
     },
     /// Every movement of a contract with running balances, totals and a roll-forward that
     /// reconciles; --from/--to bound the period by effective time.
@@ -148,9 +157,16 @@ fn main() -> ExitCode {
         Command::Tick { now } => contract::tick(&cli.data, &now),
         Command::Balance {
             contract,
+            detail: true,
+            ..
+        } => views::balance_detail(&cli.data, &contract, format),
+        Command::Notices { contract } => views::notices(&cli.data, contract.as_deref(), format),
+        Command::Balance {
+            contract,
             as_of,
             known_at,
             at_position,
+            detail: false,
         } => contract::balance(
             &cli.data,
             contract::BalanceArgs {

@@ -533,3 +533,192 @@ pub fn diff(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn notices(data: &Path, contract: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
+    use projections::notices::{ContractNotices, Notices};
+    let ledger = crate::open_ledger(data)?;
+    if let Some(contract) = contract
+        && ledger.stream_version(&format!("contract-{contract}"))? == 0
+    {
+        anyhow::bail!("no contract {contract} in {}", data.display());
+    }
+    let store = ledger.projection_store(Notices::NAME)?;
+    let checkpoint = catch_up::<Notices>(&ledger, &store, &mut |_| {})?;
+    let mut notices = Vec::new();
+    for (key, value) in store.entries(contract.unwrap_or("").as_bytes())? {
+        if contract.is_some_and(|c| key != c.as_bytes()) {
+            continue;
+        }
+        let state: ContractNotices = serde_json::from_slice(&value)?;
+        notices.extend(state.notices);
+    }
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string(&notices)?)?,
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(&mut out);
+            writer.write_record([
+                "contract_id",
+                "notice",
+                "due_at",
+                "term_end",
+                "bucket",
+                "would_be_forfeited",
+                "event_id",
+                "position",
+            ])?;
+            for n in &notices {
+                for (bucket, balance) in &n.balances {
+                    writer.write_record([
+                        n.contract_id.clone(),
+                        n.notice.clone(),
+                        n.due_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                        n.term_end.to_string(),
+                        bucket.clone(),
+                        balance.to_string(),
+                        n.event_id.clone(),
+                        n.position.to_string(),
+                    ])?;
+                }
+            }
+            writer.flush()?;
+        }
+        Format::Table | Format::Html => {
+            writeln!(
+                out,
+                "built to log position {} (chain hash {})",
+                checkpoint.position,
+                crate::hex(&checkpoint.hash)
+            )?;
+            writeln!(
+                out,
+                "{:<10} {:<17} {:<12} would be forfeited",
+                "contract", "notice", "term end"
+            )?;
+            for n in &notices {
+                writeln!(
+                    out,
+                    "{:<10} {:<17} {:<12} {}",
+                    n.contract_id,
+                    n.notice,
+                    n.term_end,
+                    decimals(&n.balances)
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn balance_detail(data: &Path, contract: &str, format: Format) -> anyhow::Result<ExitCode> {
+    let ledger = crate::open_ledger(data)?;
+    let store = ledger.projection_store(Balances::NAME)?;
+    let checkpoint = catch_up::<Balances>(&ledger, &store, &mut |_| {})?;
+    let Some(entry) = store.get(contract.as_bytes())? else {
+        anyhow::bail!("no contract {contract} in {}", data.display());
+    };
+    let balances: projections::balances::ContractBalances = serde_json::from_slice(&entry)?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => {
+            let mut json = serde_json::to_value(&balances)?;
+            json["built_to_position"] = checkpoint.position.into();
+            json["built_to_hash"] = crate::hex(&checkpoint.hash).into();
+            writeln!(out, "{json}")?;
+        }
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(&mut out);
+            writer.write_record([
+                "contract_id",
+                "bucket",
+                "lot",
+                "unit_price",
+                "remaining",
+                "kind",
+                "quantity",
+                "value",
+                "currency",
+            ])?;
+            for (bucket, b) in &balances.buckets {
+                for (lot, l) in &b.lots {
+                    for (kind, quantity, value) in [
+                        ("purchased", l.quantity.purchased, l.value.purchased),
+                        ("returned", l.quantity.returned, l.value.returned),
+                        ("converted", l.quantity.converted, l.value.converted),
+                        ("consumed", l.quantity.consumed, l.value.consumed),
+                        ("fees", l.quantity.fees, l.value.fees),
+                        ("forfeited", l.quantity.forfeited, l.value.forfeited),
+                    ] {
+                        writer.write_record([
+                            contract.to_owned(),
+                            bucket.clone(),
+                            lot.clone(),
+                            l.unit_price.to_string(),
+                            l.remaining.to_string(),
+                            kind.to_owned(),
+                            quantity.to_string(),
+                            value.to_string(),
+                            balances.currency.clone(),
+                        ])?;
+                    }
+                }
+            }
+            writer.flush()?;
+        }
+        Format::Table | Format::Html => {
+            writeln!(
+                out,
+                "contract {} ({}) — built to log position {} (chain hash {})",
+                contract,
+                balances.currency,
+                checkpoint.position,
+                crate::hex(&checkpoint.hash)
+            )?;
+            writeln!(
+                out,
+                "{:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                "bucket / lot",
+                "balance",
+                "purchased",
+                "returned",
+                "converted",
+                "consumed",
+                "fees",
+                "forfeited"
+            )?;
+            for (bucket, b) in &balances.buckets {
+                let q = &b.quantity;
+                writeln!(
+                    out,
+                    "{bucket:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                    b.balance,
+                    q.purchased,
+                    q.returned,
+                    q.converted,
+                    q.consumed,
+                    q.fees,
+                    q.forfeited
+                )?;
+                for (lot, l) in &b.lots {
+                    let v = &l.value;
+                    writeln!(
+                        out,
+                        "  {lot:<6} @ {:<8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                        l.unit_price,
+                        l.remaining,
+                        v.purchased,
+                        v.returned,
+                        v.converted,
+                        v.consumed,
+                        v.fees,
+                        v.forfeited
+                    )?;
+                }
+            }
+            for (kind, amount) in &balances.billables {
+                writeln!(out, "billable {kind}: {amount} {}", balances.currency)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

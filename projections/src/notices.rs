@@ -1,0 +1,67 @@
+//! Expiry notices (R15): for each contract and notice point (90, 60, 30 and 7 days before the
+//! term ends, and the R7 request deadline), the balances that would be forfeited, as the
+//! scheduler recorded them.
+
+use std::collections::BTreeMap;
+
+use ledger::RecordedEvent;
+use rust_decimal::Decimal;
+use schemas::Event;
+use serde::{Deserialize, Serialize};
+
+use crate::runner::Projection;
+use crate::{contract_of, decode};
+
+/// One notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// The contract.
+    pub contract_id: String,
+    /// `90`, `60`, `30`, `7` or `request_deadline`.
+    pub notice: String,
+    /// When it was due (its effective time).
+    pub due_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The term's last day.
+    pub term_end: chrono::NaiveDate,
+    /// Balances that would be forfeited, by bucket.
+    pub balances: BTreeMap<String, Decimal>,
+    /// The event.
+    pub event_id: String,
+    /// Its position.
+    pub position: u64,
+}
+
+/// One contract's notices, in log order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContractNotices {
+    /// In log order.
+    pub notices: Vec<Notice>,
+}
+
+/// The `notices` projection.
+pub struct Notices;
+
+impl Projection for Notices {
+    const NAME: &'static str = "notices";
+    type State = ContractNotices;
+
+    fn key(event: &RecordedEvent) -> Option<String> {
+        (event.event_type == "expiry_notice_issued")
+            .then(|| contract_of(&event.stream).map(str::to_owned))
+            .flatten()
+    }
+
+    fn apply(state: &mut ContractNotices, event: &RecordedEvent) {
+        if let Event::ExpiryNoticeIssued(issued) = decode(event) {
+            state.notices.push(Notice {
+                contract_id: contract_of(&event.stream).unwrap_or_default().to_owned(),
+                notice: issued.notice,
+                due_at: event.effective_at,
+                term_end: issued.term_end,
+                balances: issued.balances,
+                event_id: event.event_id.to_string(),
+                position: event.position,
+            });
+        }
+    }
+}
