@@ -114,6 +114,23 @@ impl ProjectionStore {
         Ok(entries)
     }
 
+    /// Calls `visit` with every state entry whose key starts with `prefix`, in key order,
+    /// without copying them out (the hot path of queries that sum many small entries).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when it cannot be read.
+    pub fn visit_prefix(&self, prefix: &[u8], mut visit: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        for guard in self.keyspace.prefix(prefix) {
+            let (key, value) = guard
+                .into_inner()
+                .map_err(Error::storage(format!("reading projection {}", self.name)))?;
+            if key.first() != Some(&0) {
+                visit(&key, &value);
+            }
+        }
+        Ok(())
+    }
+
     /// Writes state entries and the checkpoint atomically.
     ///
     /// # Errors

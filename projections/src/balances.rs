@@ -93,14 +93,23 @@ pub struct ContractBalances {
 impl ContractBalances {
     /// Applies one movement.
     pub fn apply_movement(&mut self, movement: &Movement) {
-        let bucket = self
-            .buckets
-            .entry(movement.bucket.name().to_owned())
-            .or_default();
+        // Look up before inserting: the keys exist for all but a lot's first movement, and a
+        // rebuild calls this once per movement.
+        let name = movement.bucket.name();
+        if !self.buckets.contains_key(name) {
+            self.buckets
+                .insert(name.to_owned(), BucketBalance::default());
+        }
+        let bucket = self.buckets.get_mut(name).expect("inserted above");
         bucket.balance += movement.balance_delta();
         bucket.quantity.add(movement.kind, movement.quantity);
         bucket.value.add(movement.kind, movement.value);
-        let lot = bucket.lots.entry(movement.lot.clone()).or_default();
+        if !bucket.lots.contains_key(&movement.lot) {
+            bucket
+                .lots
+                .insert(movement.lot.clone(), LotBalance::default());
+        }
+        let lot = bucket.lots.get_mut(&movement.lot).expect("inserted above");
         lot.unit_price = movement.unit_price;
         lot.remaining += movement.balance_delta();
         lot.quantity.add(movement.kind, movement.quantity);

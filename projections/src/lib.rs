@@ -12,6 +12,7 @@ pub mod disputes;
 pub mod notices;
 pub mod runner;
 pub mod shortfalls;
+pub mod timeline;
 
 pub use runner::{Projection, catch_up, rebuild};
 

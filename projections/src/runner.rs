@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Events folded between two commits of a projection.
-pub const PROJECTION_PAGE_EVENTS_MAX: usize = 20_000;
+pub const PROJECTION_PAGE_EVENTS_MAX: usize = 100_000;
 
 /// A fold over the log, keyed by entity (a contract).
 pub trait Projection {

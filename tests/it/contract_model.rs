@@ -243,6 +243,17 @@ proptest! {
             prop_assert_eq!(ledger.committed_position(), end, "a resubmit appended: {}", json);
         }
         prop_assert!(ledger.verify().unwrap().is_ok());
+        // The balance timeline answers as the stream walk does, under every kind of filter.
+        let timeline = ledger.projection_store(projections::timeline::NAME).unwrap();
+        projections::timeline::catch_up(&ledger, &timeline).unwrap();
+        let middle = ledger.committed_position() / 2;
+        for (as_of, at_position) in [(None, None), (Some("2026-06-30T00:00:00Z"), None), (None, Some(middle)), (Some("2026-03-01T00:00:00Z"), Some(middle))] {
+            let as_of: Option<chrono::DateTime<chrono::Utc>> = as_of.map(|t| t.parse().unwrap());
+            let walked = handler.balance("C-1", commands::handler::BalanceFilter { as_of, known_at: None, at_position }).unwrap().unwrap();
+            let summed = projections::timeline::balance(&timeline, "C-1", projections::timeline::Filter { as_of, known_at: None, at_position }).unwrap().unwrap();
+            prop_assert_eq!(walked.position, summed.position);
+            prop_assert_eq!(&walked.balances, &summed.balances);
+        }
         // The audit statement's roll-forward holds for the whole term and for any period.
         for (from, to) in [(None, None), (Some("2026-04-01T00:00:00Z"), Some("2026-09-30T00:00:00Z"))] {
             let parse = |t: Option<&str>| t.map(|t| t.parse().unwrap());

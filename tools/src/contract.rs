@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use commands::handler::{BalanceFilter, CommandResult};
+use commands::handler::CommandResult;
 use commands::{Handler, Rejection};
 use schemas::CommandEnvelope;
 
@@ -94,7 +94,7 @@ pub struct BalanceArgs<'a> {
 }
 
 pub fn balance(data: &Path, args: BalanceArgs<'_>, format: Format) -> anyhow::Result<ExitCode> {
-    let filter = BalanceFilter {
+    let filter = projections::timeline::Filter {
         as_of: args.as_of.map(|t| parse_time("--as-of", t)).transpose()?,
         known_at: args
             .known_at
@@ -102,8 +102,11 @@ pub fn balance(data: &Path, args: BalanceArgs<'_>, format: Format) -> anyhow::Re
             .transpose()?,
         at_position: args.at_position,
     };
-    let handler = handler(data)?;
-    let Some(view) = handler.balance(args.contract, filter)? else {
+    let ledger = crate::open_ledger(data)?;
+    // Sums the contract's entries in the balance timeline, caught up to the head first.
+    let store = ledger.projection_store(projections::timeline::NAME)?;
+    projections::timeline::catch_up(&ledger, &store)?;
+    let Some(view) = projections::timeline::balance(&store, args.contract, filter)? else {
         anyhow::bail!("no contract {} in {}", args.contract, data.display());
     };
     let mut stdout = std::io::stdout().lock();

@@ -368,7 +368,11 @@ pub fn rebuild(data: &Path) -> anyhow::Result<ExitCode> {
     let ledger = crate::open_ledger(data)?;
     let head = ledger.committed_position();
     let started = Instant::now();
-    for name in [Balances::NAME, Shortfalls::NAME] {
+    for name in [
+        Balances::NAME,
+        Shortfalls::NAME,
+        projections::notices::Notices::NAME,
+    ] {
         let bar = indicatif::ProgressBar::new(head);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -379,14 +383,26 @@ pub fn rebuild(data: &Path) -> anyhow::Result<ExitCode> {
         bar.set_message(name);
         let store = ledger.projection_store(name)?;
         let mut progress = |position: u64| bar.set_position(position);
-        let checkpoint = if name == Balances::NAME {
-            projections::rebuild::<Balances>(&ledger, &store, &mut progress)?
-        } else {
-            projections::rebuild::<Shortfalls>(&ledger, &store, &mut progress)?
+        let checkpoint = match name {
+            Balances::NAME => projections::rebuild::<Balances>(&ledger, &store, &mut progress)?,
+            Shortfalls::NAME => projections::rebuild::<Shortfalls>(&ledger, &store, &mut progress)?,
+            _ => projections::rebuild::<projections::notices::Notices>(
+                &ledger,
+                &store,
+                &mut progress,
+            )?,
         };
         bar.finish();
         eprintln!("{name}: rebuilt to position {}", checkpoint.position);
     }
+    let timeline = ledger.projection_store(projections::timeline::NAME)?;
+    timeline.clear()?;
+    let checkpoint = projections::timeline::catch_up(&ledger, &timeline)?;
+    eprintln!(
+        "{}: rebuilt to position {}",
+        projections::timeline::NAME,
+        checkpoint.position
+    );
     let seconds = started.elapsed().as_secs_f64();
     #[allow(clippy::float_arithmetic)] // a rate for people to read
     let rate = if seconds > 0.0 {
