@@ -29,21 +29,41 @@ pub fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok,
 
 /// Accepts only a JSON string holding a plain decimal (no exponent, no spaces).
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
-    let value = serde_json::Value::deserialize(deserializer)?;
-    let text = match value {
-        serde_json::Value::String(text) => text,
-        serde_json::Value::Number(n) => {
-            return Err(serde::de::Error::custom(format!(
-                "decimal {n} must be a string, e.g. \"{n}\", not a JSON number"
-            )));
-        }
-        other => {
-            return Err(serde::de::Error::custom(format!(
-                "expected a decimal string like \"250.00\", found {other}"
-            )));
-        }
-    };
-    parse(&text).map_err(serde::de::Error::custom)
+    deserializer.deserialize_any(DecimalVisitor)
+}
+
+/// Visits a decimal string without building an intermediate `serde_json::Value`: the fold of
+/// every movement in a rebuild parses three of these.
+struct DecimalVisitor;
+
+impl serde::de::Visitor<'_> for DecimalVisitor {
+    type Value = Decimal;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a decimal string like \"250.00\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Decimal, E> {
+        parse(text).map_err(E::custom)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Decimal, E> {
+        Err(E::custom(format!(
+            "decimal {n} must be a string, e.g. \"{n}\", not a JSON number"
+        )))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Decimal, E> {
+        Err(E::custom(format!(
+            "decimal {n} must be a string, e.g. \"{n}\", not a JSON number"
+        )))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Decimal, E> {
+        Err(E::custom(format!(
+            "decimal {n} must be a string, e.g. \"{n}\", not a JSON number"
+        )))
+    }
 }
 
 /// Parses `[-]digits[.digits]`.
