@@ -32,8 +32,12 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn fixture_copy() -> tempfile::TempDir {
+    store_copy("fixture-store-v1")
+}
+
+fn store_copy(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&data_path("fixture-store-v1"), dir.path());
+    copy_dir(&data_path(name), dir.path());
     dir
 }
 
@@ -102,6 +106,48 @@ fn audit_statements_match_their_snapshots_in_every_format() {
                 for record in reader.records() {
                     assert_eq!(record.unwrap().len(), width);
                 }
+            }
+        }
+    }
+}
+
+/// `store-late-entries/` holds `late-entries.jsonl` (a backdated lot drawn first, a late
+/// reschedule whose fee the balance cannot cover, in America/New_York), then a tick past the
+/// term and a reversal after the term whose returned hours are forfeited in the same append.
+#[test]
+fn audit_of_late_entries_a_reversal_after_the_term_and_a_reschedule_fee_matches_its_snapshots() {
+    let dir = store_copy("store-late-entries");
+    for format in ["json", "csv", "table", "html"] {
+        let output = run_ledgerctl(dir.path(), &["--format", format, "audit", "C-4004"], "");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8(output.stdout).unwrap();
+        snapshot(&format!("audit-C-4004.{format}"), &text);
+        if format == "json" {
+            let statement: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let types: Vec<&str> = statement["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["event_type"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                &types[types.len() - 2..],
+                ["event_reversed", "balances_forfeited"]
+            );
+            assert_eq!(
+                statement["billables"]["uncovered_cancellation_fee"],
+                "2000.00"
+            );
+            assert_eq!(
+                statement["totals_value"]["proactive_credits"]["converted"], "3800.00",
+                "the backdated lot at 180.00 is drawn first"
+            );
+            for roll in statement["roll_forward"].as_array().unwrap() {
+                assert_eq!(roll["reconciles"], true, "{roll}");
             }
         }
     }
