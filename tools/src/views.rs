@@ -295,26 +295,33 @@ fn write_table(statement: &Statement, out: &mut dyn Write) -> anyhow::Result<()>
     Ok(())
 }
 
-pub fn shortfalls(data: &Path, contract: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
+/// Catches projection `P` up and returns the states of one contract (which must exist) or of
+/// every contract, with the checkpoint they were built to.
+fn projection_states<P: Projection>(
+    data: &Path,
+    contract: Option<&str>,
+) -> anyhow::Result<(ledger::Checkpoint, Vec<P::State>)> {
     let ledger = crate::open_ledger(data)?;
-    let store = ledger.projection_store(Shortfalls::NAME)?;
-    catch_up::<Shortfalls>(&ledger, &store, &mut |_| {})?;
-    let prefix = contract.unwrap_or("");
-    let mut entries: Vec<BillableEntry> = Vec::new();
-    let mut found = false;
-    for (key, value) in store.entries(prefix.as_bytes())? {
-        if contract.is_some_and(|c| key != c.as_bytes()) {
-            continue;
-        }
-        found = true;
-        let state: projections::shortfalls::ContractShortfalls = serde_json::from_slice(&value)?;
-        entries.extend(state.entries);
-    }
     if let Some(contract) = contract
-        && !found
+        && ledger.stream_version(&format!("contract-{contract}"))? == 0
     {
         anyhow::bail!("no contract {contract} in {}", data.display());
     }
+    let store = ledger.projection_store(P::NAME)?;
+    let checkpoint = catch_up::<P>(&ledger, &store, &mut |_| {})?;
+    let mut states = Vec::new();
+    for (key, value) in store.entries(contract.unwrap_or("").as_bytes())? {
+        if contract.is_some_and(|c| key != c.as_bytes()) {
+            continue;
+        }
+        states.push(serde_json::from_slice(&value)?);
+    }
+    Ok((checkpoint, states))
+}
+
+pub fn shortfalls(data: &Path, contract: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
+    let (_, states) = projection_states::<Shortfalls>(data, contract)?;
+    let entries: Vec<BillableEntry> = states.into_iter().flat_map(|state| state.entries).collect();
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string(&entries)?)?,
@@ -551,23 +558,8 @@ pub fn diff(
 }
 
 pub fn notices(data: &Path, contract: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
-    use projections::notices::{ContractNotices, Notices};
-    let ledger = crate::open_ledger(data)?;
-    if let Some(contract) = contract
-        && ledger.stream_version(&format!("contract-{contract}"))? == 0
-    {
-        anyhow::bail!("no contract {contract} in {}", data.display());
-    }
-    let store = ledger.projection_store(Notices::NAME)?;
-    let checkpoint = catch_up::<Notices>(&ledger, &store, &mut |_| {})?;
-    let mut notices = Vec::new();
-    for (key, value) in store.entries(contract.unwrap_or("").as_bytes())? {
-        if contract.is_some_and(|c| key != c.as_bytes()) {
-            continue;
-        }
-        let state: ContractNotices = serde_json::from_slice(&value)?;
-        notices.extend(state.notices);
-    }
+    let (checkpoint, states) = projection_states::<projections::notices::Notices>(data, contract)?;
+    let notices: Vec<_> = states.into_iter().flat_map(|state| state.notices).collect();
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string(&notices)?)?,
