@@ -33,7 +33,8 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal
 }
 
 /// Visits a decimal string without building an intermediate `serde_json::Value`: the fold of
-/// every movement in a rebuild parses three of these.
+/// every movement in a rebuild parses three of these. A JSON float is refused by serde's default
+/// ("invalid type: floating point …, expected a decimal string").
 struct DecimalVisitor;
 
 impl serde::de::Visitor<'_> for DecimalVisitor {
@@ -54,12 +55,6 @@ impl serde::de::Visitor<'_> for DecimalVisitor {
     }
 
     fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Decimal, E> {
-        Err(E::custom(format!(
-            "decimal {n} must be a string, e.g. \"{n}\", not a JSON number"
-        )))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Decimal, E> {
         Err(E::custom(format!(
             "decimal {n} must be a string, e.g. \"{n}\", not a JSON number"
         )))
