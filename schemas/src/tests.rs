@@ -39,6 +39,10 @@ fn bad_input_is_refused_with_a_message() {
             "not a decimal",
         ),
         (
+            r#"{"type":"purchase","contract_id":"C","item":"proactive_credits","quantity":"1","unit_price":250.5,"effective_at":"2026-01-01T00:00:00Z"}"#,
+            "unit_price: invalid type: floating point",
+        ),
+        (
             r#"{"type":"cancel_booking","contract_id":"C","booking_id":"B","effective_at":"2026-03-05T10:00:00"}"#,
             "effective_at",
         ),
