@@ -52,6 +52,21 @@ pub fn run_ledgerctl(data: &std::path::Path, args: &[&str], stdin: &str) -> std:
     child.wait_with_output().expect("wait for ledgerctl")
 }
 
+/// Copies a directory tree (a committed fixture store) so a test can open it: opening recovers
+/// the journal, which writes.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create the copy's directory");
+    for entry in std::fs::read_dir(from).expect("read the fixture directory") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy a fixture file");
+        }
+    }
+}
+
 /// A xorshift generator: enough randomness for kill timings and load shapes.
 pub struct Rng(u64);
 

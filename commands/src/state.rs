@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
-use schemas::{Billable, Bucket, ContractOpened, Event, Movement, MovementKind, Package};
+use schemas::{
+    Billable, Bucket, ContractOpened, Event, KindTotals, Movement, MovementKind, Package,
+};
 
 /// Where the fold is: nothing yet, an open contract, or one that only accepts reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,42 +48,6 @@ pub struct Lot {
     pub purchased: Decimal,
     /// Units left.
     pub remaining: Decimal,
-}
-
-/// R12 totals of one bucket.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Totals {
-    /// Sum of `purchased` movements.
-    pub purchased: Decimal,
-    /// Sum of `returned`.
-    pub returned: Decimal,
-    /// Sum of `converted`.
-    pub converted: Decimal,
-    /// Sum of `consumed`.
-    pub consumed: Decimal,
-    /// Sum of `fee`.
-    pub fees: Decimal,
-    /// Sum of `forfeited`.
-    pub forfeited: Decimal,
-}
-
-impl Totals {
-    /// `purchased + returned − converted − consumed − fees − forfeited`.
-    pub fn balance(&self) -> Decimal {
-        self.purchased + self.returned - self.converted - self.consumed - self.fees - self.forfeited
-    }
-
-    fn apply(&mut self, movement: &Movement) {
-        let slot = match movement.kind {
-            MovementKind::Purchased => &mut self.purchased,
-            MovementKind::Returned => &mut self.returned,
-            MovementKind::Converted => &mut self.converted,
-            MovementKind::Consumed => &mut self.consumed,
-            MovementKind::Fee => &mut self.fees,
-            MovementKind::Forfeited => &mut self.forfeited,
-        };
-        *slot += movement.quantity;
-    }
 }
 
 /// A booking made by converting credits (R3).
@@ -130,7 +96,7 @@ pub struct ContractState {
     /// Lots by bucket.
     pub lots: BTreeMap<Bucket, Vec<Lot>>,
     /// R12 totals by bucket.
-    pub totals: BTreeMap<Bucket, Totals>,
+    pub totals: BTreeMap<Bucket, KindTotals>,
     /// Bookings by id.
     pub bookings: BTreeMap<String, Booking>,
     /// SAB money converted, by support year.
@@ -181,7 +147,7 @@ impl ContractState {
     pub fn balance(&self, bucket: Bucket) -> Decimal {
         self.totals
             .get(&bucket)
-            .map_or(Decimal::ZERO, Totals::balance)
+            .map_or(Decimal::ZERO, KindTotals::net)
     }
 
     /// Lots of a bucket in drawdown order (oldest first).
@@ -372,7 +338,7 @@ impl ContractState {
         self.totals
             .entry(movement.bucket)
             .or_default()
-            .apply(movement);
+            .add(movement.kind, movement.quantity);
         let lot = self
             .lots
             .get_mut(&movement.bucket)
@@ -386,7 +352,7 @@ impl ContractState {
         for (bucket, totals) in &self.totals {
             let lots = self.lots.get(bucket).map_or(&[][..], Vec::as_slice);
             let in_lots: Decimal = lots.iter().map(|lot| lot.remaining).sum();
-            assert_eq!(totals.balance(), in_lots, "R12 broken for {bucket:?}");
+            assert_eq!(totals.net(), in_lots, "R12 broken for {bucket:?}");
             for lot in lots {
                 assert!(
                     lot.remaining >= Decimal::ZERO,

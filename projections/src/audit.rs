@@ -12,10 +12,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use ledger::Ledger;
 use rust_decimal::Decimal;
-use schemas::{Bucket, Event, Movement};
+use schemas::{Bucket, Event, KindTotals, Movement};
 use serde::Serialize;
 
-use crate::balances::KindTotals;
 use crate::decode;
 
 /// One event's line in the statement.
@@ -151,17 +150,9 @@ pub fn statement(
         return Err(StatementError::BadPeriod);
     }
     let (head_position, head_hash) = ledger.head().map_err(StatementError::Log)?;
-    let stream = format!("contract-{contract_id}");
-    let mut events = Vec::new();
-    let mut next = 1;
-    loop {
-        let page = ledger
-            .read_stream(&stream, next, 10_000)
-            .map_err(StatementError::Log)?;
-        let Some(last) = page.last() else { break };
-        next = last.version + 1;
-        events.extend(page.into_iter().filter(|e| e.position <= head_position));
-    }
+    let mut events = crate::contract_events(ledger, contract_id).map_err(StatementError::Log)?;
+    // Only what the head we stamp on the statement covers.
+    events.retain(|e| e.position <= head_position);
     let Some(first) = events.first() else {
         return Err(StatementError::UnknownContract(contract_id.to_owned()));
     };

@@ -6,48 +6,11 @@ use std::collections::BTreeMap;
 
 use ledger::RecordedEvent;
 use rust_decimal::Decimal;
-use schemas::{Event, Movement, MovementKind};
+use schemas::{Event, KindTotals, Movement};
 use serde::{Deserialize, Serialize};
 
 use crate::runner::Projection;
 use crate::{contract_of, decode, decode_effects};
-
-/// Quantities (units) and money per movement kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KindTotals {
-    /// `purchased`.
-    pub purchased: Decimal,
-    /// `returned`.
-    pub returned: Decimal,
-    /// `converted`.
-    pub converted: Decimal,
-    /// `consumed`.
-    pub consumed: Decimal,
-    /// `fee`.
-    pub fees: Decimal,
-    /// `forfeited`.
-    pub forfeited: Decimal,
-}
-
-impl KindTotals {
-    /// Adds `amount` under `kind`.
-    pub fn add(&mut self, kind: MovementKind, amount: Decimal) {
-        let slot = match kind {
-            MovementKind::Purchased => &mut self.purchased,
-            MovementKind::Returned => &mut self.returned,
-            MovementKind::Converted => &mut self.converted,
-            MovementKind::Consumed => &mut self.consumed,
-            MovementKind::Fee => &mut self.fees,
-            MovementKind::Forfeited => &mut self.forfeited,
-        };
-        *slot += amount;
-    }
-
-    /// R12: `purchased + returned − converted − consumed − fees − forfeited`.
-    pub fn net(&self) -> Decimal {
-        self.purchased + self.returned - self.converted - self.consumed - self.fees - self.forfeited
-    }
-}
 
 /// One lot: its unit price, what is left, and quantities and money by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

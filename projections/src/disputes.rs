@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use schemas::Bucket;
 use serde::Serialize;
 
-use crate::decode;
+use crate::{contract_events, decode};
 
 /// Where a replay stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,19 +87,6 @@ pub struct Diff {
     pub billables_after: BTreeMap<String, Decimal>,
     /// The events recorded in between, in log order.
     pub changes: Vec<Change>,
-}
-
-fn contract_events(ledger: &Ledger, contract_id: &str) -> ledger::Result<Vec<RecordedEvent>> {
-    let stream = format!("contract-{contract_id}");
-    let mut events = Vec::new();
-    let mut next = 1;
-    loop {
-        let page = ledger.read_stream(&stream, next, 10_000)?;
-        let Some(last) = page.last() else { break };
-        next = last.version + 1;
-        events.extend(page);
-    }
-    Ok(events)
 }
 
 fn zero_buckets() -> BTreeMap<String, Decimal> {

@@ -34,3 +34,26 @@ pub fn decode_effects(event: &ledger::RecordedEvent) -> schemas::Effects {
     schemas::Effects::from_payload(&event.payload)
         .unwrap_or_else(|e| panic!("event at position {} does not parse: {e}", event.position))
 }
+
+/// Every event of one contract's stream, in order (empty for an unknown contract).
+///
+/// # Errors
+/// When the log cannot be read.
+pub fn contract_events(
+    ledger: &ledger::Ledger,
+    contract_id: &str,
+) -> ledger::Result<Vec<ledger::RecordedEvent>> {
+    let stream = format!("contract-{contract_id}");
+    let mut events = Vec::new();
+    loop {
+        let page = ledger.read_stream(
+            &stream,
+            events.len() as u64 + 1,
+            ledger::limits::READ_PAGE_MAX,
+        )?;
+        if page.is_empty() {
+            return Ok(events);
+        }
+        events.extend(page);
+    }
+}

@@ -54,6 +54,45 @@ impl MovementKind {
     }
 }
 
+/// Sums per movement kind, of units or of money: the terms of R12's
+/// `purchased + returned − converted − consumed − fees − forfeited`. The one place that formula
+/// is written; the rules' state, the projections and the audit statement all use it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindTotals {
+    /// `purchased`.
+    pub purchased: Decimal,
+    /// `returned`.
+    pub returned: Decimal,
+    /// `converted`.
+    pub converted: Decimal,
+    /// `consumed`.
+    pub consumed: Decimal,
+    /// `fee`.
+    pub fees: Decimal,
+    /// `forfeited`.
+    pub forfeited: Decimal,
+}
+
+impl KindTotals {
+    /// Adds `amount` under `kind`.
+    pub fn add(&mut self, kind: MovementKind, amount: Decimal) {
+        let slot = match kind {
+            MovementKind::Purchased => &mut self.purchased,
+            MovementKind::Returned => &mut self.returned,
+            MovementKind::Converted => &mut self.converted,
+            MovementKind::Consumed => &mut self.consumed,
+            MovementKind::Fee => &mut self.fees,
+            MovementKind::Forfeited => &mut self.forfeited,
+        };
+        *slot += amount;
+    }
+
+    /// R12: `purchased + returned − converted − consumed − fees − forfeited`.
+    pub fn net(&self) -> Decimal {
+        self.purchased + self.returned - self.converted - self.consumed - self.fees - self.forfeited
+    }
+}
+
 /// One change to one lot of one bucket. `quantity` is the magnitude in the kind's direction;
 /// a reversal records the same kind with the opposite sign. `value = quantity × unit_price`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -161,7 +161,7 @@ fn check_conservation(
 ) -> Result<(), TestCaseError> {
     for bucket in Bucket::ALL {
         let totals = state.totals.get(&bucket).cloned().unwrap_or_default();
-        let balance = totals.balance();
+        let balance = totals.net();
         prop_assert!(balance >= Decimal::ZERO, "{bucket:?} negative: {balance}");
         let lots: Decimal = state
             .lots

@@ -10,25 +10,12 @@ use std::sync::Arc;
 use projections::Projection;
 use projections::balances::Balances;
 use projections::shortfalls::Shortfalls;
-use tests::run_ledgerctl;
+use tests::{copy_dir, run_ledgerctl};
 
 fn data_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("data")
         .join(name)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn fixture_copy() -> tempfile::TempDir {
