@@ -87,8 +87,8 @@ impl Projection for Balances {
     const NAME: &'static str = "balances";
     type State = ContractBalances;
 
-    fn key(event: &RecordedEvent) -> Option<String> {
-        contract_of(&event.stream).map(str::to_owned)
+    fn key(event: &RecordedEvent) -> Option<&str> {
+        contract_of(&event.stream)
     }
 
     fn apply(state: &mut ContractBalances, event: &RecordedEvent) {

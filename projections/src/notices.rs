@@ -45,9 +45,9 @@ impl Projection for Notices {
     const NAME: &'static str = "notices";
     type State = ContractNotices;
 
-    fn key(event: &RecordedEvent) -> Option<String> {
+    fn key(event: &RecordedEvent) -> Option<&str> {
         (event.event_type == "expiry_notice_issued")
-            .then(|| contract_of(&event.stream).map(str::to_owned))
+            .then(|| contract_of(&event.stream))
             .flatten()
     }
 

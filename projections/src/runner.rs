@@ -19,7 +19,7 @@ pub trait Projection {
     type State: Serialize + DeserializeOwned + Default;
 
     /// The entity an event concerns, or `None` when the projection ignores it.
-    fn key(event: &RecordedEvent) -> Option<String>;
+    fn key(event: &RecordedEvent) -> Option<&str>;
 
     /// Folds one event into its entity's state.
     fn apply(state: &mut Self::State, event: &RecordedEvent);
@@ -50,15 +50,17 @@ pub fn catch_up<P: Projection>(
             event.position
         );
         if let Some(key) = P::key(&event) {
-            if !page.contains_key(&key) {
+            // Look up by the borrowed key first: all but a contract's first event in a page
+            // find their state without allocating.
+            if !page.contains_key(key) {
                 let state = match store.get(key.as_bytes())? {
                     Some(bytes) => serde_json::from_slice(&bytes)
                         .unwrap_or_else(|e| panic!("projection {} entry {key}: {e}", P::NAME)),
                     None => P::State::default(),
                 };
-                page.insert(key.clone(), state);
+                page.insert(key.to_owned(), state);
             }
-            P::apply(page.get_mut(&key).expect("inserted above"), &event);
+            P::apply(page.get_mut(key).expect("inserted above"), &event);
         }
         checkpoint = Checkpoint {
             position: event.position,

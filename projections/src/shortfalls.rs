@@ -46,8 +46,8 @@ impl Projection for Shortfalls {
     const NAME: &'static str = "shortfalls";
     type State = ContractShortfalls;
 
-    fn key(event: &RecordedEvent) -> Option<String> {
-        contract_of(&event.stream).map(str::to_owned)
+    fn key(event: &RecordedEvent) -> Option<&str> {
+        contract_of(&event.stream)
     }
 
     fn apply(state: &mut ContractShortfalls, event: &RecordedEvent) {

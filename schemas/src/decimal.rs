@@ -61,8 +61,48 @@ impl serde::de::Visitor<'_> for DecimalVisitor {
     }
 }
 
-/// Parses `[-]digits[.digits]`.
+/// Parses `[-]digits[.digits]`, keeping the written scale (`"150.00"` has scale 2), as
+/// `Decimal::from_str` does.
 pub fn parse(text: &str) -> Result<Decimal, String> {
+    fast(text.as_bytes()).map_or_else(|| checked(text), Ok)
+}
+
+/// `parse` for bytes that should be a decimal string; `None` where `parse` errs.
+pub(crate) fn parse_bytes(bytes: &[u8]) -> Option<Decimal> {
+    fast(bytes).or_else(|| checked(std::str::from_utf8(bytes).ok()?).ok())
+}
+
+/// Up to 18 digits, the common case, without `from_str`'s generality: the digits make an exact
+/// `i64` mantissa and the fraction's length is the scale. `None` for anything else.
+fn fast(bytes: &[u8]) -> Option<Decimal> {
+    let (negative, body) = match bytes.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, bytes),
+    };
+    if body.is_empty() || body.len() > 19 {
+        return None;
+    }
+    let mut mantissa: i64 = 0;
+    let mut scale: Option<u32> = None;
+    for (index, &byte) in body.iter().enumerate() {
+        match byte {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + i64::from(byte - b'0');
+                if let Some(scale) = scale.as_mut() {
+                    *scale += 1;
+                }
+            }
+            b'.' if scale.is_none() && index > 0 && index + 1 < body.len() => scale = Some(0),
+            _ => return None,
+        }
+    }
+    let value = Decimal::new(mantissa, scale.unwrap_or(0));
+    // `from_str` gives no negative zero: "-0.00" is 0.00.
+    Some(if negative && mantissa != 0 { -value } else { value })
+}
+
+/// The general path, for long or malformed input: validation with a message, then `from_str`.
+fn checked(text: &str) -> Result<Decimal, String> {
     let body = text.strip_prefix('-').unwrap_or(text);
     let mut parts = body.splitn(2, '.');
     let whole = parts.next().unwrap_or("");
@@ -135,5 +175,53 @@ pub mod map {
                     .map_err(|e: serde_json::Error| serde::de::Error::custom(format!("{key}: {e}")))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path gives what `from_str` gives: the same value, scale and sign (so the same
+    /// text when printed), on every shape it takes; it declines everything else.
+    #[test]
+    fn fast_path_matches_from_str() {
+        let mut cases: Vec<String> = [
+            "0", "-0", "0.00", "-0.00", "1", "150.00", "0.02", "3.0000", "-700.0000",
+            "999999999999999999", "-99999999999999999.9", "0.00000000000000001", "12345.6789",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        for _ in 0..20_000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let digits = (seed >> 60) as usize + 1;
+            let point = (seed >> 40) as usize % (digits + 1);
+            let mut text = String::new();
+            if seed & 1 == 1 {
+                text.push('-');
+            }
+            for i in 0..digits {
+                if i == point && i > 0 {
+                    text.push('.');
+                }
+                text.push(char::from(b'0' + ((seed >> (i % 40)) % 10) as u8));
+            }
+            cases.push(text);
+        }
+        for text in &cases {
+            let expected: Decimal = text.parse().unwrap();
+            let fast = fast(text.as_bytes()).unwrap_or_else(|| panic!("{text}: declined"));
+            assert_eq!(
+                (fast, fast.scale(), fast.to_string()),
+                (expected, expected.scale(), expected.to_string()),
+                "{text}"
+            );
+        }
+        for declined in ["", "-", ".5", "5.", "1.2.3", "1e3", " 1", "+1", "1_0", "12345678901234567890"] {
+            assert!(fast(declined.as_bytes()).is_none(), "{declined:?}");
+        }
+        assert!(parse("1e3").is_err() && parse(".5").is_err() && parse("").is_err());
+        assert_eq!(parse("12345678901234567890.5").unwrap().to_string(), "12345678901234567890.5");
     }
 }
