@@ -160,6 +160,11 @@ impl Append {
     }
 }
 
+/// Lowercase hex of a hash (or any bytes), as statements and `verify` print chain hashes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The SHA-256 an idempotency key remembers for an append's content (see [`Append::command_id`]).
 pub fn content_hash(stream: &str, events: &[NewEvent]) -> Hash {
     let mut hasher = Sha256::new();

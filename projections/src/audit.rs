@@ -123,10 +123,6 @@ impl std::fmt::Display for StatementError {
 
 impl std::error::Error for StatementError {}
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn buckets() -> BTreeMap<String, Decimal> {
     Bucket::ALL
         .iter()
@@ -240,7 +236,7 @@ pub fn statement(
         term_start: opened.term_start.to_string(),
         term_end: opened.term_end.to_string(),
         built_to_position: head_position,
-        built_to_hash: hex(&head_hash),
+        built_to_hash: ledger::hex(&head_hash),
         from,
         to,
         opening,

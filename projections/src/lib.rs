@@ -16,6 +16,50 @@ pub mod timeline;
 
 pub use runner::{Projection, catch_up, rebuild};
 
+/// Every persisted projection, in the order `rebuild_all` rebuilds them.
+pub const PERSISTED: [&str; 4] = [
+    balances::Balances::NAME,
+    shortfalls::Shortfalls::NAME,
+    notices::Notices::NAME,
+    timeline::NAME,
+];
+
+/// Rebuilds every persisted projection from position 0, one after another (each is one scan of
+/// the log). `progress` hears the projection's name and the position reached. Returns the
+/// checkpoint they were all built to.
+///
+/// # Errors
+/// When the log or a store cannot be read or written.
+pub fn rebuild_all(
+    ledger: &ledger::Ledger,
+    progress: &mut dyn FnMut(&'static str, u64),
+) -> ledger::Result<ledger::Checkpoint> {
+    let mut checkpoint: Option<ledger::Checkpoint> = None;
+    for name in PERSISTED {
+        let store = ledger.projection_store(name)?;
+        let mut report = |position: u64| progress(name, position);
+        let built = match name {
+            balances::Balances::NAME => rebuild::<balances::Balances>(ledger, &store, &mut report)?,
+            shortfalls::Shortfalls::NAME => {
+                rebuild::<shortfalls::Shortfalls>(ledger, &store, &mut report)?
+            }
+            notices::Notices::NAME => rebuild::<notices::Notices>(ledger, &store, &mut report)?,
+            _ => {
+                store.clear()?;
+                let built = timeline::catch_up(ledger, &store)?;
+                report(built.position);
+                built
+            }
+        };
+        // Each rebuild reads to the head; a concurrent writer could move it, so keep the least.
+        checkpoint = Some(match checkpoint {
+            Some(done) if built.position > done.position => done,
+            _ => built,
+        });
+    }
+    Ok(checkpoint.expect("at least one projection"))
+}
+
 /// The contract a stream belongs to, if it is a contract's stream.
 pub fn contract_of(stream: &str) -> Option<&str> {
     stream.strip_prefix("contract-")

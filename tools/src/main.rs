@@ -221,10 +221,6 @@ fn open_input(file: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn verify(data: &std::path::Path, format: Format) -> anyhow::Result<ExitCode> {
     if !data.join("store").exists() {
         anyhow::bail!("no store at {} (set --data or LEDGER_DATA)", data.display());
@@ -237,7 +233,7 @@ fn verify(data: &std::path::Path, format: Format) -> anyhow::Result<ExitCode> {
                 "events_checked": report.events_checked,
                 "streams_checked": report.streams_checked,
                 "last_position": report.last_position,
-                "last_hash": hex(&report.last_hash),
+                "last_hash": ledger::hex(&report.last_hash),
                 "first_bad_position": report.problem.as_ref().map(|p| p.position),
                 "problem": report.problem.as_ref().map(|p| p.detail.clone()),
             });
@@ -249,7 +245,7 @@ fn verify(data: &std::path::Path, format: Format) -> anyhow::Result<ExitCode> {
                 report.events_checked,
                 report.streams_checked,
                 report.last_position,
-                hex(&report.last_hash)
+                ledger::hex(&report.last_hash)
             );
             match &report.problem {
                 None => println!("ok"),

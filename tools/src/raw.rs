@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use ledger::{Append, ExpectedVersion, NewEvent};
 
-use crate::{Format, hex, open_ledger};
+use crate::{Format, open_ledger};
 
 #[derive(Subcommand)]
 pub enum LogCommand {
@@ -180,7 +180,7 @@ fn read(
                     "recorded_at": event.recorded_at.to_rfc3339(),
                     "effective_at": event.effective_at.map(|t| t.to_rfc3339()),
                     "command_id": event.metadata.command_id,
-                    "payload": payload_json, "hash": hex(&event.hash),
+                    "payload": payload_json, "hash": ledger::hex(&event.hash),
                 });
                 writeln!(stdout, "{json}")?;
             }

@@ -375,49 +375,43 @@ pub fn rebuild(data: &Path) -> anyhow::Result<ExitCode> {
     let ledger = crate::open_ledger(data)?;
     let head = ledger.committed_position();
     let started = Instant::now();
-    for name in [
-        Balances::NAME,
-        Shortfalls::NAME,
-        projections::notices::Notices::NAME,
-    ] {
-        let bar = indicatif::ProgressBar::new(head);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:>10} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
-            )?
-            .progress_chars("=> "),
-        );
-        bar.set_message(name);
-        let store = ledger.projection_store(name)?;
-        let mut progress = |position: u64| bar.set_position(position);
-        let checkpoint = match name {
-            Balances::NAME => projections::rebuild::<Balances>(&ledger, &store, &mut progress)?,
-            Shortfalls::NAME => projections::rebuild::<Shortfalls>(&ledger, &store, &mut progress)?,
-            _ => projections::rebuild::<projections::notices::Notices>(
-                &ledger,
-                &store,
-                &mut progress,
-            )?,
-        };
+    let bars = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template(
+        "{msg:>10} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+    )?
+    .progress_chars("=> ");
+    let mut current: Option<(&str, indicatif::ProgressBar)> = None;
+    let checkpoint = projections::rebuild_all(&ledger, &mut |name, position| {
+        if current.as_ref().is_none_or(|(shown, _)| *shown != name) {
+            if let Some((_, bar)) = current.take() {
+                bar.finish();
+            }
+            let bar = bars.add(indicatif::ProgressBar::new(head));
+            bar.set_style(style.clone());
+            bar.set_message(name);
+            current = Some((name, bar));
+        }
+        if let Some((_, bar)) = &current {
+            bar.set_position(position);
+        }
+    })?;
+    if let Some((_, bar)) = current {
         bar.finish();
-        eprintln!("{name}: rebuilt to position {}", checkpoint.position);
     }
-    let timeline = ledger.projection_store(projections::timeline::NAME)?;
-    timeline.clear()?;
-    let checkpoint = projections::timeline::catch_up(&ledger, &timeline)?;
-    eprintln!(
-        "{}: rebuilt to position {}",
-        projections::timeline::NAME,
-        checkpoint.position
-    );
     let seconds = started.elapsed().as_secs_f64();
+    let passes = projections::PERSISTED.len() as u64;
     #[allow(clippy::float_arithmetic)] // a rate for people to read
     let rate = if seconds > 0.0 {
-        (2 * head) as f64 / seconds
+        (passes * head) as f64 / seconds
     } else {
         0.0
     };
-    println!("rebuilt 2 projections over {head} events in {seconds:.2} s ({rate:.0} events/s)");
+    println!(
+        "rebuilt {passes} projections ({}) to position {} (hash {}) over {head} events in {seconds:.2} s ({rate:.0} events/s, one pass of the log per projection)",
+        projections::PERSISTED.join(", "),
+        checkpoint.position,
+        ledger::hex(&checkpoint.hash),
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -596,7 +590,7 @@ pub fn notices(data: &Path, contract: Option<&str>, format: Format) -> anyhow::R
                 out,
                 "built to log position {} (chain hash {})",
                 checkpoint.position,
-                crate::hex(&checkpoint.hash)
+                ledger::hex(&checkpoint.hash)
             )?;
             writeln!(
                 out,
@@ -631,7 +625,7 @@ pub fn balance_detail(data: &Path, contract: &str, format: Format) -> anyhow::Re
         Format::Json => {
             let mut json = serde_json::to_value(&balances)?;
             json["built_to_position"] = checkpoint.position.into();
-            json["built_to_hash"] = crate::hex(&checkpoint.hash).into();
+            json["built_to_hash"] = ledger::hex(&checkpoint.hash).into();
             writeln!(out, "{json}")?;
         }
         Format::Csv => {
@@ -680,7 +674,7 @@ pub fn balance_detail(data: &Path, contract: &str, format: Format) -> anyhow::Re
                 contract,
                 balances.currency,
                 checkpoint.position,
-                crate::hex(&checkpoint.hash)
+                ledger::hex(&checkpoint.hash)
             )?;
             writeln!(
                 out,
