@@ -93,3 +93,185 @@ impl Rng {
         self.0 % bound.max(1)
     }
 }
+
+/// A real nats-server for one test: JetStream on, loopback, a free port (`-p -1`, read back from
+/// `--ports_file_dir`), its own store directory. Killed on drop; can be restarted on the same
+/// port and SIGKILLed. `NATS_SERVER` names the binary (tools/test.sh installs it), else PATH.
+pub struct NatsServer {
+    dir: tempfile::TempDir,
+    config: Option<PathBuf>,
+    child: Option<std::process::Child>,
+    port: u16,
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream and no authentication.
+    pub fn start() -> NatsServer {
+        Self::start_with_config(None)
+    }
+
+    /// Starts a server with a configuration file's text (users, permissions…); the port and
+    /// store directory still come from the command line.
+    pub fn start_with_config(config: Option<&str>) -> NatsServer {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let config = config.map(|text| {
+            let path = dir.path().join("server.conf");
+            std::fs::write(&path, text).expect("write the config");
+            path
+        });
+        let mut server = NatsServer {
+            dir,
+            config,
+            child: None,
+            port: 0,
+        };
+        server.spawn(None);
+        server
+    }
+
+    fn spawn(&mut self, port: Option<u16>) {
+        let binary = std::env::var_os("NATS_SERVER").unwrap_or_else(|| "nats-server".into());
+        let ports = self.dir.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports);
+        std::fs::create_dir_all(&ports).expect("ports dir");
+        let mut command = Command::new(&binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        command
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(port.map_or("-1".to_owned(), |p| p.to_string()))
+            .arg("-sd")
+            .arg(self.dir.path().join("store"))
+            .arg("--ports_file_dir")
+            .arg(&ports)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("server.log")).expect("log"));
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "starting {} failed: {e} (tools/test.sh installs nats-server)",
+                PathBuf::from(&binary).display()
+            )
+        });
+        let started = std::time::Instant::now();
+        let port = loop {
+            let file = std::fs::read_dir(&ports)
+                .ok()
+                .and_then(|mut entries| entries.next())
+                .and_then(|entry| entry.ok())
+                .and_then(|entry| std::fs::read_to_string(entry.path()).ok());
+            if let Some(port) = file
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .and_then(|json| json["nats"][0].as_str().map(str::to_owned))
+                .and_then(|url| url.rsplit(':').next()?.parse::<u16>().ok())
+            {
+                break port;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "nats-server did not start: {}",
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        self.port = port;
+        self.child = Some(child);
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILLs the server (its store stays).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Starts it again on the same port with the same store.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port;
+        self.spawn(Some(port));
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `ledgerctl serve` child process, SIGKILLed on drop unless stopped.
+pub struct Serve {
+    /// The process.
+    pub child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Serve {
+    /// Starts `ledgerctl --data DATA serve --nats URL --tick-seconds 0 EXTRA…` and waits until
+    /// the service answers `$SRV.PING.ledger`.
+    pub fn start(data: &std::path::Path, url: &str, extra: &[&str]) -> Serve {
+        let log = data.with_extension("serve.log");
+        let child = ledgerctl(data)
+            .args(["serve", "--nats", url, "--tick-seconds", "0"])
+            .args(extra)
+            .env("LEDGER_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("serve log"))
+            .spawn()
+            .expect("start ledgerctl serve");
+        let serve = Serve { child, log };
+        serve.wait_until_serving();
+        serve
+    }
+
+    fn wait_until_serving(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            if self.log().contains("serving (pid") {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "serve did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits; returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        let status = self.child.wait().expect("wait for serve");
+        std::mem::forget(self);
+        status
+    }
+
+    /// SIGKILL, then waits.
+    pub fn kill(mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}

@@ -13,12 +13,12 @@ use chrono::{DateTime, Utc};
 use ledger::Ledger;
 use rust_decimal::Decimal;
 use schemas::{Bucket, Event, KindTotals, Movement};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::decode;
 
 /// One event's line in the statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatementLine {
     /// Global position.
     pub position: u64,
@@ -47,7 +47,7 @@ pub struct StatementLine {
 }
 
 /// Opening + movements = closing, for one bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollForward {
     /// The bucket.
     pub bucket: String,
@@ -62,7 +62,7 @@ pub struct RollForward {
 }
 
 /// A contract's statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Statement {
     /// The contract.
     pub contract_id: String,

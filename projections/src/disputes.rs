@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use ledger::{Ledger, RecordedEvent};
 use rust_decimal::Decimal;
 use schemas::Bucket;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{contract_events, decode};
 
@@ -25,7 +25,7 @@ pub enum Until {
 }
 
 /// One step of a replay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplayStep {
     /// Global position.
     pub position: u64,
@@ -50,7 +50,7 @@ pub struct ReplayStep {
 }
 
 /// A change between two knowledge times.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// Global position.
     pub position: u64,
@@ -69,7 +69,7 @@ pub struct Change {
 }
 
 /// What changed between two knowledge times.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diff {
     /// The contract.
     pub contract_id: String,

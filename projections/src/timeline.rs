@@ -34,7 +34,7 @@ pub struct Filter {
 }
 
 /// A contract's balances under a filter.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Balances {
     /// The contract.
     pub contract_id: String,

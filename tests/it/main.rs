@@ -9,6 +9,7 @@ mod disk_full;
 mod fixture_log;
 mod log_api;
 mod log_model;
+mod nats_service;
 mod projection_views;
 mod tamper;
 mod wire_schemas;

@@ -32,7 +32,7 @@ pub fn parse_time(flag: &str, text: &str) -> anyhow::Result<DateTime<Utc>> {
 }
 
 /// The command id of a line that did not parse, if one can be read from it.
-fn command_id_of(line: &str) -> Option<String> {
+pub fn command_id_of(line: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     value.get("command_id")?.as_str().map(str::to_owned)
 }
@@ -109,9 +109,17 @@ pub fn balance(data: &Path, args: BalanceArgs<'_>, format: Format) -> anyhow::Re
     let Some(view) = projections::timeline::balance(&store, args.contract, filter)? else {
         anyhow::bail!("no contract {} in {}", args.contract, data.display());
     };
+    print_balance(&view, format)
+}
+
+/// Prints balances (summed here or answered by the service).
+pub fn print_balance(
+    view: &projections::timeline::Balances,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     match format {
-        Format::Json => writeln!(stdout, "{}", serde_json::to_string(&view)?)?,
+        Format::Json => writeln!(stdout, "{}", serde_json::to_string(view)?)?,
         Format::Csv => {
             writeln!(stdout, "contract_id,position,bucket,balance")?;
             for (bucket, balance) in &view.balances {

@@ -5,7 +5,9 @@ mod bench;
 mod contract;
 mod html;
 mod load;
+mod nats;
 mod raw;
+mod serve;
 mod views;
 
 use std::io::IsTerminal;
@@ -31,6 +33,9 @@ struct Cli {
     /// html is for `audit`.
     #[arg(long, global = true, value_enum)]
     format: Option<Format>,
+
+    #[command(flatten)]
+    nats: nats::NatsArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -105,6 +110,10 @@ enum Command {
     },
     /// Rebuild every projection from position 0, with progress.
     Rebuild,
+    /// The long-running service: owns --data and serves it on --nats (commands and queries as
+    /// the NATS service `ledger`, balances/events/billables/notices published to JetStream, the
+    /// scheduler on a timer). SIGTERM or Ctrl-C drains and exits 0.
+    Serve(serve::ServeArgs),
     /// A contract's history event by event with the balances after each.
     Replay {
         /// The contract id.
@@ -152,6 +161,16 @@ fn main() -> ExitCode {
         eprintln!("ledgerctl: --format html is for audit; use table, json or csv here");
         return ExitCode::from(2);
     }
+    if cli.nats.nats.is_some() && !matches!(cli.command, Command::Serve(_)) {
+        let outcome = remote(&cli.nats, cli.command, format);
+        return match outcome {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("ledgerctl: {error:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let outcome = match cli.command {
         Command::Submit { file } => contract::submit(&cli.data, &file),
         Command::Tick { now } => contract::tick(&cli.data, &now),
@@ -184,6 +203,7 @@ fn main() -> ExitCode {
             views::shortfalls(&cli.data, contract.as_deref(), format)
         }
         Command::Rebuild => views::rebuild(&cli.data),
+        Command::Serve(args) => serve::run(&cli.data, &cli.nats, &args),
         Command::Replay { contract, until } => {
             views::replay(&cli.data, &contract, until.as_deref(), format)
         }
@@ -202,6 +222,62 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// A verb sent to `ledgerctl serve` over NATS (`--nats URL`).
+fn remote(nats: &nats::NatsArgs, command: Command, format: Format) -> anyhow::Result<ExitCode> {
+    use nats::Remote;
+    use views::QueryArgs;
+    let verb = match command {
+        Command::Submit { file } => return nats::run(nats, Remote::Submit(&file), format),
+        Command::Tick { now } => return nats::run(nats, Remote::Tick(&now), format),
+        Command::Balance {
+            contract,
+            as_of,
+            known_at,
+            at_position,
+            detail: false,
+        } => Remote::Query(
+            "balance",
+            QueryArgs {
+                contract_id: Some(contract),
+                as_of,
+                known_at,
+                at_position,
+                ..QueryArgs::default()
+            },
+        ),
+        Command::Audit { contract, from, to } => Remote::Query(
+            "audit",
+            QueryArgs {
+                contract_id: Some(contract),
+                from,
+                to,
+                ..QueryArgs::default()
+            },
+        ),
+        Command::Shortfalls { contract } => Remote::Query(
+            "shortfalls",
+            QueryArgs {
+                contract_id: contract,
+                ..QueryArgs::default()
+            },
+        ),
+        Command::Replay { contract, until } => Remote::Query(
+            "replay",
+            QueryArgs {
+                contract_id: Some(contract),
+                until,
+                ..QueryArgs::default()
+            },
+        ),
+        _ => anyhow::bail!(
+            "over --nats the service answers submit, tick, balance (without --detail), audit, \
+             shortfalls and replay; run the other verbs where the store is (--data) while \
+             serve is stopped"
+        ),
+    };
+    nats::run(nats, verb, format)
 }
 
 /// Opens the store, turning "in use" into the message a user needs.

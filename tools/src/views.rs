@@ -25,6 +25,11 @@ pub fn audit(
     let to = to.map(|t| parse_time("--to", t)).transpose()?;
     let ledger = crate::open_ledger(data)?;
     let statement = statement(&ledger, contract, from, to)?;
+    print_statement(&statement, format)
+}
+
+/// Prints a statement (built here or answered by the service).
+pub fn print_statement(statement: &Statement, format: Format) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&statement)?)?,
@@ -307,6 +312,15 @@ fn projection_states<P: Projection>(
     {
         anyhow::bail!("no contract {contract} in {}", data.display());
     }
+    states_in::<P>(&ledger, contract)
+}
+
+/// A projection's states (one contract's, or all), caught up to the head first.
+fn states_in<P: Projection>(
+    ledger: &ledger::Ledger,
+    contract: Option<&str>,
+) -> anyhow::Result<(ledger::Checkpoint, Vec<P::State>)> {
+    let ledger = ledger.clone();
     let store = ledger.projection_store(P::NAME)?;
     let checkpoint = catch_up::<P>(&ledger, &store, &mut |_| {})?;
     let mut states = Vec::new();
@@ -322,6 +336,11 @@ fn projection_states<P: Projection>(
 pub fn shortfalls(data: &Path, contract: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
     let (_, states) = projection_states::<Shortfalls>(data, contract)?;
     let entries: Vec<BillableEntry> = states.into_iter().flat_map(|state| state.entries).collect();
+    print_shortfalls(&entries, format)
+}
+
+/// Prints billables (found here or answered by the service).
+pub fn print_shortfalls(entries: &[BillableEntry], format: Format) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string(&entries)?)?,
@@ -338,7 +357,7 @@ pub fn shortfalls(data: &Path, contract: Option<&str>, format: Format) -> anyhow
                 "effective_at",
                 "derivation",
             ])?;
-            for e in &entries {
+            for e in entries {
                 writer.write_record([
                     e.contract_id.clone(),
                     e.kind.clone(),
@@ -359,7 +378,7 @@ pub fn shortfalls(data: &Path, contract: Option<&str>, format: Format) -> anyhow
                 "{:<10} {:<28} {:<8} {:>12} {:<4} {:>6}  derivation",
                 "contract", "kind", "period", "amount", "cur", "pos"
             )?;
-            for e in &entries {
+            for e in entries {
                 writeln!(
                     out,
                     "{:<10} {:<28} {:<8} {:>12} {:<4} {:>6}  {}",
@@ -422,14 +441,9 @@ fn decimals(map: &std::collections::BTreeMap<String, rust_decimal::Decimal>) -> 
         .join(", ")
 }
 
-pub fn replay(
-    data: &Path,
-    contract: &str,
-    until: Option<&str>,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
+fn parse_until(until: Option<&str>) -> anyhow::Result<projections::disputes::Until> {
     use projections::disputes::Until;
-    let until = match until {
+    Ok(match until {
         None => Until::End,
         Some(text) => match text.parse::<u64>() {
             Ok(position) => Until::Position(position),
@@ -438,15 +452,32 @@ pub fn replay(
                     .map_err(|e| e.context("--until takes a log position or an RFC 3339 time"))?,
             ),
         },
-    };
+    })
+}
+
+pub fn replay(
+    data: &Path,
+    contract: &str,
+    until: Option<&str>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let until = parse_until(until)?;
     let ledger = crate::open_ledger(data)?;
     let Some(steps) = projections::disputes::replay(&ledger, contract, until)? else {
         anyhow::bail!("no contract {contract} in {}", data.display());
     };
+    print_replay(&steps, format)
+}
+
+/// Prints a replay (built here or answered by the service).
+pub fn print_replay(
+    steps: &[projections::disputes::ReplayStep],
+    format: Format,
+) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json | Format::Csv => {
-            for step in &steps {
+            for step in steps {
                 writeln!(out, "{}", serde_json::to_string(step)?)?;
             }
         }
@@ -456,7 +487,7 @@ pub fn replay(
                 "{:>6} {:>4}  {:<25} {:<20} {:<20} balances after",
                 "pos", "ver", "event", "recorded", "effective"
             )?;
-            for step in &steps {
+            for step in steps {
                 let effective = step
                     .effective_at
                     .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
@@ -723,4 +754,101 @@ pub fn balance_detail(data: &Path, contract: &str, format: Format) -> anyhow::Re
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A query's parameters, as `ledger.qry.<view>` takes them (JSON) and the flags name them.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct QueryArgs {
+    pub contract_id: Option<String>,
+    pub as_of: Option<String>,
+    pub known_at: Option<String>,
+    pub at_position: Option<u64>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub until: Option<String>,
+}
+
+/// A refused query: the service error code, a snake_case status and a message.
+pub type QueryError = (u16, &'static str, String);
+
+/// Answers `ledger.qry.<view>` from a ledger this process owns: the view's JSON (the same as
+/// `--format json` prints) and the log position it reflects.
+pub fn query(
+    ledger: &ledger::Ledger,
+    view: &str,
+    args: QueryArgs,
+) -> Result<(serde_json::Value, u64), QueryError> {
+    let invalid = |e: anyhow::Error| (400, "invalid_query", format!("{e:#}"));
+    let internal = |e: anyhow::Error| (500, "internal", format!("{e:#}"));
+    let unknown = |contract: &str| (404, "unknown_contract", format!("no contract {contract}"));
+    let needs_contract = || {
+        args.contract_id
+            .clone()
+            .ok_or((400, "invalid_query", format!("{view} needs a contract_id")))
+    };
+    let head = ledger.committed_position();
+    match view {
+        "balance" => {
+            let contract = needs_contract()?;
+            let time = |flag: &str, t: &Option<String>| {
+                t.as_deref().map(|t| parse_time(flag, t)).transpose()
+            };
+            let filter = projections::timeline::Filter {
+                as_of: time("as_of", &args.as_of).map_err(invalid)?,
+                known_at: time("known_at", &args.known_at).map_err(invalid)?,
+                at_position: args.at_position,
+            };
+            let store = ledger
+                .projection_store(projections::timeline::NAME)
+                .map_err(|e| internal(e.into()))?;
+            let checkpoint = projections::timeline::catch_up(ledger, &store)
+                .map_err(|e| internal(e.into()))?;
+            let view = projections::timeline::balance(&store, &contract, filter)
+                .map_err(|e| internal(e.into()))?
+                .ok_or_else(|| unknown(&contract))?;
+            Ok((serde_json::to_value(view).expect("views serialize"), checkpoint.position))
+        }
+        "shortfalls" => {
+            if let Some(contract) = &args.contract_id
+                && ledger
+                    .stream_version(&format!("contract-{contract}"))
+                    .map_err(|e| internal(e.into()))?
+                    == 0
+            {
+                return Err(unknown(contract));
+            }
+            let (checkpoint, states) =
+                states_in::<Shortfalls>(ledger, args.contract_id.as_deref()).map_err(internal)?;
+            let entries: Vec<BillableEntry> =
+                states.into_iter().flat_map(|state| state.entries).collect();
+            Ok((serde_json::to_value(entries).expect("entries serialize"), checkpoint.position))
+        }
+        "audit" => {
+            let contract = needs_contract()?;
+            let from = args.from.as_deref().map(|t| parse_time("from", t)).transpose();
+            let to = args.to.as_deref().map(|t| parse_time("to", t)).transpose();
+            let statement = statement(ledger, &contract, from.map_err(invalid)?, to.map_err(invalid)?)
+                .map_err(|e| match e {
+                    projections::audit::StatementError::UnknownContract(c) => unknown(&c),
+                    projections::audit::StatementError::BadPeriod => {
+                        (400, "invalid_query", e.to_string())
+                    }
+                    other => internal(other.into()),
+                })?;
+            Ok((serde_json::to_value(statement).expect("statements serialize"), head))
+        }
+        "replay" => {
+            let contract = needs_contract()?;
+            let until = parse_until(args.until.as_deref()).map_err(invalid)?;
+            let steps = projections::disputes::replay(ledger, &contract, until)
+                .map_err(|e| internal(e.into()))?
+                .ok_or_else(|| unknown(&contract))?;
+            Ok((serde_json::to_value(steps).expect("steps serialize"), head))
+        }
+        other => Err((
+            404,
+            "unknown_view",
+            format!("no view {other:?}; the views are balance, audit, shortfalls, replay"),
+        )),
+    }
 }

@@ -1,0 +1,275 @@
+//! Talking to NATS: the connection flags every verb shares (URL, credentials, TLS), and the
+//! client side of the `ledger` service, so that `ledgerctl --nats URL <verb>` works the same as
+//! on the embedded store. Subjects, headers and bodies: README "NATS" and `schemas/json/nats/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// How long the CLI waits for the service to answer one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest command or query body the service reads; a larger one is refused with
+/// `payload_too_large` (a command is a few hundred bytes).
+pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
+
+/// Connection flags. Secrets come from flags or the environment; none is ever put in a subject
+/// or a message.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct NatsArgs {
+    /// Talk to a `ledgerctl serve` through this NATS server instead of opening --data, e.g.
+    /// nats://127.0.0.1:4222.
+    #[arg(long, global = true, env = "NATS_URL")]
+    pub nats: Option<String>,
+    /// NATS user (with --nats-password).
+    #[arg(long, global = true, env = "NATS_USER", requires = "nats_password")]
+    pub nats_user: Option<String>,
+    /// NATS password (with --nats-user).
+    #[arg(long, global = true, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+    /// NATS token.
+    #[arg(long, global = true, env = "NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+    /// A NATS credentials file (JWT and nkey seed).
+    #[arg(long, global = true, env = "NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding an nkey seed (SU…).
+    #[arg(long, global = true, env = "NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust for TLS (implies TLS).
+    #[arg(long, global = true, env = "NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS, with --nats-key.
+    #[arg(long, global = true, env = "NATS_CERT", requires = "nats_key")]
+    pub nats_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, global = true, env = "NATS_KEY")]
+    pub nats_key: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    /// Connects with the given flags. `service` says whether to keep reconnecting forever (the
+    /// server) or to fail fast (a CLI call).
+    pub async fn connect(&self, name: &str, service: bool) -> anyhow::Result<async_nats::Client> {
+        let url = self
+            .nats
+            .as_deref()
+            .context("no NATS server given (--nats URL or NATS_URL)")?;
+        let mut options = async_nats::ConnectOptions::new()
+            .name(name)
+            .request_timeout(Some(REQUEST_TIMEOUT));
+        if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.nats_token {
+            options = options.token(token.clone());
+        }
+        if let Some(creds) = &self.nats_creds {
+            options = options
+                .credentials_file(creds)
+                .await
+                .with_context(|| format!("reading NATS credentials {}", creds.display()))?;
+        }
+        if let Some(path) = &self.nats_nkey {
+            let seed = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the nkey seed {}", path.display()))?;
+            options = options.nkey(seed.trim().to_owned());
+        }
+        if let Some(ca) = &self.nats_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&self.nats_cert, &self.nats_key) {
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        options = if service {
+            options
+                .max_reconnects(None)
+                .retry_on_initial_connect()
+                .event_callback(|event| async move {
+                    tracing::warn!(%event, "NATS connection");
+                })
+        } else {
+            options
+                .max_reconnects(Some(3))
+                .connection_timeout(Duration::from_secs(5))
+        };
+        let client = options
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?;
+        Ok(client)
+    }
+}
+
+/// One request to the service; the reply body and whether it carried a service error.
+pub struct Reply {
+    /// The body (a result or view, or `{"ok":false,"error":…}`).
+    pub body: serde_json::Value,
+    /// The `Nats-Service-Error-Code` header, when the service refused the request.
+    pub error_code: Option<String>,
+}
+
+/// Sends `body` to `subject` and waits for the reply, with errors a user can act on.
+pub async fn request(
+    client: &async_nats::Client,
+    subject: String,
+    body: Vec<u8>,
+) -> anyhow::Result<Reply> {
+    let message = match client.request(subject.clone(), body.into()).await {
+        Ok(message) => message,
+        Err(error) => {
+            use async_nats::RequestErrorKind;
+            anyhow::bail!(match error.kind() {
+                RequestErrorKind::NoResponders => format!(
+                    "no ledger service answers on {subject} (is `ledgerctl serve` running against this NATS server?)"
+                ),
+                RequestErrorKind::TimedOut => format!(
+                    "the ledger service did not answer {subject} within {} s",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+                _ => format!("request to {subject} failed: {error}"),
+            })
+        }
+    };
+    let error_code = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error-Code"))
+        .map(|v| v.as_str().to_owned());
+    let body = serde_json::from_slice(&message.payload).with_context(|| {
+        format!(
+            "the service's reply on {subject} is not JSON: {:?}",
+            String::from_utf8_lossy(&message.payload)
+        )
+    })?;
+    Ok(Reply { body, error_code })
+}
+
+/// A query to `ledger.qry.<view>`, its answer decoded, or the service's refusal as an error.
+async fn query<T: serde::de::DeserializeOwned>(
+    client: &async_nats::Client,
+    view: &str,
+    args: &crate::views::QueryArgs,
+) -> anyhow::Result<T> {
+    let reply = request(
+        client,
+        format!("ledger.qry.{view}"),
+        serde_json::to_vec(args).expect("queries serialize"),
+    )
+    .await?;
+    if let Some(code) = reply.error_code {
+        let message = reply.body["error"]["message"]
+            .as_str()
+            .unwrap_or("no message")
+            .to_owned();
+        anyhow::bail!("the ledger service refused the query ({code}): {message}");
+    }
+    serde_json::from_value(reply.body).with_context(|| format!("decoding the {view} answer"))
+}
+
+/// The verbs `ledgerctl --nats URL` sends to a running `ledgerctl serve`.
+pub enum Remote<'a> {
+    /// `submit FILE`.
+    Submit(&'a std::path::Path),
+    /// `tick --now`.
+    Tick(&'a str),
+    /// `balance`, `audit`, `shortfalls`, `replay`.
+    Query(&'static str, crate::views::QueryArgs),
+}
+
+/// Runs one verb against the service.
+pub fn run(nats: &NatsArgs, verb: Remote<'_>, format: crate::Format) -> anyhow::Result<std::process::ExitCode> {
+    use std::io::{BufRead, Write};
+    use std::process::ExitCode;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = nats.connect("ledgerctl", false).await?;
+        let code = match verb {
+            Remote::Submit(file) => {
+                let reader = crate::open_input(file)?;
+                let mut stdout = std::io::stdout().lock();
+                let mut any_rejected = false;
+                for (index, line) in reader.lines().enumerate() {
+                    let line = line.with_context(|| format!("reading line {}", index + 1))?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    // Checked here first, so a bad line gets the same answer as on the embedded
+                    // store and never travels.
+                    let body = match schemas::CommandEnvelope::from_json(&line) {
+                        Ok(_) => {
+                            let verb = serde_json::from_str::<serde_json::Value>(&line)?["type"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned();
+                            request(&client, format!("ledger.cmd.{verb}"), line.into_bytes())
+                                .await?
+                                .body
+                        }
+                        Err(message) => serde_json::to_value(
+                            commands::handler::CommandResult::rejected(
+                                crate::contract::command_id_of(&line),
+                                commands::Rejection::invalid(format!(
+                                    "line {}: {message}",
+                                    index + 1
+                                )),
+                            ),
+                        )?,
+                    };
+                    any_rejected |= body["ok"] != serde_json::Value::Bool(true);
+                    writeln!(stdout, "{}", serde_json::to_string(&body)?)?;
+                }
+                if any_rejected {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Remote::Tick(now) => {
+                crate::contract::parse_time("--now", now)?;
+                let reply = request(
+                    &client,
+                    "ledger.cmd.tick".to_owned(),
+                    serde_json::to_vec(&serde_json::json!({ "now": now }))?,
+                )
+                .await?;
+                if let Some(code) = reply.error_code {
+                    anyhow::bail!(
+                        "the ledger service refused the tick ({code}): {}",
+                        reply.body["error"]["message"]
+                    );
+                }
+                let results = reply.body.as_array().cloned().unwrap_or_default();
+                let mut stdout = std::io::stdout().lock();
+                for result in &results {
+                    writeln!(stdout, "{}", serde_json::to_string(result)?)?;
+                }
+                eprintln!("tick at {now}: {} time-driven event(s) appended", results.len());
+                ExitCode::SUCCESS
+            }
+            Remote::Query("balance", args) => {
+                crate::contract::print_balance(&query(&client, "balance", &args).await?, format)?
+            }
+            Remote::Query("audit", args) => {
+                crate::views::print_statement(&query(&client, "audit", &args).await?, format)?
+            }
+            Remote::Query("shortfalls", args) => {
+                let entries: Vec<projections::shortfalls::BillableEntry> =
+                    query(&client, "shortfalls", &args).await?;
+                crate::views::print_shortfalls(&entries, format)?
+            }
+            Remote::Query(view, args) => {
+                let steps: Vec<projections::disputes::ReplayStep> =
+                    query(&client, view, &args).await?;
+                crate::views::print_replay(&steps, format)?
+            }
+        };
+        client.flush().await.ok();
+        Ok(code)
+    })
+}
