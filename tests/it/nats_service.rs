@@ -307,3 +307,68 @@ fn a_killed_service_restarts_and_publishes_each_balance_update_exactly_once() {
     });
     assert!(serve.terminate().success());
 }
+
+#[test]
+fn readers_may_read_but_not_command() {
+    let config = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/nats/users.conf"),
+    )
+    .unwrap();
+    let nats = NatsServer::start_with_config(Some(&config));
+    let work = tempfile::tempdir().unwrap();
+    let _serve = Serve::start(
+        &work.path().join("data"),
+        &nats.url(),
+        &["--nats-user", "ledger", "--nats-password", "ledger-secret"],
+    );
+    let as_user = |user: &str, password: &str, args: &[&str]| {
+        let mut all = vec!["--nats-user", user, "--nats-password", password];
+        all.extend(args);
+        remote(&nats.url(), &all)
+    };
+    let file = worked_example();
+    let (code, out, stderr) =
+        as_user("operator", "operator-secret", &["submit", file.to_str().unwrap()]);
+    assert_ne!(code, 2, "the operator may command: {stderr}\n{out}");
+    assert!(out.contains(r#""ok":true"#));
+
+    // A reader's command is refused by the server, at once and clearly; nothing is appended.
+    let started = Instant::now();
+    let open = r#"{"type":"open_contract","contract_id":"R-1","customer":"R","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC","holidays":[],"cancellation_fee_rate":"1.00","sab_commitments":[]}"#;
+    let commands = work.path().join("reader.jsonl");
+    std::fs::write(&commands, open).unwrap();
+    let (code, out, stderr) =
+        as_user("reader", "reader-secret", &["submit", commands.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        stderr.to_lowercase().contains("permissions violation"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "refused at once");
+    let (code, _, stderr) = as_user("operator", "operator-secret", &["balance", "R-1"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no contract R-1"), "{stderr}");
+
+    // A reader may query, and read the balances bucket.
+    let (code, out, stderr) =
+        as_user("reader", "reader-secret", &["balance", "C-1001", "--format", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let head = serde_json::from_str::<serde_json::Value>(&out).unwrap()["position"]
+        .as_u64()
+        .unwrap();
+    runtime().block_on(async {
+        let reader = async_nats::ConnectOptions::with_user_and_password(
+            "reader".into(),
+            "reader-secret".into(),
+        )
+        .connect(nats.url())
+        .await
+        .unwrap();
+        let values = balances_in_kv(&reader, head).await;
+        assert!(values.contains_key("C-1001.proactive_credits"), "{values:?}");
+        // But may not write to it.
+        let js = async_nats::jetstream::new(reader);
+        let kv = js.get_key_value("ledger_balances").await.unwrap();
+        assert!(kv.put("C-1001.proactive_credits", "{}".into()).await.is_err());
+    });
+}

@@ -92,9 +92,21 @@ impl NatsArgs {
                     tracing::warn!(%event, "NATS connection");
                 })
         } else {
+            // A permissions violation comes back as an asynchronous server error, not as a
+            // reply: hand it to `request` so the user hears it at once, not after a timeout.
+            let (refused, _) = REFUSALS.get_or_init(|| tokio::sync::watch::channel(None));
+            let refused = refused.clone();
             options
                 .max_reconnects(Some(3))
                 .connection_timeout(Duration::from_secs(5))
+                .event_callback(move |event| {
+                    let refused = refused.clone();
+                    async move {
+                        if let async_nats::Event::ServerError(error) = event {
+                            refused.send_replace(Some(error.to_string()));
+                        }
+                    }
+                })
         };
         let client = options
             .connect(url)
@@ -103,6 +115,13 @@ impl NatsArgs {
         Ok(client)
     }
 }
+
+/// Server errors the client heard (permissions violations), for `request`.
+type Refusals = (
+    tokio::sync::watch::Sender<Option<String>>,
+    tokio::sync::watch::Receiver<Option<String>>,
+);
+static REFUSALS: std::sync::OnceLock<Refusals> = std::sync::OnceLock::new();
 
 /// One request to the service; the reply body and whether it carried a service error.
 pub struct Reply {
@@ -118,7 +137,18 @@ pub async fn request(
     subject: String,
     body: Vec<u8>,
 ) -> anyhow::Result<Reply> {
-    let message = match client.request(subject.clone(), body.into()).await {
+    let mut refused = REFUSALS
+        .get_or_init(|| tokio::sync::watch::channel(None))
+        .1
+        .clone();
+    let answer = tokio::select! {
+        answer = client.request(subject.clone(), body.into()) => answer,
+        Ok(()) = refused.changed() => {
+            let error = refused.borrow().clone().unwrap_or_default();
+            anyhow::bail!("the NATS server refused the request on {subject}: {error}");
+        }
+    };
+    let message = match answer {
         Ok(message) => message,
         Err(error) => {
             use async_nats::RequestErrorKind;
