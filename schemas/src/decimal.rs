@@ -98,7 +98,11 @@ fn fast(bytes: &[u8]) -> Option<Decimal> {
     }
     let value = Decimal::new(mantissa, scale.unwrap_or(0));
     // `from_str` gives no negative zero: "-0.00" is 0.00.
-    Some(if negative && mantissa != 0 { -value } else { value })
+    Some(if negative && mantissa != 0 {
+        -value
+    } else {
+        value
+    })
 }
 
 /// The general path, for long or malformed input: validation with a message, then `from_str`.
@@ -187,8 +191,19 @@ mod tests {
     #[test]
     fn fast_path_matches_from_str() {
         let mut cases: Vec<String> = [
-            "0", "-0", "0.00", "-0.00", "1", "150.00", "0.02", "3.0000", "-700.0000",
-            "999999999999999999", "-99999999999999999.9", "0.00000000000000001", "12345.6789",
+            "0",
+            "-0",
+            "0.00",
+            "-0.00",
+            "1",
+            "150.00",
+            "0.02",
+            "3.0000",
+            "-700.0000",
+            "999999999999999999",
+            "-99999999999999999.9",
+            "0.00000000000000001",
+            "12345.6789",
         ]
         .map(str::to_owned)
         .to_vec();
@@ -218,10 +233,24 @@ mod tests {
                 "{text}"
             );
         }
-        for declined in ["", "-", ".5", "5.", "1.2.3", "1e3", " 1", "+1", "1_0", "12345678901234567890"] {
+        for declined in [
+            "",
+            "-",
+            ".5",
+            "5.",
+            "1.2.3",
+            "1e3",
+            " 1",
+            "+1",
+            "1_0",
+            "12345678901234567890",
+        ] {
             assert!(fast(declined.as_bytes()).is_none(), "{declined:?}");
         }
         assert!(parse("1e3").is_err() && parse(".5").is_err() && parse("").is_err());
-        assert_eq!(parse("12345678901234567890.5").unwrap().to_string(), "12345678901234567890.5");
+        assert_eq!(
+            parse("12345678901234567890.5").unwrap().to_string(),
+            "12345678901234567890.5"
+        );
     }
 }

@@ -242,7 +242,12 @@ mod tests {
         for payload in payloads {
             let payload = payload.as_bytes();
             let serde = by_serde(payload);
-            assert_eq!(serde.movements.len(), 1, "{}", String::from_utf8_lossy(payload));
+            assert_eq!(
+                serde.movements.len(),
+                1,
+                "{}",
+                String::from_utf8_lossy(payload)
+            );
             if let Some(fast) = read(payload) {
                 assert_eq!(fast, serde, "{}", String::from_utf8_lossy(payload));
             }
@@ -255,7 +260,11 @@ mod tests {
         for (name, payload) in canonical_examples() {
             let value: serde_json::Value = serde_json::from_slice(&payload).unwrap();
             let pretty = serde_json::to_vec_pretty(&value).unwrap();
-            assert_eq!(Effects::from_payload(&pretty).unwrap(), by_serde(&pretty), "{name}");
+            assert_eq!(
+                Effects::from_payload(&pretty).unwrap(),
+                by_serde(&pretty),
+                "{name}"
+            );
         }
     }
 
@@ -289,7 +298,10 @@ mod tests {
                 walk(child, &format!("{name}/{key}"));
             }
         }
-        assert!(top_level >= 8, "the search looks for top-level keys that exist");
+        assert!(
+            top_level >= 8,
+            "the search looks for top-level keys that exist"
+        );
     }
 
     #[test]
@@ -309,7 +321,10 @@ mod tests {
         // Through the public entry point the escape is still read, by serde.
         let effects = Effects::from_payload(cases[0]).expect("serde reads the escape");
         assert_eq!(effects.movements[0].lot, "L7");
-        assert!(Effects::from_payload(cases[1]).is_err(), "unknown fields are refused");
+        assert!(
+            Effects::from_payload(cases[1]).is_err(),
+            "unknown fields are refused"
+        );
     }
 
     /// The fast path does not validate what it skips (the payload was validated when it was

@@ -56,7 +56,10 @@ async fn balances_in_kv(
     let js = async_nats::jetstream::new(client.clone());
     let started = Instant::now();
     loop {
-        let kv = js.get_key_value("ledger_balances").await.expect("the bucket");
+        let kv = js
+            .get_key_value("ledger_balances")
+            .await
+            .expect("the bucket");
         let mut keys = kv.keys().await.expect("keys");
         let mut values: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         while let Some(key) = keys.next().await {
@@ -128,7 +131,10 @@ fn serve_runs_the_worked_example_and_publishes_its_balances() {
     }
     let (code, audit, stderr) = remote(&nats.url(), &["audit", "C-1001", "--format", "csv"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(audit.lines().count() > 5 && audit.contains("C-1001"), "{audit}");
+    assert!(
+        audit.lines().count() > 5 && audit.contains("C-1001"),
+        "{audit}"
+    );
     let (code, _, stderr) = remote(&nats.url(), &["balance", "NOPE"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("no contract NOPE"), "{stderr}");
@@ -144,7 +150,11 @@ fn serve_runs_the_worked_example_and_publishes_its_balances() {
             let key = format!("C-1001.{bucket}");
             match values.get(&key) {
                 Some(value) => {
-                    assert_eq!(decimal(&value["balance_after"]), decimal(amount), "{key}: {value}");
+                    assert_eq!(
+                        decimal(&value["balance_after"]),
+                        decimal(amount),
+                        "{key}: {value}"
+                    );
                     assert!(value["event_id"].is_string() && value["event_type"].is_string());
                 }
                 None => assert_eq!(amount, "0", "{key} never moved but is not zero"),
@@ -159,7 +169,10 @@ fn serve_runs_the_worked_example_and_publishes_its_balances() {
         assert_eq!(ping["name"], "ledger");
         let info = client.request("$SRV.INFO.ledger", "".into()).await.unwrap();
         let info = String::from_utf8_lossy(&info.payload).into_owned();
-        assert!(info.contains("ledger.cmd.*") && info.contains("ledger.qry.*"), "{info}");
+        assert!(
+            info.contains("ledger.cmd.*") && info.contains("ledger.qry.*"),
+            "{info}"
+        );
     });
 
     // SIGTERM drains and releases the store.
@@ -255,7 +268,10 @@ fn a_killed_service_restarts_and_publishes_each_balance_update_exactly_once() {
             {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "nothing published");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "nothing published"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
@@ -301,7 +317,10 @@ fn a_killed_service_restarts_and_publishes_each_balance_update_exactly_once() {
                 assert_eq!(count, head, "no event twice in LEDGER_EVENTS");
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "events: {count}/{head}");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "events: {count}/{head}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
@@ -327,8 +346,11 @@ fn readers_may_read_but_not_command() {
         remote(&nats.url(), &all)
     };
     let file = worked_example();
-    let (code, out, stderr) =
-        as_user("operator", "operator-secret", &["submit", file.to_str().unwrap()]);
+    let (code, out, stderr) = as_user(
+        "operator",
+        "operator-secret",
+        &["submit", file.to_str().unwrap()],
+    );
     assert_ne!(code, 2, "the operator may command: {stderr}\n{out}");
     assert!(out.contains(r#""ok":true"#));
 
@@ -337,21 +359,30 @@ fn readers_may_read_but_not_command() {
     let open = r#"{"type":"open_contract","contract_id":"R-1","customer":"R","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC","holidays":[],"cancellation_fee_rate":"1.00","sab_commitments":[]}"#;
     let commands = work.path().join("reader.jsonl");
     std::fs::write(&commands, open).unwrap();
-    let (code, out, stderr) =
-        as_user("reader", "reader-secret", &["submit", commands.to_str().unwrap()]);
+    let (code, out, stderr) = as_user(
+        "reader",
+        "reader-secret",
+        &["submit", commands.to_str().unwrap()],
+    );
     assert_eq!(code, 2, "{out}");
     assert!(
         stderr.to_lowercase().contains("permissions violation"),
         "{stderr}"
     );
-    assert!(started.elapsed() < Duration::from_secs(10), "refused at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "refused at once"
+    );
     let (code, _, stderr) = as_user("operator", "operator-secret", &["balance", "R-1"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("no contract R-1"), "{stderr}");
 
     // A reader may query, and read the balances bucket.
-    let (code, out, stderr) =
-        as_user("reader", "reader-secret", &["balance", "C-1001", "--format", "json"]);
+    let (code, out, stderr) = as_user(
+        "reader",
+        "reader-secret",
+        &["balance", "C-1001", "--format", "json"],
+    );
     assert_eq!(code, 0, "{stderr}");
     let head = serde_json::from_str::<serde_json::Value>(&out).unwrap()["position"]
         .as_u64()
@@ -365,10 +396,17 @@ fn readers_may_read_but_not_command() {
         .await
         .unwrap();
         let values = balances_in_kv(&reader, head).await;
-        assert!(values.contains_key("C-1001.proactive_credits"), "{values:?}");
+        assert!(
+            values.contains_key("C-1001.proactive_credits"),
+            "{values:?}"
+        );
         // But may not write to it.
         let js = async_nats::jetstream::new(reader);
         let kv = js.get_key_value("ledger_balances").await.unwrap();
-        assert!(kv.put("C-1001.proactive_credits", "{}".into()).await.is_err());
+        assert!(
+            kv.put("C-1001.proactive_credits", "{}".into())
+                .await
+                .is_err()
+        );
     });
 }

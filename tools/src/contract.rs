@@ -43,6 +43,21 @@ pub fn submit(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    submit_each(reader, |_, envelope| {
+        Ok(serde_json::to_value(
+            runtime.block_on(handler.submit(envelope)),
+        )?)
+    })
+}
+
+/// The `submit` loop, wherever the commands go: reads JSON lines, skips blank ones, answers a
+/// line that does not parse here (it never travels), hands the others to `run` (with the line
+/// as written), prints one result line each. Exit 0 when all were accepted, 1 when any was
+/// rejected.
+pub fn submit_each(
+    reader: Box<dyn BufRead>,
+    mut run: impl FnMut(&str, CommandEnvelope) -> anyhow::Result<serde_json::Value>,
+) -> anyhow::Result<ExitCode> {
     let mut stdout = std::io::stdout().lock();
     let mut any_rejected = false;
     for (index, line) in reader.lines().enumerate() {
@@ -51,13 +66,13 @@ pub fn submit(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
             continue;
         }
         let result = match CommandEnvelope::from_json(&line) {
-            Ok(envelope) => runtime.block_on(handler.submit(envelope)),
-            Err(message) => CommandResult::rejected(
+            Ok(envelope) => run(&line, envelope)?,
+            Err(message) => serde_json::to_value(CommandResult::rejected(
                 command_id_of(&line),
                 Rejection::invalid(format!("line {}: {message}", index + 1)),
-            ),
+            ))?,
         };
-        any_rejected |= !result.ok;
+        any_rejected |= result["ok"] != serde_json::Value::Bool(true);
         writeln!(stdout, "{}", serde_json::to_string(&result)?)?;
     }
     Ok(if any_rejected {

@@ -211,55 +211,34 @@ pub enum Remote<'a> {
 }
 
 /// Runs one verb against the service.
-pub fn run(nats: &NatsArgs, verb: Remote<'_>, format: crate::Format) -> anyhow::Result<std::process::ExitCode> {
-    use std::io::{BufRead, Write};
+pub fn run(
+    nats: &NatsArgs,
+    verb: Remote<'_>,
+    format: crate::Format,
+) -> anyhow::Result<std::process::ExitCode> {
+    use std::io::Write;
     use std::process::ExitCode;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let client = runtime.block_on(nats.connect("ledgerctl", false))?;
+    if let Remote::Submit(file) = verb {
+        let code = crate::contract::submit_each(crate::open_input(file)?, |line, _| {
+            let verb = serde_json::from_str::<serde_json::Value>(line)?["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let subject = format!("ledger.cmd.{verb}");
+            Ok(runtime
+                .block_on(request(&client, subject, line.as_bytes().to_vec()))?
+                .body)
+        })?;
+        runtime.block_on(client.flush()).ok();
+        return Ok(code);
+    }
     runtime.block_on(async {
-        let client = nats.connect("ledgerctl", false).await?;
         let code = match verb {
-            Remote::Submit(file) => {
-                let reader = crate::open_input(file)?;
-                let mut stdout = std::io::stdout().lock();
-                let mut any_rejected = false;
-                for (index, line) in reader.lines().enumerate() {
-                    let line = line.with_context(|| format!("reading line {}", index + 1))?;
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    // Checked here first, so a bad line gets the same answer as on the embedded
-                    // store and never travels.
-                    let body = match schemas::CommandEnvelope::from_json(&line) {
-                        Ok(_) => {
-                            let verb = serde_json::from_str::<serde_json::Value>(&line)?["type"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_owned();
-                            request(&client, format!("ledger.cmd.{verb}"), line.into_bytes())
-                                .await?
-                                .body
-                        }
-                        Err(message) => serde_json::to_value(
-                            commands::handler::CommandResult::rejected(
-                                crate::contract::command_id_of(&line),
-                                commands::Rejection::invalid(format!(
-                                    "line {}: {message}",
-                                    index + 1
-                                )),
-                            ),
-                        )?,
-                    };
-                    any_rejected |= body["ok"] != serde_json::Value::Bool(true);
-                    writeln!(stdout, "{}", serde_json::to_string(&body)?)?;
-                }
-                if any_rejected {
-                    ExitCode::from(1)
-                } else {
-                    ExitCode::SUCCESS
-                }
-            }
+            Remote::Submit(_) => unreachable!("answered above"),
             Remote::Tick(now) => {
                 crate::contract::parse_time("--now", now)?;
                 let reply = request(
@@ -279,7 +258,10 @@ pub fn run(nats: &NatsArgs, verb: Remote<'_>, format: crate::Format) -> anyhow::
                 for result in &results {
                     writeln!(stdout, "{}", serde_json::to_string(result)?)?;
                 }
-                eprintln!("tick at {now}: {} time-driven event(s) appended", results.len());
+                eprintln!(
+                    "tick at {now}: {} time-driven event(s) appended",
+                    results.len()
+                );
                 ExitCode::SUCCESS
             }
             Remote::Query("balance", args) => {

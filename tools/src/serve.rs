@@ -320,9 +320,7 @@ async fn answer_command(handler: &Handler, request: async_nats::service::Request
 fn command_for_verb(verb: &str, payload: &[u8]) -> Result<CommandEnvelope, String> {
     let mut value: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| format!("not valid JSON: {e}"))?;
-    let object = value
-        .as_object_mut()
-        .ok_or("a command is a JSON object")?;
+    let object = value.as_object_mut().ok_or("a command is a JSON object")?;
     match object.get("type").and_then(|t| t.as_str()) {
         None => {
             object.insert("type".to_owned(), verb.into());
@@ -345,9 +343,7 @@ async fn answer_tick(handler: &Handler, request: &async_nats::service::Request, 
     }
     let now = serde_json::from_slice::<Tick>(payload)
         .map_err(|e| format!("tick takes {{\"now\":\"<RFC 3339>\"}}: {e}"))
-        .and_then(|t| {
-            crate::contract::parse_time("now", &t.now).map_err(|e| format!("{e:#}"))
-        });
+        .and_then(|t| crate::contract::parse_time("now", &t.now).map_err(|e| format!("{e:#}")));
     let now = match now {
         Ok(now) => now,
         Err(message) => {
@@ -390,7 +386,11 @@ async fn answer_query(ledger: &Ledger, views: &Mutex<()>, request: async_nats::s
     let view = subject.rsplit('.').next().unwrap_or_default().to_owned();
     let payload = request.message.payload.clone();
     if payload.len() > REQUEST_BYTES_MAX {
-        let body = refusal(None, "payload_too_large", "a query is at most 64 KiB".into());
+        let body = refusal(
+            None,
+            "payload_too_large",
+            "a query is at most 64 KiB".into(),
+        );
         return reply(&request, &body, Some((413, "payload_too_large")), None).await;
     }
     let query = if payload.is_empty() {
@@ -412,9 +412,11 @@ async fn answer_query(ledger: &Ledger, views: &Mutex<()>, request: async_nats::s
     let ledger = ledger.clone();
     let answer = match query {
         Err(message) => Err((400, "invalid_query", message)),
-        Ok(query) => tokio::task::spawn_blocking(move || crate::views::query(&ledger, &view, query_args(query)))
-            .await
-            .unwrap_or_else(|e| Err((500, "internal", format!("the query panicked: {e}")))),
+        Ok(query) => tokio::task::spawn_blocking(move || {
+            crate::views::query(&ledger, &view, query_args(query))
+        })
+        .await
+        .unwrap_or_else(|e| Err((500, "internal", format!("the query panicked: {e}")))),
     };
     match answer {
         Ok((body, position)) => reply(&request, &body, None, Some(position)).await,
@@ -553,13 +555,15 @@ async fn publish_batch(
             acks.push_back(ack);
             if acks.len() >= PUBLISH_ACKS_IN_FLIGHT_MAX {
                 let ack = acks.pop_front().expect("not empty");
-                ack.await.map_err(|e| anyhow::anyhow!("awaiting an ack: {e}"))?;
+                ack.await
+                    .map_err(|e| anyhow::anyhow!("awaiting an ack: {e}"))?;
             }
         }
     }
     for ack in acks {
         // A duplicate (a republish after a crash) is acknowledged as one: success.
-        ack.await.map_err(|e| anyhow::anyhow!("awaiting an ack: {e}"))?;
+        ack.await
+            .map_err(|e| anyhow::anyhow!("awaiting an ack: {e}"))?;
     }
     Ok(balances
         .into_iter()
@@ -581,7 +585,11 @@ struct Outgoing {
 }
 
 /// Every message one event makes, moving `balances` (the contract's published balances).
-fn messages(contract: &str, event: &RecordedEvent, balances: &mut PublishedBalances) -> Vec<Outgoing> {
+fn messages(
+    contract: &str,
+    event: &RecordedEvent,
+    balances: &mut PublishedBalances,
+) -> Vec<Outgoing> {
     let mut out = Vec::new();
     let effects = projections::decode_effects(event);
     let payload: serde_json::Value =

@@ -782,9 +782,11 @@ pub fn query(
     let internal = |e: anyhow::Error| (500, "internal", format!("{e:#}"));
     let unknown = |contract: &str| (404, "unknown_contract", format!("no contract {contract}"));
     let needs_contract = || {
-        args.contract_id
-            .clone()
-            .ok_or((400, "invalid_query", format!("{view} needs a contract_id")))
+        args.contract_id.clone().ok_or((
+            400,
+            "invalid_query",
+            format!("{view} needs a contract_id"),
+        ))
     };
     let head = ledger.committed_position();
     match view {
@@ -801,12 +803,15 @@ pub fn query(
             let store = ledger
                 .projection_store(projections::timeline::NAME)
                 .map_err(|e| internal(e.into()))?;
-            let checkpoint = projections::timeline::catch_up(ledger, &store)
-                .map_err(|e| internal(e.into()))?;
+            let checkpoint =
+                projections::timeline::catch_up(ledger, &store).map_err(|e| internal(e.into()))?;
             let view = projections::timeline::balance(&store, &contract, filter)
                 .map_err(|e| internal(e.into()))?
                 .ok_or_else(|| unknown(&contract))?;
-            Ok((serde_json::to_value(view).expect("views serialize"), checkpoint.position))
+            Ok((
+                serde_json::to_value(view).expect("views serialize"),
+                checkpoint.position,
+            ))
         }
         "shortfalls" => {
             if let Some(contract) = &args.contract_id
@@ -821,21 +826,36 @@ pub fn query(
                 states_in::<Shortfalls>(ledger, args.contract_id.as_deref()).map_err(internal)?;
             let entries: Vec<BillableEntry> =
                 states.into_iter().flat_map(|state| state.entries).collect();
-            Ok((serde_json::to_value(entries).expect("entries serialize"), checkpoint.position))
+            Ok((
+                serde_json::to_value(entries).expect("entries serialize"),
+                checkpoint.position,
+            ))
         }
         "audit" => {
             let contract = needs_contract()?;
-            let from = args.from.as_deref().map(|t| parse_time("from", t)).transpose();
+            let from = args
+                .from
+                .as_deref()
+                .map(|t| parse_time("from", t))
+                .transpose();
             let to = args.to.as_deref().map(|t| parse_time("to", t)).transpose();
-            let statement = statement(ledger, &contract, from.map_err(invalid)?, to.map_err(invalid)?)
-                .map_err(|e| match e {
-                    projections::audit::StatementError::UnknownContract(c) => unknown(&c),
-                    projections::audit::StatementError::BadPeriod => {
-                        (400, "invalid_query", e.to_string())
-                    }
-                    other => internal(other.into()),
-                })?;
-            Ok((serde_json::to_value(statement).expect("statements serialize"), head))
+            let statement = statement(
+                ledger,
+                &contract,
+                from.map_err(invalid)?,
+                to.map_err(invalid)?,
+            )
+            .map_err(|e| match e {
+                projections::audit::StatementError::UnknownContract(c) => unknown(&c),
+                projections::audit::StatementError::BadPeriod => {
+                    (400, "invalid_query", e.to_string())
+                }
+                other => internal(other.into()),
+            })?;
+            Ok((
+                serde_json::to_value(statement).expect("statements serialize"),
+                head,
+            ))
         }
         "replay" => {
             let contract = needs_contract()?;
