@@ -119,3 +119,117 @@ pub fn event_schemas() -> Vec<(&'static str, Value)> {
         .map(|(name, schema)| (*name, with_type(schema, name, false)))
         .collect()
 }
+
+/// `(message name, schema)` for every message `ledgerctl serve` publishes or answers with; the
+/// name is also the `Ledger-Type` header's (before `/1`).
+pub fn nats_schemas() -> Vec<(&'static str, Value)> {
+    use crate::nats::*;
+    let titled = |name: &str, mut schema: Value| {
+        schema["title"] = json!(name);
+        schema
+    };
+    vec![
+        (
+            "balance_update",
+            titled("balance_update", schema_of::<BalanceUpdate>()),
+        ),
+        ("event", titled("event", schema_of::<PublishedEvent>())),
+        (
+            "billable",
+            titled("billable", schema_of::<PublishedBillable>()),
+        ),
+        (
+            "expiry_notice",
+            titled("expiry_notice", schema_of::<PublishedNotice>()),
+        ),
+        (
+            "service_refusal",
+            titled("service_refusal", schema_of::<ServiceRefusal>()),
+        ),
+    ]
+}
+
+/// The AsyncAPI 3 document of the ledger's subjects, pointing at the committed schemas.
+pub fn asyncapi() -> Value {
+    let message = |name: &str, summary: &str| {
+        json!({
+            "name": name,
+            "summary": summary,
+            "contentType": "application/json",
+            "headers": {
+                "type": "object",
+                "properties": {
+                    "Nats-Msg-Id": {"type": "string", "description": "Derived from the log position; JetStream drops a repeat."},
+                    "Ledger-Type": {"type": "string", "const": format!("{name}/{}", crate::nats::MESSAGE_SCHEMA_VERSION)},
+                    "Ledger-Position": {"type": "string", "description": "The event's global log position."}
+                }
+            },
+            "payload": {"$ref": format!("./nats/{name}.schema.json")}
+        })
+    };
+    let command = |name: &str, reference: &str| json!({"name": name, "contentType": "application/json", "payload": {"$ref": reference}});
+    json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Contract Ledger",
+            "version": "1.0.0",
+            "description": "Commands and queries of the NATS service `ledger` (served by `ledgerctl serve`), and what it publishes to JetStream. Decimals are strings."
+        },
+        "defaultContentType": "application/json",
+        "channels": {
+            "command": {
+                "address": "ledger.cmd.{verb}",
+                "parameters": {"verb": {"description": "A command type (schemas/json/commands/) or `tick`."}},
+                "messages": {
+                    "command": command("command", "./commands/{verb}.schema.json"),
+                    "refusal": command("service_refusal", "./nats/service_refusal.schema.json")
+                }
+            },
+            "query": {
+                "address": "ledger.qry.{view}",
+                "parameters": {"view": {"enum": ["balance", "audit", "shortfalls", "replay"]}},
+                "messages": {
+                    "refusal": command("service_refusal", "./nats/service_refusal.schema.json")
+                }
+            },
+            "balances": {
+                "address": "$KV.ledger_balances.{contract}.{bucket}",
+                "description": "KV bucket `ledger_balances`, key `<contract>.<bucket>`, 64 revisions kept.",
+                "parameters": {"contract": {}, "bucket": {}},
+                "messages": {"balance_update": message("balance_update", "A bucket's balance moved.")}
+            },
+            "balanceFeed": {
+                "address": "ledger.balance.{contract}.{bucket}",
+                "description": "The KV bucket's writes, republished live.",
+                "parameters": {"contract": {}, "bucket": {}},
+                "messages": {"balance_update": message("balance_update", "A bucket's balance moved.")}
+            },
+            "events": {
+                "address": "ledger.evt.{contract}.{type}",
+                "description": "Stream LEDGER_EVENTS (limits retention, 400 days).",
+                "parameters": {"contract": {}, "type": {}},
+                "messages": {"event": message("event", "A contract event with its envelope.")}
+            },
+            "shortfalls": {
+                "address": "ledger.shortfall.{contract}",
+                "description": "Stream LEDGER_SHORTFALLS.",
+                "parameters": {"contract": {}},
+                "messages": {"billable": message("billable", "A billable amount.")}
+            },
+            "notices": {
+                "address": "ledger.notice.{contract}",
+                "description": "Stream LEDGER_NOTICES.",
+                "parameters": {"contract": {}},
+                "messages": {"expiry_notice": message("expiry_notice", "An expiry notice (R15).")}
+            }
+        },
+        "operations": {
+            "sendCommand": {"action": "send", "channel": {"$ref": "#/channels/command"}},
+            "sendQuery": {"action": "send", "channel": {"$ref": "#/channels/query"}},
+            "receiveBalances": {"action": "receive", "channel": {"$ref": "#/channels/balanceFeed"}},
+            "receiveEvents": {"action": "receive", "channel": {"$ref": "#/channels/events"}},
+            "receiveShortfalls": {"action": "receive", "channel": {"$ref": "#/channels/shortfalls"}},
+            "receiveNotices": {"action": "receive", "channel": {"$ref": "#/channels/notices"}}
+        }
+    })
+}

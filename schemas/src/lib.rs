@@ -8,6 +8,7 @@ pub mod decimal;
 mod effects;
 pub mod event;
 pub mod json_schema;
+pub mod nats;
 
 pub use command::*;
 pub use event::*;

@@ -83,6 +83,93 @@ async fn balances_in_kv(
     }
 }
 
+/// Reads every message in the ledger's streams and KV bucket (once the publisher is idle) and
+/// validates each body against the schema its `Ledger-Type` header names, and each event's
+/// payload against its event type's schema. Returns how many of each kind it saw.
+async fn validate_published(client: &async_nats::Client) -> BTreeMap<String, usize> {
+    use async_nats::jetstream::consumer;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/json");
+    let load = |path: std::path::PathBuf| -> jsonschema::Validator {
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        jsonschema::validator_for(&schema).unwrap()
+    };
+    let js = async_nats::jetstream::new(client.clone());
+    let mut counts = BTreeMap::new();
+    // Wait until the publisher stops moving.
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut total = 0;
+        for name in [
+            "LEDGER_EVENTS",
+            "LEDGER_SHORTFALLS",
+            "LEDGER_NOTICES",
+            "KV_ledger_balances",
+        ] {
+            total += js
+                .get_stream(name)
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .state
+                .messages;
+        }
+        if total == last {
+            break;
+        }
+        last = total;
+    }
+    for name in [
+        "LEDGER_EVENTS",
+        "LEDGER_SHORTFALLS",
+        "LEDGER_NOTICES",
+        "KV_ledger_balances",
+    ] {
+        let stream = js.get_stream(name).await.unwrap();
+        let expected = stream.cached_info().state.messages as usize;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap().take(expected);
+        while let Some(message) = messages.next().await {
+            let message = message.unwrap();
+            let headers = message.headers.clone().expect("headers");
+            let kind = headers
+                .get("Ledger-Type")
+                .expect("Ledger-Type")
+                .as_str()
+                .to_owned();
+            let (kind, version) = kind.split_once('/').expect("<name>/<version>");
+            assert_eq!(version, "1");
+            assert!(
+                headers.get("Nats-Msg-Id").is_some() && headers.get("Ledger-Position").is_some()
+            );
+            let body: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+            let validator = load(dir.join(format!("nats/{kind}.schema.json")));
+            let errors: Vec<String> = validator
+                .iter_errors(&body)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{kind} on {}: {errors:?}\n{body}",
+                message.subject
+            );
+            if kind == "event" {
+                let event_type = body["type"].as_str().unwrap();
+                let validator = load(dir.join(format!("events/{event_type}.schema.json")));
+                assert!(validator.is_valid(&body["payload"]), "{body}");
+            }
+            *counts.entry(kind.to_owned()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
 #[test]
 fn serve_runs_the_worked_example_and_publishes_its_balances() {
     let nats = NatsServer::start();
@@ -175,6 +262,28 @@ fn serve_runs_the_worked_example_and_publishes_its_balances() {
         );
     });
 
+    // The samples and two ticks make billables and notices too; then every message published
+    // so far validates against the schema its `Ledger-Type` names.
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample-contracts.jsonl");
+    let (code, _, stderr) = remote(&nats.url(), &["submit", samples.to_str().unwrap()]);
+    assert!(code <= 1, "{stderr}");
+    for now in ["2026-03-31T00:00:00Z", "2027-02-01T00:00:00Z"] {
+        let (code, _, stderr) = remote(&nats.url(), &["tick", "--now", now]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let (_, everything, _) = remote(&nats.url(), &["balance", "C-1001", "--format", "json"]);
+    let _ = everything;
+    runtime().block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let counts = validate_published(&client).await;
+        for kind in ["event", "balance_update", "billable", "expiry_notice"] {
+            assert!(
+                counts.get(kind).copied().unwrap_or(0) > 0,
+                "no {kind} seen: {counts:?}"
+            );
+        }
+    });
+
     // SIGTERM drains and releases the store.
     let status = serve.terminate();
     assert!(status.success(), "serve exited {status:?}");
@@ -199,6 +308,14 @@ fn bad_requests_get_an_error_reply_with_a_code_and_the_service_keeps_serving() {
                     .and_then(|h| h.get("Nats-Service-Error-Code"))
                     .map(|v| v.as_str().to_owned());
                 let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+                if code.is_some() && body["ok"] == false && body["events"].is_null() {
+                    let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("../schemas/json/nats/service_refusal.schema.json");
+                    let schema: serde_json::Value =
+                        serde_json::from_str(&std::fs::read_to_string(schema).unwrap()).unwrap();
+                    let validator = jsonschema::validator_for(&schema).unwrap();
+                    assert!(validator.is_valid(&body), "not a service_refusal: {body}");
+                }
                 (code, body)
             }
         };

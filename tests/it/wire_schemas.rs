@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use schemas::json_schema::{EVENT_TYPES, command_schemas, event_schemas};
+use schemas::json_schema::{EVENT_TYPES, asyncapi, command_schemas, event_schemas, nats_schemas};
 
 fn schema_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/json")
@@ -50,6 +50,24 @@ fn check_files(folder: &str, schemas: &[(&str, serde_json::Value)]) {
 fn committed_schemas_match_the_code() {
     check_files("commands", &command_schemas());
     check_files("events", &event_schemas());
+    check_files("nats", &nats_schemas());
+    let path = schema_dir().join("asyncapi.json");
+    if updating() {
+        std::fs::write(&path, pretty(&asyncapi())).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).expect("asyncapi.json; UPDATE_SCHEMAS=1");
+    assert_eq!(committed, pretty(&asyncapi()), "asyncapi.json drifted");
+    // Every schema the AsyncAPI document points at exists.
+    let text = pretty(&asyncapi());
+    for reference in text.split("\"$ref\": \"./").skip(1) {
+        let file = reference.split('"').next().unwrap();
+        if !file.contains('{') {
+            assert!(
+                schema_dir().join(file).exists(),
+                "asyncapi.json points at {file}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -30,7 +30,6 @@ use futures::StreamExt;
 use ledger::{Checkpoint, Ledger, RecordedEvent};
 use rust_decimal::Decimal;
 use schemas::{Bucket, CommandEnvelope};
-use serde_json::json;
 use tokio::sync::{Mutex, watch};
 
 use crate::nats::{NatsArgs, REQUEST_BYTES_MAX};
@@ -54,7 +53,7 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long published messages are kept.
 pub const RETENTION: Duration = Duration::from_secs(400 * 24 * 60 * 60);
 /// Schema version of every published body (`Ledger-Type: <type>/<version>`).
-pub const MESSAGE_SCHEMA_VERSION: u32 = 1;
+pub const MESSAGE_SCHEMA_VERSION: u32 = schemas::nats::MESSAGE_SCHEMA_VERSION;
 
 /// `serve`'s own flags.
 #[derive(clap::Args, Debug)]
@@ -259,7 +258,16 @@ async fn reply(
 }
 
 fn refusal(command_id: Option<String>, code: &str, message: String) -> serde_json::Value {
-    json!({"command_id": command_id, "ok": false, "error": {"code": code, "message": message}})
+    serde_json::to_value(schemas::nats::ServiceRefusal {
+        command_id,
+        ok: false,
+        error: schemas::nats::RefusalDetail {
+            code: code.to_owned(),
+            rule: None,
+            message,
+        },
+    })
+    .expect("refusals serialize")
 }
 
 async fn answer_command(handler: &Handler, request: async_nats::service::Request) {
@@ -421,7 +429,7 @@ async fn answer_query(ledger: &Ledger, views: &Mutex<()>, request: async_nats::s
     match answer {
         Ok((body, position)) => reply(&request, &body, None, Some(position)).await,
         Err((code, status, message)) => {
-            let body = json!({"ok": false, "error": {"code": status, "message": message}});
+            let body = refusal(None, status, message);
             reply(&request, &body, Some((code, status)), None).await;
         }
     }
@@ -590,83 +598,90 @@ fn messages(
     event: &RecordedEvent,
     balances: &mut PublishedBalances,
 ) -> Vec<Outgoing> {
+    use schemas::nats::*;
     let mut out = Vec::new();
     let effects = projections::decode_effects(event);
     let payload: serde_json::Value =
         serde_json::from_slice(&event.payload).expect("stored payloads are JSON");
-    let common = json!({
-        "contract_id": contract,
-        "position": event.position,
-        "event_id": event.event_id.to_string(),
-        "event_type": event.event_type,
-        "recorded_at": event.recorded_at,
-        "effective_at": event.effective_at,
-    });
+    fn body<T: serde::Serialize>(message: &T) -> serde_json::Value {
+        serde_json::to_value(message).expect("messages serialize")
+    }
+    let source = Source {
+        contract_id: contract.to_owned(),
+        position: event.position,
+        event_id: event.event_id.to_string(),
+        event_type: event.event_type.clone(),
+        recorded_at: event.recorded_at,
+        effective_at: event.effective_at,
+    };
+    let metadata = &event.metadata;
     out.push(Outgoing {
         subject: format!("ledger.evt.{contract}.{}", event.event_type),
         id: format!("evt-{}", event.position),
         kind: "event",
-        body: json!({
-            "contract_id": contract,
-            "position": event.position,
-            "stream": event.stream,
-            "version": event.version,
-            "event_id": event.event_id.to_string(),
-            "type": event.event_type,
-            "schema_version": event.schema_version,
-            "recorded_at": event.recorded_at,
-            "effective_at": event.effective_at,
-            "metadata": {
-                "command_id": event.metadata.command_id,
-                "actor": event.metadata.actor,
-                "correlation_id": event.metadata.correlation_id,
-                "causation_id": event.metadata.causation_id,
-                "reason": event.metadata.reason,
-                "reference": event.metadata.reference,
+        body: body(&PublishedEvent {
+            contract_id: contract.to_owned(),
+            position: event.position,
+            stream: event.stream.clone(),
+            version: event.version,
+            event_id: event.event_id.to_string(),
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            recorded_at: event.recorded_at,
+            effective_at: event.effective_at,
+            metadata: PublishedMetadata {
+                command_id: metadata.command_id.clone(),
+                actor: metadata.actor.clone(),
+                correlation_id: metadata.correlation_id.clone(),
+                causation_id: metadata.causation_id.clone(),
+                reason: metadata.reason.clone(),
+                reference: metadata.reference.clone(),
             },
-            "payload": payload,
+            payload: payload.clone(),
         }),
     });
-    let mut deltas: BTreeMap<&str, Decimal> = BTreeMap::new();
+    let mut deltas: BTreeMap<Bucket, Decimal> = BTreeMap::new();
     for movement in &effects.movements {
-        *deltas.entry(movement.bucket.name()).or_default() += movement.balance_delta();
+        *deltas.entry(movement.bucket).or_default() += movement.balance_delta();
     }
     for (bucket, delta) in deltas {
-        let before = balances.get(bucket).copied().unwrap_or_default();
+        let before = balances.get(bucket.name()).copied().unwrap_or_default();
         let after = before + delta;
-        balances.insert(bucket.to_owned(), after);
-        let mut body = common.clone();
-        body["bucket"] = bucket.into();
-        body["balance_before"] = before.to_string().into();
-        body["balance_after"] = after.to_string().into();
+        balances.insert(bucket.name().to_owned(), after);
         out.push(Outgoing {
-            subject: format!("$KV.{BALANCES_BUCKET}.{contract}.{bucket}"),
-            id: format!("bal-{}-{bucket}", event.position),
+            subject: format!("$KV.{BALANCES_BUCKET}.{contract}.{}", bucket.name()),
+            id: format!("bal-{}-{}", event.position, bucket.name()),
             kind: "balance_update",
-            body,
+            body: body(&BalanceUpdate {
+                source: source.clone(),
+                bucket,
+                balance_before: before,
+                balance_after: after,
+            }),
         });
     }
     for (index, billable) in effects.billables.iter().enumerate() {
-        let mut body = common.clone();
-        body["kind"] = serde_json::to_value(billable.kind).expect("kinds serialize");
-        body["period"] = billable.period.clone().into();
-        body["amount"] = billable.amount.to_string().into();
-        body["currency"] = billable.currency.clone().into();
         out.push(Outgoing {
             subject: format!("ledger.shortfall.{contract}"),
             id: format!("bill-{}-{index}", event.position),
             kind: "billable",
-            body,
+            body: body(&PublishedBillable {
+                source: source.clone(),
+                kind: billable.kind,
+                period: billable.period.clone(),
+                amount: billable.amount,
+                currency: billable.currency.clone(),
+            }),
         });
     }
-    if event.event_type == "expiry_notice_issued" {
-        let mut body = common;
-        body["notice"] = payload;
+    if let Ok(schemas::Event::ExpiryNoticeIssued(notice)) =
+        schemas::Event::from_payload(&event.payload)
+    {
         out.push(Outgoing {
             subject: format!("ledger.notice.{contract}"),
             id: format!("notice-{}", event.position),
             kind: "expiry_notice",
-            body,
+            body: body(&PublishedNotice { source, notice }),
         });
     }
     out
