@@ -527,3 +527,260 @@ fn readers_may_read_but_not_command() {
         );
     });
 }
+
+/// Commands for `contracts` contracts: an opening, a DAS lot, then `per_contract` one-minute
+/// consumptions each, all with command ids (a resubmission is safe). One file per client.
+fn load_files(dir: &Path, contracts: usize, per_contract: usize, clients: usize) -> Vec<String> {
+    let mut files = vec![Vec::new(); clients];
+    for c in 0..contracts {
+        let lines = &mut files[c % clients];
+        lines.push(format!(
+            r#"{{"type":"open_contract","command_id":"f-open-{c}","contract_id":"F-{c}","customer":"F","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC","holidays":[],"cancellation_fee_rate":"1.00","sab_commitments":[]}}"#
+        ));
+        lines.push(format!(
+            r#"{{"type":"purchase","command_id":"f-buy-{c}","contract_id":"F-{c}","item":"das_hours","quantity":"1600","unit_price":"150.00","effective_at":"2026-01-01T00:00:00Z"}}"#
+        ));
+        for i in 0..per_contract {
+            // One business minute each: 60 a hour, 8 hours a day, from 2026-02-02 (a Monday).
+            let day = 2 + i / 480;
+            let hour = 9 + (i / 60) % 8;
+            let minute = i % 60;
+            let (end_hour, end_minute) = ((hour * 60 + minute + 1) / 60, (minute + 1) % 60);
+            lines.push(format!(
+                r#"{{"type":"consume_hours","command_id":"f-{c}-{i}","contract_id":"F-{c}","bucket":"das_hours","started_at":"2026-02-{day:02}T{hour:02}:{minute:02}:00Z","ended_at":"2026-02-{day:02}T{end_hour:02}:{end_minute:02}:00Z"}}"#
+            ));
+        }
+    }
+    files
+        .into_iter()
+        .enumerate()
+        .map(|(i, lines)| {
+            let path = dir.join(format!("client-{i}.jsonl"));
+            std::fs::write(&path, lines.join("\n")).unwrap();
+            path.to_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// Every message of a stream, in stream order: (subject, Ledger-Position).
+async fn stream_positions(js: &async_nats::jetstream::Context, name: &str) -> Vec<(String, u64)> {
+    use async_nats::jetstream::consumer;
+    let mut stream = js.get_stream(name).await.unwrap();
+    let expected = stream.info().await.unwrap().state.messages as usize;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap().take(expected);
+    let mut out = Vec::new();
+    while let Some(message) = messages.next().await {
+        let message = message.unwrap();
+        let position = message
+            .headers
+            .as_ref()
+            .unwrap()
+            .get("Ledger-Position")
+            .unwrap();
+        out.push((
+            message.subject.to_string(),
+            position.as_str().parse().unwrap(),
+        ));
+    }
+    out
+}
+
+#[test]
+fn nats_server_killed_under_load_loses_and_doubles_no_published_message() {
+    let commands: usize = std::env::var("NATS_FAULT_COMMANDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    let contracts = 50;
+    let per_contract = commands / contracts - 2;
+    let mut nats = NatsServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let serve = Serve::start(&data, &nats.url(), &[]);
+    let files = load_files(work.path(), contracts, per_contract, 4);
+    let submit = |file: &str| {
+        std::process::Command::new(tests::ledgerctl_path())
+            .args(["--nats", &nats.url(), "--nats-timeout", "3", "submit", file])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let clients: Vec<_> = files.iter().map(|f| submit(f)).collect();
+    // Kill nats-server once a quarter of the events are published, restart it on its port.
+    runtime().block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let started = Instant::now();
+        loop {
+            if let Ok(mut stream) = js.get_stream("LEDGER_EVENTS").await
+                && stream.info().await.unwrap().state.messages as usize >= commands / 4
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the load did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    nats.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    nats.restart();
+    // Each client either finished after reconnecting or failed with a clear error.
+    for client in clients {
+        let output = client.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        match output.status.code() {
+            Some(0) => {}
+            Some(2) => assert!(
+                [
+                    "did not answer",
+                    "no ledger service",
+                    "connecting to NATS",
+                    "request to"
+                ]
+                .iter()
+                .any(|phrase| stderr.contains(phrase)),
+                "an unclear error: {stderr}"
+            ),
+            other => panic!("submit exited {other:?}: {stderr}"),
+        }
+    }
+    // Once the service is back (it reconnects on its own), resubmitting everything is safe
+    // (command ids) and completes the load.
+    runtime().block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let started = Instant::now();
+        while client.request("$SRV.PING.ledger", "".into()).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "serve did not reconnect"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    for file in &files {
+        let (code, _, stderr) = remote(&nats.url(), &["submit", file]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let log = serve.log();
+    eprintln!(
+        "serve saw a stream lose acknowledged messages and published again: {}",
+        log.contains("a stream lost acknowledged messages")
+    );
+    assert!(serve.terminate().success(), "serve drains and exits 0");
+
+    assert_published_equals_log(&data, &nats.url(), commands);
+}
+
+/// Reads the store (serve stopped) and NATS: LEDGER_EVENTS holds each contract event exactly
+/// once in position order, and the KV bucket each balance update exactly once in position order
+/// per key (the last 64 revisions it keeps).
+fn assert_published_equals_log(data: &Path, url: &str, min_events: usize) {
+    let commands = min_events;
+    // What the log says must have been published, from the store itself.
+    let (code, log, stderr) =
+        run(ledgerctl(data).args(["log", "read", "--limit", "10000000", "--format", "json"]));
+    assert_eq!(code, 0, "{stderr}");
+    let mut contract_events = Vec::new();
+    let mut balance_updates = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let Some(contract) = event["stream"].as_str().unwrap().strip_prefix("contract-") else {
+            continue;
+        };
+        let position = event["position"].as_u64().unwrap();
+        contract_events.push(position);
+        for movement in event["payload"]["movements"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let bucket = movement["bucket"].as_str().unwrap();
+            balance_updates.insert((format!("$KV.ledger_balances.{contract}.{bucket}"), position));
+        }
+    }
+    assert!(
+        contract_events.len() >= commands,
+        "{} events",
+        contract_events.len()
+    );
+    runtime().block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        // Every contract event exactly once, in position order.
+        let events = stream_positions(&js, "LEDGER_EVENTS").await;
+        let positions: Vec<u64> = events.iter().map(|(_, p)| *p).collect();
+        assert_eq!(
+            positions, contract_events,
+            "LEDGER_EVENTS differs from the log"
+        );
+        // Every balance update exactly once, in position order per key.
+        let updates = stream_positions(&js, "KV_ledger_balances").await;
+        let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+        for (subject, position) in &updates {
+            let previous = last.insert(subject, *position).unwrap_or(0);
+            assert!(
+                previous < *position,
+                "{subject}: {position} after {previous}"
+            );
+        }
+        // The bucket keeps the last 64 revisions of each key: those, exactly.
+        let mut expected: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for (subject, position) in &balance_updates {
+            expected.entry(subject).or_default().push(*position);
+        }
+        let mut seen: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for (subject, position) in &updates {
+            seen.entry(subject).or_default().push(*position);
+        }
+        assert_eq!(seen.len(), expected.len(), "keys in the bucket");
+        for (subject, positions) in expected {
+            let kept = &positions[positions.len().saturating_sub(64)..];
+            assert_eq!(seen[subject], kept, "{subject} differs from the log");
+        }
+    });
+}
+
+#[test]
+fn a_stream_that_lost_acknowledged_messages_is_filled_again_from_the_log() {
+    let mut nats = NatsServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let serve = Serve::start(&data, &nats.url(), &[]);
+    let files = load_files(work.path(), 5, 40, 1);
+    let (code, _, stderr) = remote(&nats.url(), &["submit", &files[0]]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(serve.terminate().success());
+    // What a nats-server that died before syncing loses: the tail of its streams. (Then a
+    // restart, which rebuilds its duplicate table from what it still holds.)
+    runtime().block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        // (The KV bucket's stream denies deletes; the events stream shows the same path.)
+        let mut stream = js.get_stream("LEDGER_EVENTS").await.unwrap();
+        let last = stream.info().await.unwrap().state.last_sequence;
+        for sequence in last - 9..=last {
+            assert!(stream.delete_message(sequence).await.unwrap());
+        }
+    });
+    nats.restart();
+    let serve = Serve::start(&data, &nats.url(), &[]);
+    let started = Instant::now();
+    while !serve.log().contains("a stream lost acknowledged messages") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no rewind: {}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(serve.terminate().success());
+    assert_published_equals_log(&data, &nats.url(), 200);
+}

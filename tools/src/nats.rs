@@ -46,19 +46,29 @@ pub struct NatsArgs {
     /// The client certificate's key (PEM).
     #[arg(long, global = true, env = "NATS_KEY")]
     pub nats_key: Option<PathBuf>,
+    /// Seconds to wait for the service's answer to one request (default 30).
+    #[arg(long, global = true, env = "NATS_TIMEOUT")]
+    pub nats_timeout: Option<u64>,
 }
 
 impl NatsArgs {
-    /// Connects with the given flags. `service` says whether to keep reconnecting forever (the
-    /// server) or to fail fast (a CLI call).
-    pub async fn connect(&self, name: &str, service: bool) -> anyhow::Result<async_nats::Client> {
+    /// Connects with the given flags. With `reconnects` (the server) it keeps reconnecting
+    /// forever and counts each (re)connection there; without (a CLI call) it fails fast.
+    pub async fn connect(
+        &self,
+        name: &str,
+        reconnects: Option<tokio::sync::watch::Sender<u64>>,
+    ) -> anyhow::Result<async_nats::Client> {
         let url = self
             .nats
             .as_deref()
             .context("no NATS server given (--nats URL or NATS_URL)")?;
         let mut options = async_nats::ConnectOptions::new()
             .name(name)
-            .request_timeout(Some(REQUEST_TIMEOUT));
+            .request_timeout(Some(
+                self.nats_timeout
+                    .map_or(REQUEST_TIMEOUT, Duration::from_secs),
+            ));
         if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
             options = options.user_and_password(user.clone(), password.clone());
         }
@@ -84,12 +94,18 @@ impl NatsArgs {
                 .add_client_certificate(cert.clone(), key.clone())
                 .require_tls(true);
         }
-        options = if service {
+        options = if let Some(reconnects) = reconnects {
             options
                 .max_reconnects(None)
                 .retry_on_initial_connect()
-                .event_callback(|event| async move {
-                    tracing::warn!(%event, "NATS connection");
+                .event_callback(move |event| {
+                    let reconnects = reconnects.clone();
+                    async move {
+                        if matches!(event, async_nats::Event::Connected) {
+                            reconnects.send_modify(|n| *n += 1);
+                        }
+                        tracing::warn!(%event, "NATS connection");
+                    }
                 })
         } else {
             // A permissions violation comes back as an asynchronous server error, not as a
@@ -157,8 +173,8 @@ pub async fn request(
                     "no ledger service answers on {subject} (is `ledgerctl serve` running against this NATS server?)"
                 ),
                 RequestErrorKind::TimedOut => format!(
-                    "the ledger service did not answer {subject} within {} s",
-                    REQUEST_TIMEOUT.as_secs()
+                    "the ledger service did not answer {subject} in time (--nats-timeout); \
+                     with a command_id, resubmitting it is safe"
                 ),
                 _ => format!("request to {subject} failed: {error}"),
             })
@@ -221,7 +237,7 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = runtime.block_on(nats.connect("ledgerctl", false))?;
+    let client = runtime.block_on(nats.connect("ledgerctl", None))?;
     if let Remote::Submit(file) = verb {
         let code = crate::contract::submit_each(crate::open_input(file)?, |line, _| {
             let verb = serde_json::from_str::<serde_json::Value>(line)?["type"]

@@ -95,7 +95,8 @@ async fn serve(
         None => Arc::new(Utc::now),
     };
     let handler = Handler::new(ledger.clone(), clock.clone(), "ledger-service");
-    let client = nats.connect("ledger serve", true).await?;
+    let (reconnects_tx, reconnects) = watch::channel(0u64);
+    let client = nats.connect("ledger serve", Some(reconnects_tx)).await?;
     let js = jetstream::new(client.clone());
     set_up_jetstream(&js).await?;
 
@@ -119,7 +120,12 @@ async fn serve(
         .map_err(|e| anyhow::anyhow!("adding ledger.qry.*: {e}"))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let publisher = tokio::spawn(publish_loop(ledger.clone(), js.clone(), stop_rx.clone()));
+    let publisher = tokio::spawn(publish_loop(
+        ledger.clone(),
+        js.clone(),
+        reconnects,
+        stop_rx.clone(),
+    ));
     let scheduler = (tick_seconds > 0).then(|| {
         tokio::spawn(schedule_loop(
             handler.clone(),
@@ -472,11 +478,33 @@ async fn schedule_loop(
 /// What a contract's balances were after the last published event, kept with the checkpoint.
 type PublishedBalances = BTreeMap<String, Decimal>;
 
+/// The publisher's entry (beside one per contract) recording, per stream it writes to, the last
+/// log position it published there and saw acknowledged. Contract ids never start with `~`.
+const PUBLISHED_KEY: &[u8] = b"~published";
+
+/// Streams the publisher writes to, by the `Outgoing::kind` of their messages.
+fn stream_of(kind: &str) -> &'static str {
+    match kind {
+        "balance_update" => "KV_ledger_balances",
+        "billable" => SHORTFALLS_STREAM,
+        "expiry_notice" => NOTICES_STREAM,
+        _ => EVENTS_STREAM,
+    }
+}
+
 /// Publishes every event past the checkpoint, a batch at a time; returns the final checkpoint
 /// once `stop` is set and everything up to the head is published.
+///
+/// JetStream acknowledges before it syncs to disk (`sync_interval`), so a killed nats-server can
+/// lose the tail of a stream that the publisher already checkpointed. The log is the truth: at
+/// start, after every reconnection and after a failed batch, the publisher compares each
+/// stream's last `Ledger-Position` with what it recorded as acknowledged there, and when a
+/// stream is behind it rewinds to that position and publishes again from there (messages the
+/// stream still has are dropped as duplicates by their ids; lost ones are appended in order).
 async fn publish_loop(
     ledger: Ledger,
     js: jetstream::Context,
+    mut reconnects: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Checkpoint> {
     let store = ledger.projection_store(PUBLISHER)?;
@@ -484,8 +512,34 @@ async fn publish_loop(
         position: 0,
         hash: ledger::GENESIS_HASH,
     });
+    let mut published: BTreeMap<String, u64> = match store.get(PUBLISHED_KEY)? {
+        Some(bytes) => serde_json::from_slice(&bytes)?,
+        None => BTreeMap::new(),
+    };
     let mut backoff = Duration::from_millis(100);
+    let mut check_streams = true;
     loop {
+        if check_streams || reconnects.has_changed().unwrap_or(false) {
+            reconnects.mark_unchanged();
+            match stream_behind(&js, &published).await {
+                Ok(Some(position)) if position < checkpoint.position => {
+                    tracing::warn!(
+                        from = position,
+                        checkpoint = checkpoint.position,
+                        "a stream lost acknowledged messages (nats-server restarted?); publishing again"
+                    );
+                    checkpoint = rewind(&ledger, &store, position, &mut published)?;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the streams' last positions; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            check_streams = false;
+        }
         let head = ledger.committed_position();
         if head == checkpoint.position {
             if *stop.borrow() {
@@ -495,6 +549,7 @@ async fn publish_loop(
             tokio::select! {
                 next = subscription.next() => { next?; }
                 _ = stop.changed() => {}
+                _ = reconnects.changed() => { check_streams = true; }
             }
             continue;
         }
@@ -503,12 +558,16 @@ async fn publish_loop(
             .take(PUBLISH_BATCH_EVENTS_MAX)
             .collect::<Result<_, _>>()?;
         match publish_batch(&store, &js, &batch).await {
-            Ok(entries) => {
+            Ok((mut entries, reached)) => {
                 let last = batch.last().expect("the head is past the checkpoint");
                 checkpoint = Checkpoint {
                     position: last.position,
                     hash: last.hash,
                 };
+                for (stream, position) in reached {
+                    published.insert(stream.to_owned(), position);
+                }
+                entries.push((PUBLISHED_KEY.to_vec(), serde_json::to_vec(&published)?));
                 // Only after every message of the batch was acknowledged.
                 store.commit(entries, checkpoint)?;
                 backoff = Duration::from_millis(100);
@@ -518,18 +577,106 @@ async fn publish_loop(
                 tracing::warn!(%error, position = checkpoint.position + 1, "publishing failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
+                check_streams = true;
             }
         }
     }
 }
 
-/// Publishes one batch and awaits every ack; returns the publisher's changed entries.
+/// The lowest last position among the streams that hold less than the publisher recorded as
+/// acknowledged there, or `None` when none lost anything.
+async fn stream_behind(
+    js: &jetstream::Context,
+    published: &BTreeMap<String, u64>,
+) -> anyhow::Result<Option<u64>> {
+    let mut behind: Option<u64> = None;
+    for (name, &recorded) in published {
+        let stream = js
+            .get_stream(name)
+            .await
+            .map_err(|e| anyhow::anyhow!("stream {name}: {e}"))?;
+        let info = stream.cached_info();
+        let actual = if info.state.messages == 0 {
+            0
+        } else {
+            // The last message that is there (a stream's last sequence may have been removed).
+            let subjects = info
+                .config
+                .subjects
+                .first()
+                .cloned()
+                .unwrap_or(">".to_owned());
+            let last = stream
+                .get_last_raw_message_by_subject(&subjects)
+                .await
+                .map_err(|e| anyhow::anyhow!("stream {name}'s last message: {e}"))?;
+            last.headers
+                .get("Ledger-Position")
+                .and_then(|v| v.as_str().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        if actual < recorded {
+            behind = Some(behind.map_or(actual, |b| b.min(actual)));
+        }
+    }
+    Ok(behind)
+}
+
+/// Moves the publisher back to `position`: its per-contract balances are folded again from the
+/// log up to there, and each stream's record is lowered to it.
+fn rewind(
+    ledger: &Ledger,
+    store: &ledger::ProjectionStore,
+    position: u64,
+    published: &mut BTreeMap<String, u64>,
+) -> anyhow::Result<Checkpoint> {
+    let mut balances: BTreeMap<String, PublishedBalances> = BTreeMap::new();
+    let mut checkpoint = Checkpoint {
+        position: 0,
+        hash: ledger::GENESIS_HASH,
+    };
+    for event in ledger.scan(1).take(position as usize) {
+        let event = event?;
+        if let Some(contract) = projections::contract_of(&event.stream) {
+            let state = balances.entry(contract.to_owned()).or_insert_with(|| {
+                Bucket::ALL
+                    .iter()
+                    .map(|b| (b.name().to_owned(), Decimal::ZERO))
+                    .collect()
+            });
+            for movement in projections::decode_effects(&event).movements {
+                *state.entry(movement.bucket.name().to_owned()).or_default() +=
+                    movement.balance_delta();
+            }
+        }
+        checkpoint = Checkpoint {
+            position: event.position,
+            hash: event.hash,
+        };
+    }
+    for recorded in published.values_mut() {
+        *recorded = (*recorded).min(position);
+    }
+    store.clear()?;
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = balances
+        .into_iter()
+        .map(|(contract, state)| (contract.into_bytes(), serde_json::to_vec(&state)))
+        .map(|(key, value)| value.map(|value| (key, value)))
+        .collect::<Result<_, _>>()?;
+    entries.push((PUBLISHED_KEY.to_vec(), serde_json::to_vec(published)?));
+    store.commit(entries, checkpoint)?;
+    Ok(checkpoint)
+}
+
+/// Publishes one batch and awaits every ack; returns the publisher's changed entries and, per
+/// stream, the last position it published there.
 async fn publish_batch(
     store: &ledger::ProjectionStore,
     js: &jetstream::Context,
     batch: &[RecordedEvent],
-) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+) -> anyhow::Result<(Vec<(Vec<u8>, Vec<u8>)>, BTreeMap<&'static str, u64>)> {
     let mut balances: BTreeMap<String, PublishedBalances> = BTreeMap::new();
+    let mut reached: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut acks = VecDeque::new();
     for event in batch {
         let Some(contract) = projections::contract_of(&event.stream) else {
@@ -547,6 +694,7 @@ async fn publish_batch(
         }
         let current = balances.get_mut(contract).expect("inserted above");
         for message in messages(contract, event, current) {
+            reached.insert(stream_of(message.kind), event.position);
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", message.id.as_str());
             headers.insert("Content-Type", "application/json");
@@ -573,7 +721,7 @@ async fn publish_batch(
         ack.await
             .map_err(|e| anyhow::anyhow!("awaiting an ack: {e}"))?;
     }
-    Ok(balances
+    let entries = balances
         .into_iter()
         .map(|(contract, state)| {
             (
@@ -581,7 +729,8 @@ async fn publish_batch(
                 serde_json::to_vec(&state).expect("balances serialize"),
             )
         })
-        .collect())
+        .collect();
+    Ok((entries, reached))
 }
 
 /// One message to publish.
