@@ -784,3 +784,85 @@ fn a_stream_that_lost_acknowledged_messages_is_filled_again_from_the_log() {
     assert!(serve.terminate().success());
     assert_published_equals_log(&data, &nats.url(), 200);
 }
+
+#[test]
+fn a_late_subscriber_catches_up_and_ends_with_the_ledgers_balances() {
+    let nats = NatsServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&work.path().join("data"), &nats.url(), &[]);
+    let files = load_files(work.path(), 3, 60, 2);
+    let (code, _, stderr) = remote(&nats.url(), &["submit", &files[0]]);
+    assert_eq!(code, 0, "{stderr}");
+    // Started after the first half: it must first get every bucket's current value, then the
+    // second half live. Each contract has one bucket that moves (das_hours): 3 keys, and the
+    // second file's 2 + 60 commands on one contract move it 61 times.
+    let mut watcher = std::process::Command::new(tests::ledgerctl_path())
+        .args([
+            "--nats",
+            &nats.url(),
+            "watch",
+            "--count",
+            &(2 + 61).to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, _, stderr) = remote(&nats.url(), &["submit", &files[1]]);
+    assert_eq!(code, 0, "{stderr}");
+    let waited = Instant::now();
+    let output = loop {
+        if let Some(_status) = watcher.try_wait().unwrap() {
+            break watcher.wait_with_output().unwrap();
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "the watcher did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut last: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../schemas/json/nats/balance_update.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let update: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(validator.is_valid(&update), "{update}");
+        let key = format!(
+            "{}.{}",
+            update["contract_id"].as_str().unwrap(),
+            update["bucket"].as_str().unwrap()
+        );
+        if let Some(previous) = last.get(&key) {
+            assert!(
+                previous["position"].as_u64() < update["position"].as_u64(),
+                "in order"
+            );
+        }
+        last.insert(key, update);
+    }
+    assert_eq!(last.len(), 3, "{last:?}");
+    for contract in ["F-0", "F-1", "F-2"] {
+        let (code, out, stderr) = remote(&nats.url(), &["balance", contract, "--format", "json"]);
+        assert_eq!(code, 0, "{stderr}");
+        let balance: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            decimal(&last[&format!("{contract}.das_hours")]["balance_after"]),
+            decimal(&balance["balances"]["das_hours"]),
+            "{contract}"
+        );
+    }
+    assert!(serve.terminate().success());
+}

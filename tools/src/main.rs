@@ -130,6 +130,15 @@ enum Command {
         #[arg(long = "known-at", num_args = 1)]
         known_at: Vec<String>,
     },
+    /// Over --nats: print balance updates as JSON lines — first every bucket's current value
+    /// (from the KV bucket `ledger_balances`), then each change as it is published.
+    Watch {
+        /// Only this contract.
+        contract: Option<String>,
+        /// Stop after this many lines.
+        #[arg(long)]
+        count: Option<usize>,
+    },
     /// Check the whole log's hash chain and indexes; exit 1 and the first bad position when broken.
     Verify,
     /// Append and read raw events (no contract rules): for inspecting and seeding a store.
@@ -204,6 +213,9 @@ fn main() -> ExitCode {
         }
         Command::Rebuild => views::rebuild(&cli.data),
         Command::Serve(args) => serve::run(&cli.data, &cli.nats, &args),
+        Command::Watch { .. } => Err(anyhow::anyhow!(
+            "watch follows a running serve: give --nats URL (or NATS_URL)"
+        )),
         Command::Replay { contract, until } => {
             views::replay(&cli.data, &contract, until.as_deref(), format)
         }
@@ -230,6 +242,9 @@ fn remote(nats: &nats::NatsArgs, command: Command, format: Format) -> anyhow::Re
     use views::QueryArgs;
     let verb = match command {
         Command::Submit { file } => return nats::run(nats, Remote::Submit(&file), format),
+        Command::Watch { contract, count } => {
+            return nats::watch(nats, contract.as_deref(), count);
+        }
         Command::Tick { now } => return nats::run(nats, Remote::Tick(&now), format),
         Command::Balance {
             contract,

@@ -301,3 +301,46 @@ pub fn run(
         Ok(code)
     })
 }
+
+/// `ledgerctl --nats URL watch [CONTRACT] [--count N]`: the KV bucket's current values, then its
+/// changes as they come, one JSON line each (the `balance_update` schema).
+pub fn watch(
+    nats: &NatsArgs,
+    contract: Option<&str>,
+    count: Option<usize>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use futures::StreamExt;
+    use std::io::Write;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = nats.connect("ledgerctl watch", None).await?;
+        let js = async_nats::jetstream::new(client);
+        let kv = js
+            .get_key_value("ledger_balances")
+            .await
+            .context("the KV bucket ledger_balances (has `ledgerctl serve` run?)")?;
+        let key = match contract {
+            Some(contract) => format!("{contract}.*"),
+            None => ">".to_owned(),
+        };
+        // The last value of each key, then every change (LastPerSubject).
+        let mut updates = kv
+            .watch_with_history(&key)
+            .await
+            .context("watching ledger_balances")?;
+        let mut printed = 0;
+        let mut stdout = std::io::stdout().lock();
+        while count.is_none_or(|count| printed < count) {
+            let Some(entry) = updates.next().await else {
+                break;
+            };
+            let entry = entry.context("reading ledger_balances")?;
+            writeln!(stdout, "{}", String::from_utf8_lossy(&entry.value))?;
+            stdout.flush()?;
+            printed += 1;
+        }
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}
