@@ -28,6 +28,9 @@ pub enum BenchCommand {
     /// Rebuilding the projections beside a raw decoding scan of the same log, peak memory, and
     /// `balance --as-of` on a contract with 10k events.
     Projections(ProjectionsArgs),
+    /// The NATS service: commands over request/reply beside a raw echo responder,
+    /// append-to-subscriber latency, and the publisher beside a raw JetStream publish loop.
+    Nats(crate::bench_nats::NatsBenchArgs),
 }
 
 #[derive(Args)]
@@ -82,6 +85,7 @@ pub fn run(_data: &Path, command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Append(args) => append(args),
         BenchCommand::Commands(args) => commands_bench(args),
         BenchCommand::Projections(args) => projections_bench(args),
+        BenchCommand::Nats(args) => crate::bench_nats::run(args),
     }
 }
 
@@ -181,17 +185,17 @@ async fn concurrent_commands(
     ))
 }
 
-struct Line {
-    workload: String,
-    per_sec: f64,
-    p50_us: Option<u64>,
-    p99_us: Option<u64>,
-    baseline: Option<(&'static str, f64)>,
-    target_ratio: Option<f64>,
+pub(crate) struct Line {
+    pub workload: String,
+    pub per_sec: f64,
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+    pub baseline: Option<(&'static str, f64)>,
+    pub target_ratio: Option<f64>,
 }
 
 impl Line {
-    fn print(&self) {
+    pub fn print(&self) {
         let mut text = format!(
             "BENCH workload={} per_sec={:.0}",
             self.workload, self.per_sec
@@ -300,7 +304,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_machine(work: &Path) {
+pub(crate) fn print_machine(work: &Path) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {
@@ -320,7 +324,7 @@ fn print_machine(work: &Path) {
     );
 }
 
-fn percentile(sorted: &[u64], p: usize) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], p: usize) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -486,7 +490,7 @@ fn peak_rss_kib(reset: bool) -> u64 {
 /// A valid history written straight to the log (bypassing `decide`, which the commands
 /// benchmark measures): per contract an opening, one large DAS lot, then one-minute
 /// consumptions; contract 0 gets 10,000 events for the as-of query.
-fn generate_history(ledger: &Ledger, events: u64, contracts: u64) -> anyhow::Result<()> {
+pub(crate) fn generate_history(ledger: &Ledger, events: u64, contracts: u64) -> anyhow::Result<()> {
     use schemas::*;
     let dec = |s: &str| s.parse::<rust_decimal::Decimal>().expect("literal decimal");
     let per_contract = (events / contracts.max(1)).max(3);

@@ -2,6 +2,7 @@
 //! the crates and prints. No rule of the domain lives here.
 
 mod bench;
+mod bench_nats;
 mod contract;
 mod html;
 mod load;

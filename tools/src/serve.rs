@@ -45,7 +45,7 @@ pub const NOTICES_STREAM: &str = "LEDGER_NOTICES";
 /// The publisher's checkpoint and per-contract balances (a projection keyspace).
 pub const PUBLISHER: &str = "publisher";
 /// Events published between two checkpoints.
-pub const PUBLISH_BATCH_EVENTS_MAX: usize = 256;
+pub const PUBLISH_BATCH_EVENTS_MAX: usize = 2048;
 /// Publishes whose acks may be outstanding at once (async-nats blocks past ~5,000).
 pub const PUBLISH_ACKS_IN_FLIGHT_MAX: usize = 512;
 /// How long a message's id is remembered by JetStream for de-duplication.
@@ -703,9 +703,8 @@ async fn publish_batch(
                 format!("{}/{MESSAGE_SCHEMA_VERSION}", message.kind).as_str(),
             );
             headers.insert("Ledger-Position", event.position.to_string().as_str());
-            let body = serde_json::to_vec(&message.body)?;
             let ack = js
-                .publish_with_headers(message.subject, headers, body.into())
+                .publish_with_headers(message.subject, headers, message.body.into())
                 .await
                 .map_err(|e| anyhow::anyhow!("publishing: {e}"))?;
             acks.push_back(ack);
@@ -738,7 +737,7 @@ struct Outgoing {
     subject: String,
     id: String,
     kind: &'static str,
-    body: serde_json::Value,
+    body: Vec<u8>,
 }
 
 /// Every message one event makes, moving `balances` (the contract's published balances).
@@ -752,8 +751,8 @@ fn messages(
     let effects = projections::decode_effects(event);
     let payload: serde_json::Value =
         serde_json::from_slice(&event.payload).expect("stored payloads are JSON");
-    fn body<T: serde::Serialize>(message: &T) -> serde_json::Value {
-        serde_json::to_value(message).expect("messages serialize")
+    fn body<T: serde::Serialize>(message: &T) -> Vec<u8> {
+        serde_json::to_vec(message).expect("messages serialize")
     }
     let source = Source {
         contract_id: contract.to_owned(),
