@@ -275,3 +275,107 @@ impl Drop for Serve {
         self.child.wait().ok();
     }
 }
+
+/// A real PostgreSQL 15 server for one test: `initdb` on a temp dir, started as the
+/// unprivileged `postgres` user (PostgreSQL refuses root) on a free loopback port with
+/// `synchronous_commit = on` and `fsync = on`. Stopped (fast shutdown) on drop. `PG_BIN` names
+/// the binaries' folder (tools/postgres.sh installs them), else Debian's.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Postgres {
+    /// Starts a fresh server and waits until it accepts connections.
+    pub fn start() -> Postgres {
+        let bin = PathBuf::from(
+            std::env::var_os("PG_BIN").unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into()),
+        );
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let data = dir.path().join("pgdata");
+        let as_postgres = |program: &str| {
+            let mut command = Command::new("runuser");
+            command
+                .args(["-u", "postgres", "--"])
+                .arg(bin.join(program));
+            command
+        };
+        Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .expect("chown the temp dir to postgres");
+        let status = as_postgres("initdb")
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "ledger",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("initdb (tools/postgres.sh installs PostgreSQL 15)");
+        assert!(status.success(), "initdb failed");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = as_postgres("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(dir.path())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "synchronous_commit=on",
+                "-c",
+                "fsync=on",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("postgres.log")).expect("log"))
+            .spawn()
+            .expect("start postgres");
+        let server = Postgres { dir, child, port };
+        let started = std::time::Instant::now();
+        while postgres::Client::connect(&server.url(), postgres::NoTls).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "postgres did not start: {}",
+                std::fs::read_to_string(server.dir.path().join("postgres.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// A libpq connection string for the `ledger` superuser on the `postgres` database.
+    pub fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=ledger dbname=postgres",
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGINT to the postmaster (its pid is the first line of postmaster.pid; the child we
+        // hold is runuser): a fast shutdown.
+        let pid = std::fs::read_to_string(self.dir.path().join("pgdata/postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().next().map(str::to_owned));
+        if let Some(pid) = pid {
+            Command::new("kill").args(["-INT", &pid]).status().ok();
+        }
+        self.child.wait().ok();
+    }
+}

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 # nats-server for the NATS tests (installed when missing).
 source tools/nats-server.sh
+# PostgreSQL 15 for the ledger-vs-PostgreSQL equality test (installed when missing).
+source tools/postgres.sh
 
 # Build once, in release: the crash and benchmark tests exercise the real fsync path, and the
 # test binaries reuse these artifacts.

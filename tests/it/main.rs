@@ -10,6 +10,7 @@ mod fixture_log;
 mod log_api;
 mod log_model;
 mod nats_service;
+mod postgres_side;
 mod projection_views;
 mod tamper;
 mod wire_schemas;

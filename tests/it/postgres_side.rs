@@ -1,0 +1,175 @@
+//! The ledger beside PostgreSQL 15 (issue 6), at a small N so the comparison cannot rot: the
+//! same events in an events table (bigserial global position, unique (stream, version), jsonb
+//! payload) appended with the same expected-version check, and the same point-in-time balance
+//! query in SQL, give the ledger's answers. Timing is the benchmark's business, not this test's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rust_decimal::Decimal;
+use tests::{Postgres, ledgerctl};
+
+const SCHEMA: &str = "
+CREATE TABLE events (
+    position     bigserial PRIMARY KEY,
+    stream       text        NOT NULL,
+    version      bigint      NOT NULL,
+    event_id     uuid        NOT NULL UNIQUE,
+    event_type   text        NOT NULL,
+    recorded_at  timestamptz NOT NULL,
+    effective_at timestamptz,
+    payload      jsonb       NOT NULL,
+    UNIQUE (stream, version)
+)";
+
+/// Appends one event with an expected version (the stream's current last version), in one
+/// transaction: refused when the stream has moved, as `ExpectedVersion::Exact` is.
+const APPEND: &str = "
+INSERT INTO events (stream, version, event_id, event_type, recorded_at, effective_at, payload)
+SELECT $1, $2::bigint + 1, $3::text::uuid, $4, $5::text::timestamptz, $6::text::timestamptz, $7::text::jsonb
+WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream = $1) = $2::bigint";
+
+/// A contract's balance per bucket as of an effective time: the sum of its movements.
+const BALANCE_AS_OF: &str = "
+SELECT m->>'bucket',
+       sum(CASE WHEN m->>'kind' IN ('purchased', 'returned') THEN (m->>'quantity')::numeric
+                ELSE -(m->>'quantity')::numeric END)::text
+FROM events e, jsonb_array_elements(e.payload->'movements') m
+WHERE e.stream = $1 AND coalesce(e.effective_at, e.recorded_at) <= $2::text::timestamptz
+GROUP BY 1";
+
+#[test]
+fn postgres_and_the_ledger_agree_on_the_same_events() {
+    // The ledger's side: the worked example and the samples, through the rules.
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    for file in ["worked-example.jsonl", "sample-contracts.jsonl"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data")
+            .join(file);
+        let status = ledgerctl(&data)
+            .arg("submit")
+            .arg(&path)
+            .output()
+            .unwrap()
+            .status;
+        assert!(status.code().unwrap() <= 1);
+    }
+    for now in ["2026-03-31T00:00:00Z", "2027-02-01T00:00:00Z"] {
+        let status = ledgerctl(&data)
+            .args(["tick", "--now", now])
+            .output()
+            .unwrap()
+            .status;
+        assert!(status.success());
+    }
+    let log = ledgerctl(&data)
+        .args(["log", "read", "--limit", "100000", "--format", "json"])
+        .output()
+        .unwrap();
+    let events: Vec<serde_json::Value> = String::from_utf8(log.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.len() > 30);
+
+    // PostgreSQL's side: the same events, each appended with its expected version.
+    let server = Postgres::start();
+    let mut db = postgres::Client::connect(&server.url(), postgres::NoTls).unwrap();
+    db.batch_execute(SCHEMA).unwrap();
+    for event in &events {
+        let version = event["version"].as_i64().unwrap();
+        let inserted = db
+            .execute(
+                APPEND,
+                &[
+                    &event["stream"].as_str().unwrap(),
+                    &(version - 1),
+                    &event["event_id"].as_str().unwrap(),
+                    &event["type"].as_str().unwrap(),
+                    &event["recorded_at"].as_str().unwrap(),
+                    &event["effective_at"].as_str(),
+                    &event["payload"].to_string(),
+                ],
+            )
+            .unwrap();
+        assert_eq!(inserted, 1, "{event}");
+        // The same append again, with the same (now stale) expected version: refused.
+        let again = db
+            .execute(
+                APPEND,
+                &[
+                    &event["stream"].as_str().unwrap(),
+                    &(version - 1),
+                    &uuid_like(event),
+                    &event["type"].as_str().unwrap(),
+                    &event["recorded_at"].as_str().unwrap(),
+                    &event["effective_at"].as_str(),
+                    &event["payload"].to_string(),
+                ],
+            )
+            .unwrap();
+        assert_eq!(again, 0, "a stale expected version must append nothing");
+    }
+    // Global positions are the ledger's, in the same order.
+    let positions: Vec<i64> = db
+        .query("SELECT position FROM events ORDER BY position", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let ledger_positions: Vec<i64> = events
+        .iter()
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect();
+    assert_eq!(positions, ledger_positions);
+
+    // The same point-in-time balances.
+    let mut compared = 0;
+    for contract in ["C-1001", "C-2002", "C-3003"] {
+        for as_of in [
+            "2026-02-01T23:59:59Z",
+            "2026-03-31T00:00:00Z",
+            "2027-06-01T00:00:00Z",
+        ] {
+            let output = ledgerctl(&data)
+                .args(["balance", contract, "--as-of", as_of, "--format", "json"])
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let view: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            let ledger: BTreeMap<String, Decimal> = view["balances"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(b, v)| (b.clone(), v.as_str().unwrap().parse().unwrap()))
+                .collect();
+            let mut sql: BTreeMap<String, Decimal> =
+                ledger.keys().map(|b| (b.clone(), Decimal::ZERO)).collect();
+            for row in db
+                .query(BALANCE_AS_OF, &[&format!("contract-{contract}"), &as_of])
+                .unwrap()
+            {
+                let amount: String = row.get(1);
+                sql.insert(row.get(0), amount.parse().unwrap());
+            }
+            assert_eq!(sql, ledger, "{contract} as of {as_of}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 9);
+}
+
+/// Another event id (the last hex digit changed), so only the expected version can refuse the
+/// second append.
+fn uuid_like(event: &serde_json::Value) -> String {
+    let mut id = event["event_id"].as_str().unwrap().to_owned();
+    let last = id.pop().unwrap();
+    id.push(if last == '0' { '1' } else { '0' });
+    id
+}
