@@ -31,6 +31,9 @@ pub enum BenchCommand {
     /// The NATS service: commands over request/reply beside a raw echo responder,
     /// append-to-subscriber latency, and the publisher beside a raw JetStream publish loop.
     Nats(crate::bench_nats::NatsBenchArgs),
+    /// Durable appends with 1, 16 and 256 writers beside PostgreSQL 15 (one insert per
+    /// transaction, the same expected-version check, synchronous_commit on), started here.
+    Postgres(crate::bench_pg::PostgresBenchArgs),
 }
 
 #[derive(Args)]
@@ -86,6 +89,7 @@ pub fn run(_data: &Path, command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Commands(args) => commands_bench(args),
         BenchCommand::Projections(args) => projections_bench(args),
         BenchCommand::Nats(args) => crate::bench_nats::run(args),
+        BenchCommand::Postgres(args) => crate::bench_pg::run(args),
     }
 }
 
@@ -365,7 +369,7 @@ fn bench_event() -> NewEvent {
     NewEvent::new("bench_event", vec![b'x'; PAYLOAD_BYTES])
 }
 
-async fn concurrent_appends(
+pub(crate) async fn concurrent_appends(
     ledger: &Ledger,
     writers: usize,
     duration: Duration,

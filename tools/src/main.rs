@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_nats;
+mod bench_pg;
 mod contract;
 mod html;
 mod load;

@@ -1,0 +1,233 @@
+//! `ledgerctl bench postgres`: durable appends, the ledger beside PostgreSQL 15 in the same run
+//! on the same disk (issue 6). PostgreSQL runs from Debian's packages (`tools/postgres.sh`),
+//! started here on a temp dir under --work-dir and a free loopback port, as the `postgres` user,
+//! with `synchronous_commit = on`. Its events table has a bigserial global position, a unique
+//! (stream, version) and a jsonb payload; each writer appends one event per transaction with the
+//! same expected-version check the ledger makes (`Exact(version)`).
+
+// Rates and percentiles are reported as floating-point numbers; no money is computed here.
+#![allow(clippy::float_arithmetic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use ledger::Ledger;
+
+use crate::bench::{Line, concurrent_appends, percentile, print_machine};
+
+#[derive(Args)]
+pub struct PostgresBenchArgs {
+    /// How long each workload runs, in milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    millis: u64,
+    /// Concurrent writer counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+    writers: Vec<usize>,
+    /// Where the temporary stores and the PostgreSQL data directory go.
+    #[arg(long, default_value = ".")]
+    work_dir: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE events (
+    position     bigserial PRIMARY KEY,
+    stream       text        NOT NULL,
+    version      bigint      NOT NULL,
+    event_type   text        NOT NULL,
+    recorded_at  timestamptz NOT NULL DEFAULT now(),
+    payload      jsonb       NOT NULL,
+    UNIQUE (stream, version)
+)";
+
+/// One event, appended only when the stream is at the expected version.
+const APPEND: &str = "
+INSERT INTO events (stream, version, event_type, payload)
+SELECT $1, $2::bigint + 1, 'bench_event', $3::text::jsonb
+WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream = $1) = $2::bigint";
+
+/// PostgreSQL as a child, stopped (fast shutdown) on drop.
+struct Server {
+    child: Child,
+    data: PathBuf,
+    url: String,
+}
+
+impl Server {
+    fn start(dir: &Path, max_connections: usize) -> anyhow::Result<Server> {
+        let bin = PathBuf::from(
+            std::env::var_os("PG_BIN").unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into()),
+        );
+        std::fs::create_dir_all(dir)?;
+        let status = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(dir)
+            .status()?;
+        anyhow::ensure!(status.success(), "chown {} to postgres", dir.display());
+        let as_postgres = |program: &str| {
+            let mut command = Command::new("runuser");
+            command
+                .args(["-u", "postgres", "--"])
+                .arg(bin.join(program));
+            command
+        };
+        let data = dir.join("pgdata");
+        let status = as_postgres("initdb")
+            .args(["-A", "trust", "-U", "ledger", "-E", "UTF8", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("initdb (source tools/postgres.sh installs PostgreSQL 15)")?;
+        anyhow::ensure!(status.success(), "initdb failed");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = as_postgres("postgres")
+            .arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(dir)
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "synchronous_commit=on",
+            ])
+            .args([
+                "-c",
+                "fsync=on",
+                "-c",
+                &format!("max_connections={max_connections}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("postgres.log"))?)
+            .spawn()?;
+        let url = format!("host=127.0.0.1 port={port} user=ledger dbname=postgres");
+        let started = Instant::now();
+        while postgres::Client::connect(&url, postgres::NoTls).is_err() {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "postgres did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Server { child, data, url })
+    }
+
+    fn version(&self) -> anyhow::Result<String> {
+        let mut client = postgres::Client::connect(&self.url, postgres::NoTls)?;
+        Ok(client.query_one("SHOW server_version", &[])?.get(0))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().map(str::to_owned))
+        {
+            Command::new("kill").args(["-INT", &pid]).status().ok();
+        }
+        self.child.wait().ok();
+    }
+}
+
+/// `writers` threads, each on its own connection and stream, appending one event per
+/// transaction with the expected-version check, for `duration`. Rate and sorted latencies (µs).
+fn postgres_appends(
+    url: &str,
+    writers: usize,
+    duration: Duration,
+) -> anyhow::Result<(f64, Vec<u64>)> {
+    let payload = format!(r#"{{"x":"{}"}}"#, "x".repeat(140));
+    let mut clients = (0..writers)
+        .map(|_| postgres::Client::connect(url, postgres::NoTls).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let run = format!("{}", Instant::now().elapsed().as_nanos());
+    let start = Instant::now();
+    let deadline = start + duration;
+    let latencies = std::thread::scope(|scope| {
+        let handles: Vec<_> = clients
+            .iter_mut()
+            .enumerate()
+            .map(|(writer, client)| {
+                let payload = &payload;
+                let stream = format!("bench-{writers}-{writer}-{run}");
+                scope.spawn(move || {
+                    let statement = client.prepare(APPEND)?;
+                    let mut version = 0i64;
+                    let mut latencies = Vec::new();
+                    while Instant::now() < deadline {
+                        let sent = Instant::now();
+                        let appended = client.execute(&statement, &[&stream, &version, payload])?;
+                        anyhow::ensure!(
+                            appended == 1,
+                            "{stream}: expected version {version} refused"
+                        );
+                        latencies.push(sent.elapsed().as_micros() as u64);
+                        version += 1;
+                    }
+                    anyhow::Ok(latencies)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for handle in handles {
+            all.extend(
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a writer panicked"))??,
+            );
+        }
+        anyhow::Ok(all)
+    })?;
+    let rate = latencies.len() as f64 / start.elapsed().as_secs_f64();
+    let mut latencies = latencies;
+    latencies.sort_unstable();
+    Ok((rate, latencies))
+}
+
+pub fn run(args: PostgresBenchArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.work_dir)?;
+    let work = tempfile::Builder::new()
+        .prefix("ledger-bench-pg-")
+        .tempdir_in(&args.work_dir)?;
+    print_machine(work.path());
+    let max_writers = args.writers.iter().copied().max().unwrap_or(1);
+    let server = Server::start(&work.path().join("postgres"), max_writers + 20)?;
+    println!(
+        "POSTGRES version={} synchronous_commit=on fsync=on",
+        server.version()?
+    );
+    postgres::Client::connect(&server.url, postgres::NoTls)?.batch_execute(SCHEMA)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let duration = Duration::from_millis(args.millis);
+    for &writers in &args.writers {
+        let (pg_rate, pg_latencies) = postgres_appends(&server.url, writers, duration)?;
+        let ledger = Ledger::open(work.path().join(format!("ledger-{writers}")))?;
+        let (rate, mut latencies) =
+            runtime.block_on(concurrent_appends(&ledger, writers, duration))?;
+        latencies.sort_unstable();
+        drop(ledger);
+        Line {
+            workload: format!("durable_appends_{writers}_writers_vs_postgres"),
+            per_sec: rate,
+            p50_us: Some(percentile(&latencies, 50)),
+            p99_us: Some(percentile(&latencies, 99)),
+            baseline: Some(("postgres15_one_insert_per_transaction", pg_rate)),
+            target_ratio: (writers >= 256).then_some(10.0),
+        }
+        .print();
+        println!(
+            "BENCH workload=postgres15_appends_{writers}_writers per_sec={pg_rate:.0} p50_us={} p99_us={}",
+            percentile(&pg_latencies, 50),
+            percentile(&pg_latencies, 99)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
