@@ -191,6 +191,17 @@ impl NatsServer {
         }
     }
 
+    /// SIGSTOPs the server (it keeps its sockets but answers nothing), or SIGCONTs it.
+    pub fn pause(&self, paused: bool) {
+        if let Some(child) = &self.child {
+            Command::new("kill")
+                .arg(if paused { "-STOP" } else { "-CONT" })
+                .arg(child.id().to_string())
+                .status()
+                .expect("kill -STOP/-CONT");
+        }
+    }
+
     /// Starts it again on the same port with the same store.
     pub fn restart(&mut self) {
         self.kill();

@@ -594,7 +594,7 @@ fn nats_server_killed_under_load_loses_and_doubles_no_published_message() {
     let commands: usize = std::env::var("NATS_FAULT_COMMANDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
+        .unwrap_or(10_000);
     let contracts = 50;
     let per_contract = commands / contracts - 2;
     let mut nats = NatsServer::start();
@@ -863,6 +863,77 @@ fn a_late_subscriber_catches_up_and_ends_with_the_ledgers_balances() {
             decimal(&balance["balances"]["das_hours"]),
             "{contract}"
         );
+    }
+    assert!(serve.terminate().success());
+}
+
+#[test]
+fn a_token_server_serves_with_the_token_and_refuses_without_it() {
+    let nats = NatsServer::start_with_config(Some("authorization { token: \"s3cret-token\" }"));
+    let work = tempfile::tempdir().unwrap();
+    let serve = Serve::start(
+        &work.path().join("data"),
+        &nats.url(),
+        &["--nats-token", "s3cret-token"],
+    );
+    let file = worked_example();
+    let mut with_token = std::process::Command::new(tests::ledgerctl_path());
+    with_token
+        .args(["--nats", &nats.url(), "submit", file.to_str().unwrap()])
+        .env("NATS_TOKEN", "s3cret-token");
+    let (code, out, stderr) = run(&mut with_token);
+    assert_ne!(code, 2, "{stderr}");
+    assert!(out.contains(r#""ok":true"#));
+    let (code, _, stderr) = remote(&nats.url(), &["balance", "C-1001"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("connecting to NATS"), "{stderr}");
+    assert!(
+        !stderr.contains("s3cret"),
+        "no secret in messages: {stderr}"
+    );
+    // A paused server (SIGSTOP) answers nothing: the client gives up with a clear error at its
+    // timeout, and serves again once resumed.
+    nats.pause(true);
+    let mut paused = std::process::Command::new(tests::ledgerctl_path());
+    paused
+        .args([
+            "--nats",
+            &nats.url(),
+            "--nats-timeout",
+            "2",
+            "balance",
+            "C-1001",
+        ])
+        .env("NATS_TOKEN", "s3cret-token");
+    let (code, _, stderr) = run(&mut paused);
+    nats.pause(false);
+    assert_eq!(code, 2);
+    assert!(
+        ["did not answer", "connecting to NATS", "request to"]
+            .iter()
+            .any(|p| stderr.contains(p)),
+        "{stderr}"
+    );
+    let mut again = std::process::Command::new(tests::ledgerctl_path());
+    again
+        .args([
+            "--nats",
+            &nats.url(),
+            "balance",
+            "C-1001",
+            "--format",
+            "json",
+        ])
+        .env("NATS_TOKEN", "s3cret-token");
+    let started = Instant::now();
+    loop {
+        let (code, out, stderr) = run(&mut again);
+        if code == 0 {
+            assert!(out.contains("C-1001"));
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{stderr}");
+        std::thread::sleep(Duration::from_millis(100));
     }
     assert!(serve.terminate().success());
 }
