@@ -937,3 +937,48 @@ fn a_token_server_serves_with_the_token_and_refuses_without_it() {
     }
     assert!(serve.terminate().success());
 }
+
+#[test]
+fn over_tls_the_service_and_the_cli_connect_with_the_ca_and_not_without_it() {
+    // A CA and a server certificate for 127.0.0.1, made here (rcgen), never committed.
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&server_key, &ca, &ca_key)
+            .unwrap();
+    let ca_pem = dir.path().join("ca.pem");
+    let cert_pem = dir.path().join("server-cert.pem");
+    let key_pem = dir.path().join("server-key.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert_pem, server.pem()).unwrap();
+    std::fs::write(&key_pem, server_key.serialize_pem()).unwrap();
+    let nats = NatsServer::start_with_config(Some(&format!(
+        "tls {{ cert_file: {:?}, key_file: {:?} }}",
+        cert_pem.display().to_string(),
+        key_pem.display().to_string()
+    )));
+    let work = tempfile::tempdir().unwrap();
+    let ca_arg = ca_pem.to_str().unwrap();
+    let serve = Serve::start(
+        &work.path().join("data"),
+        &nats.url(),
+        &["--nats-ca", ca_arg],
+    );
+    let file = worked_example();
+    let (code, out, stderr) = remote(
+        &nats.url(),
+        &["--nats-ca", ca_arg, "submit", file.to_str().unwrap()],
+    );
+    assert_ne!(code, 2, "{stderr}");
+    assert!(out.contains(r#""ok":true"#));
+    let (code, _, stderr) = remote(&nats.url(), &["balance", "C-1001"]);
+    assert_eq!(code, 2, "without the CA the client must not connect");
+    assert!(stderr.contains("connecting to NATS"), "{stderr}");
+    assert!(serve.terminate().success());
+}
