@@ -332,6 +332,20 @@ async fn answer_command(handler: &Handler, request: async_nats::service::Request
 /// The command in a request body: its `type` may be left out (the verb says it) but must not
 /// contradict the verb.
 fn command_for_verb(verb: &str, payload: &[u8]) -> Result<CommandEnvelope, String> {
+    // The usual case, one parse: the body names its type and it is the verb.
+    if let Ok(text) = std::str::from_utf8(payload)
+        && let Ok(envelope) = CommandEnvelope::from_json(text)
+    {
+        let kind = envelope.body.type_name();
+        return if kind == verb {
+            Ok(envelope)
+        } else {
+            Err(format!(
+                "the body's type {kind:?} does not match the subject's verb {verb:?}"
+            ))
+        };
+    }
+    // Otherwise the type may be left out (the verb says it), or the body is bad: say why.
     let mut value: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| format!("not valid JSON: {e}"))?;
     let object = value.as_object_mut().ok_or("a command is a JSON object")?;
@@ -822,8 +836,10 @@ fn messages(
             }),
         });
     }
-    if let Ok(schemas::Event::ExpiryNoticeIssued(notice)) =
-        schemas::Event::from_payload(&event.payload)
+    // Only a notice's payload is parsed a second time, as the typed event.
+    if event.event_type == "expiry_notice_issued"
+        && let Ok(schemas::Event::ExpiryNoticeIssued(notice)) =
+            schemas::Event::from_payload(&event.payload)
     {
         out.push(Outgoing {
             subject: format!("ledger.notice.{contract}"),
