@@ -10,7 +10,7 @@ use schemas::{Event, KindTotals, Movement};
 use serde::{Deserialize, Serialize};
 
 use crate::runner::Projection;
-use crate::{contract_of, decode, decode_effects};
+use crate::{contract_of, decode, with_effects};
 
 /// One lot: its unit price, what is left, and quantities and money by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,16 +102,17 @@ impl Projection for Balances {
             }
         }
         state.position = event.position;
-        let effects = decode_effects(event);
-        for movement in &effects.movements {
-            state.apply_movement(movement);
-        }
-        for billable in &effects.billables {
-            let kind = serde_json::to_value(billable.kind).expect("kinds serialize");
-            *state
-                .billables
-                .entry(kind.as_str().unwrap_or_default().to_owned())
-                .or_default() += billable.amount;
-        }
+        with_effects(event, |effects| {
+            for movement in &effects.movements {
+                state.apply_movement(movement);
+            }
+            for billable in &effects.billables {
+                let kind = serde_json::to_value(billable.kind).expect("kinds serialize");
+                *state
+                    .billables
+                    .entry(kind.as_str().unwrap_or_default().to_owned())
+                    .or_default() += billable.amount;
+            }
+        });
     }
 }

@@ -75,8 +75,28 @@ pub fn decode(event: &ledger::RecordedEvent) -> schemas::Event {
 /// Parses only the movements and billables of a stored payload (the fast path of folds that add
 /// up balances). A payload that does not parse is a broken invariant.
 pub fn decode_effects(event: &ledger::RecordedEvent) -> schemas::Effects {
-    schemas::Effects::from_payload(&event.payload)
-        .unwrap_or_else(|e| panic!("event at position {} does not parse: {e}", event.position))
+    let mut effects = schemas::Effects::default();
+    decode_effects_into(event, &mut effects);
+    effects
+}
+
+/// Runs `f` on the effects of `event`, read into one buffer per thread: a fold that reads every
+/// payload of the log allocates nothing per event for them.
+pub fn with_effects<R>(event: &ledger::RecordedEvent, f: impl FnOnce(&schemas::Effects) -> R) -> R {
+    thread_local! {
+        static EFFECTS: std::cell::RefCell<schemas::Effects> = std::cell::RefCell::default();
+    }
+    EFFECTS.with_borrow_mut(|effects| {
+        decode_effects_into(event, effects);
+        f(effects)
+    })
+}
+
+/// `decode_effects` into a buffer that keeps its allocations from one event to the next.
+pub fn decode_effects_into(event: &ledger::RecordedEvent, effects: &mut schemas::Effects) {
+    effects
+        .read_payload(&event.payload)
+        .unwrap_or_else(|e| panic!("event at position {} does not parse: {e}", event.position));
 }
 
 /// Every event of one contract's stream, in order (empty for an unknown contract).

@@ -2,7 +2,7 @@
 //! the changed entries and the new checkpoint in one batch per page. Memory holds one page's
 //! changed entries: it grows with the contracts a page touches, never with the log.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use ledger::{Checkpoint, Ledger, ProjectionStore, RecordedEvent};
 use serde::Serialize;
@@ -39,7 +39,7 @@ pub fn catch_up<P: Projection>(
         position: 0,
         hash: ledger::GENESIS_HASH,
     });
-    let mut page: BTreeMap<String, P::State> = BTreeMap::new();
+    let mut page: HashMap<String, P::State> = HashMap::new();
     let mut in_page = 0usize;
     for event in ledger.scan(checkpoint.position + 1) {
         let event = event?;
@@ -50,17 +50,19 @@ pub fn catch_up<P: Projection>(
             event.position
         );
         if let Some(key) = P::key(&event) {
-            // Look up by the borrowed key first: all but a contract's first event in a page
-            // find their state without allocating.
-            if !page.contains_key(key) {
-                let state = match store.get(key.as_bytes())? {
+            // One lookup by the borrowed key: all but a contract's first event in a page find
+            // their state without allocating or looking up twice.
+            if let Some(state) = page.get_mut(key) {
+                P::apply(state, &event);
+            } else {
+                let mut state = match store.get(key.as_bytes())? {
                     Some(bytes) => serde_json::from_slice(&bytes)
                         .unwrap_or_else(|e| panic!("projection {} entry {key}: {e}", P::NAME)),
                     None => P::State::default(),
                 };
+                P::apply(&mut state, &event);
                 page.insert(key.to_owned(), state);
             }
-            P::apply(page.get_mut(key).expect("inserted above"), &event);
         }
         checkpoint = Checkpoint {
             position: event.position,
@@ -80,7 +82,7 @@ pub fn catch_up<P: Projection>(
 
 fn flush<P: Projection>(
     store: &ProjectionStore,
-    page: &mut BTreeMap<String, P::State>,
+    page: &mut HashMap<String, P::State>,
     checkpoint: Checkpoint,
 ) -> ledger::Result<()> {
     let entries = std::mem::take(page)

@@ -7,7 +7,7 @@ use schemas::Event;
 use serde::{Deserialize, Serialize};
 
 use crate::runner::Projection;
-use crate::{contract_of, decode};
+use crate::{contract_of, decode, with_effects};
 
 /// One billable amount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +51,10 @@ impl Projection for Shortfalls {
     }
 
     fn apply(state: &mut ContractShortfalls, event: &RecordedEvent) {
+        // Most events bill nothing: a look at their billables spares the full decode.
+        if with_effects(event, |effects| effects.billables.is_empty()) {
+            return;
+        }
         let decoded = decode(event);
         let derivation = match &decoded {
             Event::SabShortfallAssessed(a) => serde_json::json!({

@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use schemas::Bucket;
 
 use crate::runner::PROJECTION_PAGE_EVENTS_MAX;
-use crate::{contract_of, decode_effects};
+use crate::{contract_of, decode_effects_into};
 
 /// The keyspace name.
 pub const NAME: &str = "timeline";
@@ -68,6 +68,7 @@ pub fn catch_up(ledger: &Ledger, store: &ProjectionStore) -> ledger::Result<Chec
     });
     let mut page = Vec::new();
     let mut in_page = 0;
+    let mut effects = schemas::Effects::default();
     for event in ledger.scan(checkpoint.position + 1) {
         let event = event?;
         if let Some(contract_id) = contract_of(&event.stream) {
@@ -77,7 +78,8 @@ pub fn catch_up(ledger: &Ledger, store: &ProjectionStore) -> ledger::Result<Chec
             );
             value.extend_from_slice(&nanos(event.recorded_at).to_be_bytes());
             let mut deltas = [Decimal::ZERO; Bucket::ALL.len()];
-            for movement in decode_effects(&event).movements {
+            decode_effects_into(&event, &mut effects);
+            for movement in &effects.movements {
                 let index = Bucket::ALL
                     .iter()
                     .position(|b| *b == movement.bucket)

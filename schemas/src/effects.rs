@@ -20,35 +20,45 @@ use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde::de::IntoDeserializer;
 use serde::de::value::{Error as ValueError, StrDeserializer};
 
 use crate::{Billable, BillableKind, Bucket, Effects, Movement, MovementKind};
 
 /// Reads the effects of a canonical payload, or `None` to let serde_json decide.
+#[cfg(test)]
 pub(crate) fn read(payload: &[u8]) -> Option<Effects> {
+    let mut effects = Effects::default();
+    read_into(payload, &mut effects).map(|()| effects)
+}
+
+/// Reads the effects of a canonical payload into `effects`, reusing its vectors and strings (a
+/// rebuild reads a million payloads into one buffer without allocating); `None` to let
+/// serde_json decide, with `effects` left half-written.
+pub(crate) fn read_into(payload: &[u8], effects: &mut Effects) -> Option<()> {
     if payload.first() != Some(&b'{') || payload.last() != Some(&b'}') {
         return None;
     }
     static MOVEMENTS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"movements\""));
     static BILLABLES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"billables\""));
-    Some(Effects {
-        movements: section(payload, &MOVEMENTS, Reader::movement)?,
-        billables: section(payload, &BILLABLES, Reader::billable)?,
-    })
+    section(payload, &MOVEMENTS, &mut effects.movements, Reader::movement, blank_movement)?;
+    section(payload, &BILLABLES, &mut effects.billables, Reader::billable, blank_billable)
 }
 
-/// The array under the top-level key `quoted_key` (a searcher built once): empty when the key
-/// is absent.
+/// Reads the array under the top-level key `quoted_key` (a searcher built once) into `items`:
+/// empty when the key is absent.
 fn section<'a, T>(
     payload: &'a [u8],
     quoted_key: &Finder<'static>,
-    item: fn(&mut Reader<'a>) -> Option<T>,
-) -> Option<Vec<T>> {
+    items: &mut Vec<T>,
+    item: fn(&mut Reader<'a>, &mut T) -> Option<()>,
+    blank: fn() -> T,
+) -> Option<()> {
     let mut found = quoted_key.find_iter(payload);
     let Some(at) = found.next() else {
-        return Some(Vec::new());
+        items.clear();
+        return Some(());
     };
     if found.next().is_some() || at == 0 || !matches!(payload[at - 1], b'{' | b',') {
         return None;
@@ -61,7 +71,7 @@ fn section<'a, T>(
         return None;
     }
     reader.at += 1;
-    reader.array(item)
+    reader.array(items, item, blank)
 }
 
 struct Reader<'a> {
@@ -103,19 +113,31 @@ impl<'a> Reader<'a> {
         Some(&rest[..end])
     }
 
-    fn array<T>(&mut self, item: fn(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+    /// An array read into `items`, overwriting the items it already holds (their strings keep
+    /// their capacity) and truncating what is left over.
+    fn array<T>(
+        &mut self,
+        items: &mut Vec<T>,
+        item: fn(&mut Self, &mut T) -> Option<()>,
+        blank: fn() -> T,
+    ) -> Option<()> {
         self.expect(b'[')?;
-        let mut items = Vec::new();
-        if self.eat(b']') {
-            return Some(items);
-        }
-        loop {
-            items.push(item(self)?);
-            if self.eat(b']') {
-                return Some(items);
+        let mut count = 0;
+        if !self.eat(b']') {
+            loop {
+                if count == items.len() {
+                    items.push(blank());
+                }
+                item(self, &mut items[count])?;
+                count += 1;
+                if self.eat(b']') {
+                    break;
+                }
+                self.expect(b',')?;
             }
-            self.expect(b',')?;
         }
+        items.truncate(count);
+        Some(())
     }
 
     /// `literal` exactly, with no whitespace: the canonical form's punctuation and keys.
@@ -126,48 +148,86 @@ impl<'a> Reader<'a> {
 
     /// A movement in its canonical form: the struct's fields in declaration order, as serde_json
     /// writes them. Any other form is serde's to read.
-    fn movement(&mut self) -> Option<Movement> {
+    fn movement(&mut self, movement: &mut Movement) -> Option<()> {
         self.literal(b"{\"bucket\":")?;
-        let bucket = name::<Bucket>(self.plain_string()?)?;
+        movement.bucket = lookup(&BUCKETS, self.plain_string()?)?;
         self.literal(b",\"kind\":")?;
-        let kind = name::<MovementKind>(self.plain_string()?)?;
+        movement.kind = lookup(&KINDS, self.plain_string()?)?;
         self.literal(b",\"lot\":")?;
-        let lot = utf8(self.plain_string()?)?.to_owned();
+        copy(&mut movement.lot, self.plain_string()?)?;
         self.literal(b",\"quantity\":")?;
-        let quantity = decimal(self.plain_string()?)?;
+        movement.quantity = decimal(self.plain_string()?)?;
         self.literal(b",\"unit_price\":")?;
-        let unit_price = decimal(self.plain_string()?)?;
+        movement.unit_price = decimal(self.plain_string()?)?;
         self.literal(b",\"value\":")?;
-        let value = decimal(self.plain_string()?)?;
-        self.literal(b"}")?;
-        Some(Movement {
-            bucket,
-            kind,
-            lot,
-            quantity,
-            unit_price,
-            value,
-        })
+        movement.value = decimal(self.plain_string()?)?;
+        self.literal(b"}")
     }
 
     /// A billable in its canonical form (see `movement`).
-    fn billable(&mut self) -> Option<Billable> {
+    fn billable(&mut self, billable: &mut Billable) -> Option<()> {
         self.literal(b"{\"kind\":")?;
-        let kind = name::<BillableKind>(self.plain_string()?)?;
+        billable.kind = name::<BillableKind>(self.plain_string()?)?;
         self.literal(b",\"period\":")?;
-        let period = utf8(self.plain_string()?)?.to_owned();
+        copy(&mut billable.period, self.plain_string()?)?;
         self.literal(b",\"amount\":")?;
-        let amount = decimal(self.plain_string()?)?;
+        billable.amount = decimal(self.plain_string()?)?;
         self.literal(b",\"currency\":")?;
-        let currency = utf8(self.plain_string()?)?.to_owned();
-        self.literal(b"}")?;
-        Some(Billable {
-            kind,
-            period,
-            amount,
-            currency,
-        })
+        copy(&mut billable.currency, self.plain_string()?)?;
+        self.literal(b"}")
     }
+}
+
+/// A slot for `Reader::movement` to overwrite.
+fn blank_movement() -> Movement {
+    Movement {
+        bucket: Bucket::ProactiveCredits,
+        kind: MovementKind::Purchased,
+        lot: String::new(),
+        quantity: Decimal::ZERO,
+        unit_price: Decimal::ZERO,
+        value: Decimal::ZERO,
+    }
+}
+
+/// A slot for `Reader::billable` to overwrite.
+fn blank_billable() -> Billable {
+    Billable {
+        kind: BillableKind::SabShortfall,
+        period: String::new(),
+        amount: Decimal::ZERO,
+        currency: String::new(),
+    }
+}
+
+/// Replaces `target`'s text with `text`, keeping its allocation.
+fn copy(target: &mut String, text: &[u8]) -> Option<()> {
+    target.clear();
+    target.push_str(utf8(text)?);
+    Some(())
+}
+
+/// The wire names of the buckets and movement kinds, as serde writes them (so they cannot
+/// drift from it); a name not in a table makes the fast path give up.
+static BUCKETS: LazyLock<Vec<(Vec<u8>, Bucket)>> = LazyLock::new(|| names(&Bucket::ALL));
+static KINDS: LazyLock<Vec<(Vec<u8>, MovementKind)>> = LazyLock::new(|| names(&MovementKind::ALL));
+
+fn names<T: Serialize + Copy>(variants: &[T]) -> Vec<(Vec<u8>, T)> {
+    variants
+        .iter()
+        .map(|&variant| {
+            let quoted = serde_json::to_vec(&variant).expect("a unit variant serializes");
+            (quoted[1..quoted.len() - 1].to_vec(), variant)
+        })
+        .collect()
+}
+
+/// A unit variant by its name, compared as bytes (no UTF-8 check, no deserializer).
+fn lookup<T: Copy>(table: &[(Vec<u8>, T)], text: &[u8]) -> Option<T> {
+    table
+        .iter()
+        .find(|(name, _)| name.as_slice() == text)
+        .map(|&(_, variant)| variant)
 }
 
 /// A unit enum from its serde name (the derive's own table, no JSON involved).
@@ -216,6 +276,62 @@ mod tests {
             moved += fast.movements.len() + fast.billables.len();
         }
         assert!(moved > 10, "the examples move and bill something: {moved}");
+    }
+
+    /// One buffer read through every example in turn, twice and in both orders, holds what a
+    /// fresh read gives: nothing of the previous payload survives (a longer lot, more movements).
+    #[test]
+    fn a_reused_buffer_reads_like_a_fresh_one() {
+        let examples = canonical_examples();
+        let mut buffer = Effects::default();
+        let forward = examples.iter().chain(examples.iter().rev());
+        for (name, payload) in forward.chain(examples.iter()) {
+            buffer.read_payload(payload).expect("an example reads");
+            assert_eq!(buffer, by_serde(payload), "{name}");
+        }
+        // And after a payload only serde reads, which replaces the buffer.
+        let escaped = br#"{"movements":[{"bucket":"das_hours","kind":"fee","lot":"L\u0037","quantity":"1","unit_price":"1","value":"1"}]}"#;
+        buffer.read_payload(escaped).expect("serde reads the escape");
+        assert_eq!(buffer.movements[0].lot, "L7");
+        let (_, last) = &examples[0];
+        buffer.read_payload(last).expect("an example reads");
+        assert_eq!(buffer, by_serde(last));
+    }
+
+    /// The name tables hold every variant the schema lists, under serde's name.
+    #[test]
+    fn name_tables_list_every_variant_by_its_serde_name() {
+        fn schema_names<T: schemars::JsonSchema>() -> Vec<String> {
+            let schema = serde_json::to_value(schemars::schema_for!(T)).unwrap();
+            let mut names: Vec<String> = schema["enum"]
+                .as_array()
+                .or_else(|| schema["oneOf"].as_array())
+                .expect("a unit enum's schema lists its names")
+                .iter()
+                .map(|v| v.get("const").or(v.get("enum").map(|e| &e[0])).unwrap_or(v))
+                .map(|v| v.as_str().expect("a name").to_owned())
+                .collect();
+            names.sort();
+            names
+        }
+        fn table_names<T>(table: &[(Vec<u8>, T)]) -> Vec<String> {
+            let mut names: Vec<String> = table
+                .iter()
+                .map(|(n, _)| String::from_utf8(n.clone()).unwrap())
+                .collect();
+            names.sort();
+            names
+        }
+        assert_eq!(table_names(&BUCKETS), schema_names::<Bucket>());
+        assert_eq!(table_names(&KINDS), schema_names::<MovementKind>());
+        for (text, kind) in KINDS.iter() {
+            assert_eq!(name::<MovementKind>(text), Some(*kind));
+            assert_eq!(lookup(&KINDS, text), Some(*kind));
+        }
+        for (text, bucket) in BUCKETS.iter() {
+            assert_eq!(name::<Bucket>(text), Some(*bucket));
+        }
+        assert_eq!(lookup(&KINDS, b"consumed "), None);
     }
 
     #[test]

@@ -45,6 +45,16 @@ pub enum MovementKind {
 }
 
 impl MovementKind {
+    /// Every kind, in R12's order.
+    pub const ALL: [MovementKind; 6] = [
+        MovementKind::Purchased,
+        MovementKind::Returned,
+        MovementKind::Converted,
+        MovementKind::Consumed,
+        MovementKind::Fee,
+        MovementKind::Forfeited,
+    ];
+
     /// Whether the kind adds to the balance (purchases, returns) rather than deducting.
     pub fn adds(self) -> bool {
         matches!(self, MovementKind::Purchased | MovementKind::Returned)
@@ -174,10 +184,21 @@ impl Effects {
     /// # Errors
     /// When the payload's movements or billables do not parse.
     pub fn from_payload(payload: &[u8]) -> Result<Effects, serde_json::Error> {
-        match crate::effects::read(payload) {
-            Some(effects) => Ok(effects),
-            None => serde_json::from_slice(payload),
+        let mut effects = Effects::default();
+        effects.read_payload(payload)?;
+        Ok(effects)
+    }
+
+    /// Parses the effects of a stored payload into `self`, reusing its allocations: the fold
+    /// that reads every payload of the log keeps one `Effects` for all of them.
+    ///
+    /// # Errors
+    /// When the payload's movements or billables do not parse (`self` is then unspecified).
+    pub fn read_payload(&mut self, payload: &[u8]) -> Result<(), serde_json::Error> {
+        if crate::effects::read_into(payload, self).is_none() {
+            *self = serde_json::from_slice(payload)?;
         }
+        Ok(())
     }
 }
 
