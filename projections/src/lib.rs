@@ -14,9 +14,9 @@ pub mod runner;
 pub mod shortfalls;
 pub mod timeline;
 
-pub use runner::{Projection, catch_up, rebuild};
+pub use runner::{Fold, Projection, catch_up, fold_log, rebuild};
 
-/// Every persisted projection, in the order `rebuild_all` rebuilds them.
+/// Every persisted projection.
 pub const PERSISTED: [&str; 4] = [
     balances::Balances::NAME,
     shortfalls::Shortfalls::NAME,
@@ -24,40 +24,41 @@ pub const PERSISTED: [&str; 4] = [
     timeline::NAME,
 ];
 
-/// Rebuilds every persisted projection from position 0, one after another (each is one scan of
-/// the log). `progress` hears the projection's name and the position reached. Returns the
-/// checkpoint they were all built to.
+/// Clears every persisted projection and folds them all again from position 0 in one scan of
+/// the log. `progress` hears the position after each page. Returns the checkpoint they were all
+/// built to.
 ///
 /// # Errors
 /// When the log or a store cannot be read or written.
 pub fn rebuild_all(
     ledger: &ledger::Ledger,
-    progress: &mut dyn FnMut(&'static str, u64),
+    progress: &mut dyn FnMut(u64),
 ) -> ledger::Result<ledger::Checkpoint> {
-    let mut checkpoint: Option<ledger::Checkpoint> = None;
-    for name in PERSISTED {
-        let store = ledger.projection_store(name)?;
-        let mut report = |position: u64| progress(name, position);
-        let built = match name {
-            balances::Balances::NAME => rebuild::<balances::Balances>(ledger, &store, &mut report)?,
-            shortfalls::Shortfalls::NAME => {
-                rebuild::<shortfalls::Shortfalls>(ledger, &store, &mut report)?
-            }
-            notices::Notices::NAME => rebuild::<notices::Notices>(ledger, &store, &mut report)?,
-            _ => {
-                store.clear()?;
-                let built = timeline::catch_up(ledger, &store)?;
-                report(built.position);
-                built
-            }
-        };
-        // Each rebuild reads to the head; a concurrent writer could move it, so keep the least.
-        checkpoint = Some(match checkpoint {
-            Some(done) if built.position > done.position => done,
-            _ => built,
-        });
+    let stores = PERSISTED
+        .iter()
+        .map(|name| ledger.projection_store(name))
+        .collect::<ledger::Result<Vec<_>>>()?;
+    for store in &stores {
+        store.clear()?;
     }
-    Ok(checkpoint.expect("at least one projection"))
+    let [balances, shortfalls, notices, timeline] = &stores[..] else {
+        unreachable!("one store per persisted projection");
+    };
+    let genesis = ledger::Checkpoint {
+        position: 0,
+        hash: ledger::GENESIS_HASH,
+    };
+    runner::fold_log(
+        ledger,
+        genesis,
+        &mut [
+            &mut runner::Paged::<balances::Balances>::new(balances),
+            &mut runner::Paged::<shortfalls::Shortfalls>::new(shortfalls),
+            &mut runner::Paged::<notices::Notices>::new(notices),
+            &mut timeline::TimelineFold::new(timeline),
+        ],
+        progress,
+    )
 }
 
 /// The contract a stream belongs to, if it is a contract's stream.
@@ -81,13 +82,20 @@ pub fn decode_effects(event: &ledger::RecordedEvent) -> schemas::Effects {
 }
 
 /// Runs `f` on the effects of `event`, read into one buffer per thread: a fold that reads every
-/// payload of the log allocates nothing per event for them.
+/// payload of the log allocates nothing per event for them, and the projections that
+/// `rebuild_all` feeds the same event one after another read its payload once (the buffer
+/// remembers the hash of the event it holds, and a hash names one envelope).
 pub fn with_effects<R>(event: &ledger::RecordedEvent, f: impl FnOnce(&schemas::Effects) -> R) -> R {
     thread_local! {
-        static EFFECTS: std::cell::RefCell<schemas::Effects> = std::cell::RefCell::default();
+        static EFFECTS: std::cell::RefCell<(Option<ledger::Hash>, schemas::Effects)> =
+            std::cell::RefCell::default();
     }
-    EFFECTS.with_borrow_mut(|effects| {
-        decode_effects_into(event, effects);
+    EFFECTS.with_borrow_mut(|(held, effects)| {
+        if *held != Some(event.hash) {
+            *held = None;
+            decode_effects_into(event, effects);
+            *held = Some(event.hash);
+        }
         f(effects)
     })
 }

@@ -10,12 +10,12 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use ledger::{Checkpoint, Ledger, ProjectionStore};
+use ledger::{Checkpoint, Ledger, ProjectionStore, RecordedEvent};
 use rust_decimal::Decimal;
 use schemas::Bucket;
 
-use crate::runner::PROJECTION_PAGE_EVENTS_MAX;
-use crate::{contract_of, decode_effects_into};
+use crate::runner::{Fold, fold_log, start_of};
+use crate::{contract_of, with_effects};
 
 /// The keyspace name.
 pub const NAME: &str = "timeline";
@@ -62,23 +62,36 @@ fn nanos(at: DateTime<Utc>) -> i64 {
 /// # Errors
 /// When the log or the store cannot be read or written.
 pub fn catch_up(ledger: &Ledger, store: &ProjectionStore) -> ledger::Result<Checkpoint> {
-    let mut checkpoint = store.checkpoint()?.unwrap_or(Checkpoint {
-        position: 0,
-        hash: ledger::GENESIS_HASH,
-    });
-    let mut page = Vec::new();
-    let mut in_page = 0;
-    let mut effects = schemas::Effects::default();
-    for event in ledger.scan(checkpoint.position + 1) {
-        let event = event?;
-        if let Some(contract_id) = contract_of(&event.stream) {
-            let mut value = Vec::with_capacity(ENTRY_BYTES);
-            value.extend_from_slice(
-                &nanos(event.effective_at.unwrap_or(event.recorded_at)).to_be_bytes(),
-            );
-            value.extend_from_slice(&nanos(event.recorded_at).to_be_bytes());
-            let mut deltas = [Decimal::ZERO; Bucket::ALL.len()];
-            decode_effects_into(&event, &mut effects);
+    let from = start_of(store)?;
+    fold_log(ledger, from, &mut [&mut TimelineFold::new(store)], &mut |_| {})
+}
+
+/// The timeline's fold: a page of new entries (it only ever adds).
+pub struct TimelineFold<'a> {
+    store: &'a ProjectionStore,
+    page: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl<'a> TimelineFold<'a> {
+    /// A fold writing to `store`.
+    pub fn new(store: &'a ProjectionStore) -> Self {
+        TimelineFold {
+            store,
+            page: Vec::new(),
+        }
+    }
+}
+
+impl Fold for TimelineFold<'_> {
+    fn fold(&mut self, event: &RecordedEvent) -> ledger::Result<()> {
+        let Some(contract_id) = contract_of(&event.stream) else {
+            return Ok(());
+        };
+        let mut value = Vec::with_capacity(ENTRY_BYTES);
+        value.extend_from_slice(&nanos(event.effective_at.unwrap_or(event.recorded_at)).to_be_bytes());
+        value.extend_from_slice(&nanos(event.recorded_at).to_be_bytes());
+        let mut deltas = [Decimal::ZERO; Bucket::ALL.len()];
+        with_effects(event, |effects| {
             for movement in &effects.movements {
                 let index = Bucket::ALL
                     .iter()
@@ -86,23 +99,17 @@ pub fn catch_up(ledger: &Ledger, store: &ProjectionStore) -> ledger::Result<Chec
                     .expect("a known bucket");
                 deltas[index] += movement.balance_delta();
             }
-            for delta in deltas {
-                value.extend_from_slice(&delta.serialize());
-            }
-            page.push((key(contract_id, event.position), value));
+        });
+        for delta in deltas {
+            value.extend_from_slice(&delta.serialize());
         }
-        checkpoint = Checkpoint {
-            position: event.position,
-            hash: event.hash,
-        };
-        in_page += 1;
-        if in_page == PROJECTION_PAGE_EVENTS_MAX {
-            store.commit(std::mem::take(&mut page), checkpoint)?;
-            in_page = 0;
-        }
+        self.page.push((key(contract_id, event.position), value));
+        Ok(())
     }
-    store.commit(page, checkpoint)?;
-    Ok(checkpoint)
+
+    fn commit(&mut self, checkpoint: Checkpoint) -> ledger::Result<()> {
+        self.store.commit(std::mem::take(&mut self.page), checkpoint)
+    }
 }
 
 /// A contract's balances under `filter`, or `None` when the timeline has no such contract.

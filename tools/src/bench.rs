@@ -627,7 +627,7 @@ fn projections_bench(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
             peak_kib = peak_rss_kib(false);
         }
         let start = Instant::now();
-        projections::rebuild_all(&ledger, &mut |_, _| {})?;
+        projections::rebuild_all(&ledger, &mut |_| {})?;
         alls.push(events as f64 / start.elapsed().as_secs_f64());
     }
     let median = |rates: &mut Vec<f64>| {

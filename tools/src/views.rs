@@ -394,39 +394,25 @@ pub fn rebuild(data: &Path) -> anyhow::Result<ExitCode> {
     let ledger = crate::open_ledger(data)?;
     let head = ledger.committed_position();
     let started = Instant::now();
-    let bars = indicatif::MultiProgress::new();
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg:>10} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
-    )?
-    .progress_chars("=> ");
-    let mut current: Option<(&str, indicatif::ProgressBar)> = None;
-    let checkpoint = projections::rebuild_all(&ledger, &mut |name, position| {
-        if current.as_ref().is_none_or(|(shown, _)| *shown != name) {
-            if let Some((_, bar)) = current.take() {
-                bar.finish();
-            }
-            let bar = bars.add(indicatif::ProgressBar::new(head));
-            bar.set_style(style.clone());
-            bar.set_message(name);
-            current = Some((name, bar));
-        }
-        if let Some((_, bar)) = &current {
-            bar.set_position(position);
-        }
-    })?;
-    if let Some((_, bar)) = current {
-        bar.finish();
-    }
+    let bar = indicatif::ProgressBar::new(head);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "rebuilding [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+        )?
+        .progress_chars("=> "),
+    );
+    let checkpoint = projections::rebuild_all(&ledger, &mut |position| bar.set_position(position))?;
+    bar.finish();
     let seconds = started.elapsed().as_secs_f64();
-    let passes = projections::PERSISTED.len() as u64;
     #[allow(clippy::float_arithmetic)] // a rate for people to read
     let rate = if seconds > 0.0 {
-        (passes * head) as f64 / seconds
+        head as f64 / seconds
     } else {
         0.0
     };
     println!(
-        "rebuilt {passes} projections ({}) to position {} (hash {}) over {head} events in {seconds:.2} s ({rate:.0} events/s, one pass of the log per projection)",
+        "rebuilt {} projections ({}) to position {} (hash {}) from {head} events in {seconds:.2} s ({rate:.0} events/s, one pass of the log)",
+        projections::PERSISTED.len(),
         projections::PERSISTED.join(", "),
         checkpoint.position,
         ledger::hex(&checkpoint.hash),
