@@ -63,7 +63,12 @@ fn nanos(at: DateTime<Utc>) -> i64 {
 /// When the log or the store cannot be read or written.
 pub fn catch_up(ledger: &Ledger, store: &ProjectionStore) -> ledger::Result<Checkpoint> {
     let from = start_of(store)?;
-    fold_log(ledger, from, &mut [&mut TimelineFold::new(store)], &mut |_| {})
+    fold_log(
+        ledger,
+        from,
+        &mut [&mut TimelineFold::new(store)],
+        &mut |_| {},
+    )
 }
 
 /// The timeline's fold: a page of new entries (it only ever adds).
@@ -88,7 +93,9 @@ impl Fold for TimelineFold<'_> {
             return Ok(());
         };
         let mut value = Vec::with_capacity(ENTRY_BYTES);
-        value.extend_from_slice(&nanos(event.effective_at.unwrap_or(event.recorded_at)).to_be_bytes());
+        value.extend_from_slice(
+            &nanos(event.effective_at.unwrap_or(event.recorded_at)).to_be_bytes(),
+        );
         value.extend_from_slice(&nanos(event.recorded_at).to_be_bytes());
         let mut deltas = [Decimal::ZERO; Bucket::ALL.len()];
         with_effects(event, |effects| {
@@ -108,7 +115,8 @@ impl Fold for TimelineFold<'_> {
     }
 
     fn commit(&mut self, checkpoint: Checkpoint) -> ledger::Result<()> {
-        self.store.commit(std::mem::take(&mut self.page), checkpoint)
+        self.store
+            .commit(std::mem::take(&mut self.page), checkpoint)
     }
 }
 

@@ -20,9 +20,9 @@ use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 use serde::de::IntoDeserializer;
 use serde::de::value::{Error as ValueError, StrDeserializer};
+use serde::{Deserialize, Serialize};
 
 use crate::{Billable, BillableKind, Bucket, Effects, Movement, MovementKind};
 
@@ -42,8 +42,20 @@ pub(crate) fn read_into(payload: &[u8], effects: &mut Effects) -> Option<()> {
     }
     static MOVEMENTS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"movements\""));
     static BILLABLES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"billables\""));
-    section(payload, &MOVEMENTS, &mut effects.movements, Reader::movement, blank_movement)?;
-    section(payload, &BILLABLES, &mut effects.billables, Reader::billable, blank_billable)
+    section(
+        payload,
+        &MOVEMENTS,
+        &mut effects.movements,
+        Reader::movement,
+        blank_movement,
+    )?;
+    section(
+        payload,
+        &BILLABLES,
+        &mut effects.billables,
+        Reader::billable,
+        blank_billable,
+    )
 }
 
 /// Reads the array under the top-level key `quoted_key` (a searcher built once) into `items`:
@@ -291,7 +303,9 @@ mod tests {
         }
         // And after a payload only serde reads, which replaces the buffer.
         let escaped = br#"{"movements":[{"bucket":"das_hours","kind":"fee","lot":"L\u0037","quantity":"1","unit_price":"1","value":"1"}]}"#;
-        buffer.read_payload(escaped).expect("serde reads the escape");
+        buffer
+            .read_payload(escaped)
+            .expect("serde reads the escape");
         assert_eq!(buffer.movements[0].lot, "L7");
         let (_, last) = &examples[0];
         buffer.read_payload(last).expect("an example reads");

@@ -296,9 +296,13 @@ async fn rebuild_equals_incremental_byte_for_byte_over_100k_events() {
     }
     // `ledgerctl rebuild` folds all four persisted projections in one scan: the same bytes as
     // each caught up on its own.
-    let notices = ledger.projection_store(projections::notices::Notices::NAME).unwrap();
+    let notices = ledger
+        .projection_store(projections::notices::Notices::NAME)
+        .unwrap();
     projections::catch_up::<projections::notices::Notices>(&ledger, &notices, &mut |_| {}).unwrap();
-    let timeline = ledger.projection_store(projections::timeline::NAME).unwrap();
+    let timeline = ledger
+        .projection_store(projections::timeline::NAME)
+        .unwrap();
     projections::timeline::catch_up(&ledger, &timeline).unwrap();
     let incremental: Vec<_> = projections::PERSISTED
         .iter()
@@ -313,7 +317,10 @@ async fn rebuild_equals_incremental_byte_for_byte_over_100k_events() {
     let mut pages = 0;
     let built = projections::rebuild_all(&ledger, &mut |_| pages += 1).unwrap();
     assert_eq!(built.position, ledger.committed_position());
-    assert!(pages >= 2, "progress after each page and at the end: {pages}");
+    assert!(
+        pages >= 2,
+        "progress after each page and at the end: {pages}"
+    );
     for (name, (entries, checkpoint)) in projections::PERSISTED.iter().zip(&incremental) {
         let store = ledger.projection_store(name).unwrap();
         assert_eq!(store.checkpoint().unwrap(), Some(built), "{name}");
