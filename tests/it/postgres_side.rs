@@ -9,34 +9,10 @@ use std::path::Path;
 use rust_decimal::Decimal;
 use tests::{Postgres, ledgerctl};
 
-const SCHEMA: &str = "
-CREATE TABLE events (
-    position     bigserial PRIMARY KEY,
-    stream       text        NOT NULL,
-    version      bigint      NOT NULL,
-    event_id     uuid        NOT NULL UNIQUE,
-    event_type   text        NOT NULL,
-    recorded_at  timestamptz NOT NULL,
-    effective_at timestamptz,
-    payload      jsonb       NOT NULL,
-    UNIQUE (stream, version)
-)";
-
-/// Appends one event with an expected version (the stream's current last version), in one
-/// transaction: refused when the stream has moved, as `ExpectedVersion::Exact` is.
-const APPEND: &str = "
-INSERT INTO events (stream, version, event_id, event_type, recorded_at, effective_at, payload)
-SELECT $1, $2::bigint + 1, $3::text::uuid, $4, $5::text::timestamptz, $6::text::timestamptz, $7::text::jsonb
-WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream = $1) = $2::bigint";
-
-/// A contract's balance per bucket as of an effective time: the sum of its movements.
-const BALANCE_AS_OF: &str = "
-SELECT m->>'bucket',
-       sum(CASE WHEN m->>'kind' IN ('purchased', 'returned') THEN (m->>'quantity')::numeric
-                ELSE -(m->>'quantity')::numeric END)::text
-FROM events e, jsonb_array_elements(e.payload->'movements') m
-WHERE e.stream = $1 AND coalesce(e.effective_at, e.recorded_at) <= $2::text::timestamptz
-GROUP BY 1";
+/// The same SQL files the benchmark runs (`tools/sql/`).
+const SCHEMA: &str = include_str!("../../tools/sql/schema.sql");
+const APPEND: &str = include_str!("../../tools/sql/append.sql");
+const BALANCE_AS_OF: &str = include_str!("../../tools/sql/balance_as_of.sql");
 
 #[test]
 fn postgres_and_the_ledger_agree_on_the_same_events() {

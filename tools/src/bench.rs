@@ -34,6 +34,10 @@ pub enum BenchCommand {
     /// Durable appends with 1, 16 and 256 writers beside PostgreSQL 15 (one insert per
     /// transaction, the same expected-version check, synchronous_commit on), started here.
     Postgres(crate::bench_pg::PostgresBenchArgs),
+    /// The whole suite in one run, printing one table: appends, commands, rebuild and as-of at
+    /// each log size beside raw fsync, raw fjall and PostgreSQL 15; the NATS service; versions
+    /// and the machine.
+    Suite(crate::bench_suite::SuiteArgs),
 }
 
 #[derive(Args)]
@@ -90,6 +94,7 @@ pub fn run(_data: &Path, command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Projections(args) => projections_bench(args),
         BenchCommand::Nats(args) => crate::bench_nats::run(args),
         BenchCommand::Postgres(args) => crate::bench_pg::run(args),
+        BenchCommand::Suite(args) => crate::bench_suite::run(args),
     }
 }
 
@@ -125,7 +130,7 @@ fn commands_bench(args: CommandsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn concurrent_commands(
+pub(crate) async fn concurrent_commands(
     ledger: Ledger,
     contracts: usize,
     duration: Duration,
@@ -198,8 +203,60 @@ pub(crate) struct Line {
     pub target_ratio: Option<f64>,
 }
 
+/// One row of `bench suite`'s table: every `Line` printed while the suite runs, and the suite's
+/// own rows. `speedup` is how many times the ledger's figure beats the baseline's (a rate over a
+/// rate, or a time under a time).
+pub(crate) struct Row {
+    pub step: String,
+    pub workload: String,
+    pub ledger: String,
+    pub baseline: String,
+    pub baseline_figure: String,
+    pub speedup: Option<f64>,
+    pub target: Option<f64>,
+}
+
+/// Rows recorded so far, and the step (log size) the next rows belong to.
+pub(crate) static ROWS: std::sync::Mutex<Vec<Row>> = std::sync::Mutex::new(Vec::new());
+pub(crate) static STEP: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+pub(crate) fn record(mut row: Row) {
+    if row.step.is_empty() {
+        row.step = STEP.lock().expect("not poisoned").clone();
+    }
+    ROWS.lock().expect("not poisoned").push(row);
+}
+
+/// A rate for the table: events per second, with its latencies when measured.
+pub(crate) fn rate_text(per_sec: f64, p50_us: Option<u64>, p99_us: Option<u64>) -> String {
+    let mut text = format!("{per_sec:.0}/s");
+    if let (Some(p50), Some(p99)) = (p50_us, p99_us) {
+        text += &format!(" (p50 {}, p99 {})", micros_text(p50), micros_text(p99));
+    }
+    text
+}
+
+pub(crate) fn micros_text(us: u64) -> String {
+    if us >= 10_000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{us} µs")
+    }
+}
+
 impl Line {
     pub fn print(&self) {
+        if let Some((name, rate)) = self.baseline {
+            record(Row {
+                step: String::new(),
+                workload: self.workload.clone(),
+                ledger: rate_text(self.per_sec, self.p50_us, self.p99_us),
+                baseline: name.to_owned(),
+                baseline_figure: format!("{rate:.0}/s"),
+                speedup: Some(self.per_sec / rate),
+                target: self.target_ratio,
+            });
+        }
         let mut text = format!(
             "BENCH workload={} per_sec={:.0}",
             self.workload, self.per_sec
@@ -335,7 +392,7 @@ pub(crate) fn percentile(sorted: &[u64], p: usize) -> u64 {
     sorted[(sorted.len() - 1) * p / 100]
 }
 
-fn raw_fsync(path: &Path, duration: Duration) -> anyhow::Result<f64> {
+pub(crate) fn raw_fsync(path: &Path, duration: Duration) -> anyhow::Result<f64> {
     let mut file = std::fs::File::create(path)?;
     let record = [b'x'; RAW_RECORD_BYTES];
     let start = Instant::now();
@@ -348,7 +405,7 @@ fn raw_fsync(path: &Path, duration: Duration) -> anyhow::Result<f64> {
     Ok(count as f64 / start.elapsed().as_secs_f64())
 }
 
-fn raw_fjall_batches(path: &Path, duration: Duration) -> anyhow::Result<f64> {
+pub(crate) fn raw_fjall_batches(path: &Path, duration: Duration) -> anyhow::Result<f64> {
     let db = Database::builder(path).open()?;
     let keyspace = db.keyspace("raw", KeyspaceCreateOptions::default)?;
     let value = vec![b'x'; RAW_RECORD_BYTES];
@@ -377,10 +434,13 @@ pub(crate) async fn concurrent_appends(
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(writers);
+    // Streams of their own on every call: the suite appends to one log several times.
+    static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     for writer in 0..writers {
         let ledger = ledger.clone();
         tasks.push(tokio::spawn(async move {
-            let stream = format!("bench-{writer}");
+            let stream = format!("bench-{run}-{writer}");
             let mut version = 0u64;
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
@@ -474,7 +534,7 @@ fn scan(
 }
 
 /// Peak resident memory of this process, in KiB (Linux `VmHWM`), after resetting it when asked.
-fn peak_rss_kib(reset: bool) -> u64 {
+pub(crate) fn peak_rss_kib(reset: bool) -> u64 {
     if reset {
         // Writing 5 to clear_refs resets the peak RSS counter (Linux ≥ 4.0).
         let _ = std::fs::write("/proc/self/clear_refs", "5");

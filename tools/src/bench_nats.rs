@@ -30,16 +30,16 @@ use crate::serve::PUBLISH_ACKS_IN_FLIGHT_MAX;
 pub struct NatsBenchArgs {
     /// How long the request/reply workloads run, in milliseconds.
     #[arg(long, default_value_t = 3000)]
-    millis: u64,
+    pub millis: u64,
     /// Concurrent clients for commands over NATS.
     #[arg(long, default_value_t = 64)]
-    clients: usize,
+    pub clients: usize,
     /// Events the publisher drains (and messages the raw loop publishes, ×2: event + balance).
     #[arg(long, default_value_t = 100_000)]
-    publish_events: u64,
+    pub publish_events: u64,
     /// Where the temporary stores go; default: the current directory.
     #[arg(long, default_value = ".")]
-    work_dir: PathBuf,
+    pub work_dir: PathBuf,
 }
 
 /// A nats-server child on a free loopback port, killed on drop.
@@ -290,6 +290,19 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
             }
         }
         waits.sort_unstable();
+        crate::bench::record(crate::bench::Row {
+            step: String::new(),
+            workload: "append_to_subscriber_latency_over_nats".into(),
+            ledger: format!(
+                "p50 {}, p99 {}",
+                crate::bench::micros_text(percentile(&waits, 50)),
+                crate::bench::micros_text(percentile(&waits, 99))
+            ),
+            baseline: "—".into(),
+            baseline_figure: String::new(),
+            speedup: None,
+            target: None,
+        });
         println!(
             "BENCH workload=append_to_subscriber_latency samples={} p50_us={} p99_us={}",
             waits.len(),

@@ -31,32 +31,21 @@ pub struct PostgresBenchArgs {
     work_dir: PathBuf,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE events (
-    position     bigserial PRIMARY KEY,
-    stream       text        NOT NULL,
-    version      bigint      NOT NULL,
-    event_type   text        NOT NULL,
-    recorded_at  timestamptz NOT NULL DEFAULT now(),
-    payload      jsonb       NOT NULL,
-    UNIQUE (stream, version)
-)";
-
-/// One event, appended only when the stream is at the expected version.
-const APPEND: &str = "
-INSERT INTO events (stream, version, event_type, payload)
-SELECT $1, $2::bigint + 1, 'bench_event', $3::text::jsonb
-WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream = $1) = $2::bigint";
+/// The events table, the append with its expected-version check and the point-in-time balance:
+/// the same files `tests/it/postgres_side.rs` checks against the ledger's answers.
+pub(crate) const SCHEMA: &str = include_str!("../sql/schema.sql");
+pub(crate) const APPEND: &str = include_str!("../sql/append.sql");
+pub(crate) const BALANCE_AS_OF: &str = include_str!("../sql/balance_as_of.sql");
 
 /// PostgreSQL as a child, stopped (fast shutdown) on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     data: PathBuf,
-    url: String,
+    pub url: String,
 }
 
 impl Server {
-    fn start(dir: &Path, max_connections: usize) -> anyhow::Result<Server> {
+    pub fn start(dir: &Path, max_connections: usize) -> anyhow::Result<Server> {
         let bin = PathBuf::from(
             std::env::var_os("PG_BIN").unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into()),
         );
@@ -117,7 +106,7 @@ impl Server {
         Ok(Server { child, data, url })
     }
 
-    fn version(&self) -> anyhow::Result<String> {
+    pub fn version(&self) -> anyhow::Result<String> {
         let mut client = postgres::Client::connect(&self.url, postgres::NoTls)?;
         Ok(client.query_one("SHOW server_version", &[])?.get(0))
     }
@@ -137,7 +126,7 @@ impl Drop for Server {
 
 /// `writers` threads, each on its own connection and stream, appending one event per
 /// transaction with the expected-version check, for `duration`. Rate and sorted latencies (µs).
-fn postgres_appends(
+pub(crate) fn postgres_appends(
     url: &str,
     writers: usize,
     duration: Duration,
@@ -162,7 +151,20 @@ fn postgres_appends(
                     let mut latencies = Vec::new();
                     while Instant::now() < deadline {
                         let sent = Instant::now();
-                        let appended = client.execute(&statement, &[&stream, &version, payload])?;
+                        let id = uuid::Uuid::now_v7().to_string();
+                        let now = chrono::Utc::now().to_rfc3339();
+                        let appended = client.execute(
+                            &statement,
+                            &[
+                                &stream,
+                                &version,
+                                &id,
+                                &"bench_event",
+                                &now,
+                                &None::<&str>,
+                                payload,
+                            ],
+                        )?;
                         anyhow::ensure!(
                             appended == 1,
                             "{stream}: expected version {version} refused"

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_nats;
 mod bench_pg;
+mod bench_suite;
 mod contract;
 mod html;
 mod load;

@@ -1,0 +1,448 @@
+//! `ledgerctl bench suite`: every benchmark in one run, printed as one table (issue 6).
+//!
+//! At each log size (100k and 1M events by default, 10M with `--with-10m`) the same generated
+//! history goes into a fresh ledger and, by COPY, into PostgreSQL 15's events table; then, on top
+//! of that log: durable appends with 1/16/256 writers (ledger beside PostgreSQL, one insert per
+//! transaction with the expected-version check), contract commands end to end, rebuilding every
+//! projection (beside the ledger's own decoding scan and PostgreSQL computing every balance in
+//! SQL), and `balance --as-of` on a contract with 10k events (beside the same question in SQL;
+//! the two answers must agree). Size-independent rows: raw write+fsync and raw fjall `SyncAll`
+//! batches (the disk's limit), and the NATS service (`bench nats`). Peak memory is this
+//! process's peak RSS during each step. Progress goes to stderr, the table to stdout (Markdown,
+//! ready for BENCHMARKS.md).
+
+// Rates and ratios are reported as floating-point numbers; no money is computed here.
+#![allow(clippy::float_arithmetic)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use ledger::Ledger;
+
+use crate::bench::{
+    ROWS, Row, STEP, concurrent_appends, concurrent_commands, generate_history, micros_text,
+    peak_rss_kib, percentile, rate_text, raw_fjall_batches, raw_fsync, record,
+};
+use crate::bench_pg::{BALANCE_AS_OF, SCHEMA, Server, postgres_appends};
+
+#[derive(Args)]
+pub struct SuiteArgs {
+    /// Log sizes (events already in the log) at which each figure is measured, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    sizes: Vec<u64>,
+    /// Add the 10M-event step (about 15 minutes more and ~10 GB of disk on the reference
+    /// machine).
+    #[arg(long)]
+    with_10m: bool,
+    /// How long each timed workload runs, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    millis: u64,
+    /// Leave out the NATS rows (they need nats-server: `source tools/nats-server.sh`).
+    #[arg(long)]
+    no_nats: bool,
+    /// Where the temporary stores and PostgreSQL's data directory go (the disk under test).
+    #[arg(long, default_value = ".")]
+    work_dir: PathBuf,
+}
+
+const WRITERS: [usize; 3] = [1, 16, 256];
+const COMMAND_CONTRACTS: usize = 64;
+/// The contract `generate_history` gives 10,000 events, and the time the as-of rows ask about.
+const AS_OF_CONTRACT: &str = "P-0";
+const AS_OF: &str = "2026-01-08T00:00:00Z";
+
+pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&args.work_dir)?;
+    let work = tempfile::Builder::new()
+        .prefix("ledger-bench-suite-")
+        .tempdir_in(&args.work_dir)?;
+    let mut sizes = args.sizes.clone();
+    if args.with_10m && !sizes.contains(&10_000_000) {
+        sizes.push(10_000_000);
+    }
+    let duration = Duration::from_millis(args.millis);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+
+    progress("the disk's limit: raw write+fsync, raw fjall SyncAll batches");
+    set_step("—");
+    let fsync_rate = raw_fsync(&work.path().join("raw-fsync"), duration)?;
+    let fjall_rate = raw_fjall_batches(&work.path().join("raw-fjall"), duration)?;
+    for (workload, rate) in [
+        ("raw_write_fsync_300_bytes (baseline)", fsync_rate),
+        ("raw_fjall_batch_1000_syncall (baseline)", fjall_rate),
+    ] {
+        record(plain_row(workload, format!("{rate:.0}/s")));
+    }
+
+    progress("starting PostgreSQL 15");
+    let postgres = Server::start(
+        &work.path().join("postgres"),
+        WRITERS.iter().max().copied().unwrap_or(1) + 20,
+    )?;
+    let postgres_version = postgres.version()?;
+
+    for &size in &sizes {
+        step(
+            &runtime,
+            work.path(),
+            &postgres,
+            size,
+            duration,
+            fsync_rate,
+            fjall_rate,
+        )?;
+    }
+    drop(postgres);
+
+    let mut nats_version = String::from("not run");
+    if !args.no_nats {
+        progress("the NATS service (bench nats)");
+        set_step("—");
+        nats_version = command_version(
+            std::env::var_os("NATS_SERVER").unwrap_or_else(|| "nats-server".into()),
+            "--version",
+        );
+        crate::bench_nats::run(crate::bench_nats::NatsBenchArgs {
+            millis: args.millis,
+            clients: COMMAND_CONTRACTS,
+            publish_events: 100_000,
+            work_dir: work.path().to_owned(),
+        })?;
+    }
+
+    print_table(work.path(), &postgres_version, &nats_version, started);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every size-dependent row at one log size.
+fn step(
+    runtime: &tokio::runtime::Runtime,
+    work: &Path,
+    postgres: &Server,
+    size: u64,
+    duration: Duration,
+    fsync_rate: f64,
+    fjall_rate: f64,
+) -> anyhow::Result<()> {
+    peak_rss_kib(true);
+    progress(&format!("{size} events: generating the history"));
+    let ledger = Ledger::open(work.join(format!("ledger-{size}")))?;
+    generate_history(&ledger, size, (size / 1000).max(10))?;
+    let events = ledger.committed_position();
+    // The rows of this step say how many events the log really held (the generator rounds up:
+    // one contract always gets 10k events for the as-of rows).
+    set_step(&format!("{events}"));
+
+    progress(&format!("{size} events: copying them into PostgreSQL"));
+    let database = format!("events_{size}");
+    postgres::Client::connect(&postgres.url, postgres::NoTls)?
+        .batch_execute(&format!("CREATE DATABASE {database}"))?;
+    let url = postgres
+        .url
+        .replace("dbname=postgres", &format!("dbname={database}"));
+    let mut db = postgres::Client::connect(&url, postgres::NoTls)?;
+    db.batch_execute(SCHEMA)?;
+    copy_log(&ledger, &mut db)?;
+    db.batch_execute("ANALYZE events")?;
+
+    for writers in WRITERS {
+        progress(&format!(
+            "{size} events: durable appends, {writers} writers"
+        ));
+        let (rate, mut latencies) =
+            runtime.block_on(concurrent_appends(&ledger, writers, duration))?;
+        latencies.sort_unstable();
+        let (pg_rate, pg_latencies) = postgres_appends(&url, writers, duration)?;
+        let ledger_figure = rate_text(
+            rate,
+            Some(percentile(&latencies, 50)),
+            Some(percentile(&latencies, 99)),
+        );
+        record(Row {
+            step: String::new(),
+            workload: format!("durable_appends_{writers}_writers"),
+            ledger: ledger_figure.clone(),
+            baseline: "PostgreSQL 15, one insert per transaction".into(),
+            baseline_figure: rate_text(
+                pg_rate,
+                Some(percentile(&pg_latencies, 50)),
+                Some(percentile(&pg_latencies, 99)),
+            ),
+            speedup: Some(rate / pg_rate),
+            target: (writers == 256).then_some(10.0),
+        });
+        let (raw_name, raw_rate, raw_target) = match writers {
+            1 => ("raw write+fsync", fsync_rate, Some(0.8)),
+            _ => ("raw fjall SyncAll batches of 1000", fjall_rate, Some(0.75)),
+        };
+        record(Row {
+            step: String::new(),
+            workload: format!("durable_appends_{writers}_writers"),
+            ledger: ledger_figure,
+            baseline: raw_name.into(),
+            baseline_figure: format!("{raw_rate:.0}/s"),
+            speedup: Some(rate / raw_rate),
+            target: (writers != 16).then_some(raw_target).flatten(),
+        });
+    }
+
+    progress(&format!("{size} events: contract commands end to end"));
+    let (raw_rate, _) =
+        runtime.block_on(concurrent_appends(&ledger, COMMAND_CONTRACTS, duration))?;
+    let (rate, mut latencies) = runtime.block_on(concurrent_commands(
+        ledger.clone(),
+        COMMAND_CONTRACTS,
+        duration,
+    ))?;
+    latencies.sort_unstable();
+    record(Row {
+        step: String::new(),
+        workload: format!("commands_embedded_{COMMAND_CONTRACTS}_contracts (decide + append)"),
+        ledger: rate_text(
+            rate,
+            Some(percentile(&latencies, 50)),
+            Some(percentile(&latencies, 99)),
+        ),
+        baseline: format!("ledger raw appends, {COMMAND_CONTRACTS} writers"),
+        baseline_figure: format!("{raw_rate:.0}/s"),
+        speedup: Some(rate / raw_rate),
+        target: Some(0.5),
+    });
+
+    progress(&format!("{size} events: rebuilding every projection"));
+    let events_now = ledger.committed_position();
+    let scan_rate = scan_rate(&ledger)?;
+    let start = Instant::now();
+    projections::rebuild_all(&ledger, &mut |_| {})?;
+    let rebuild_rate = events_now as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let balances = db.query(include_str!("../sql/balances_all.sql"), &[])?;
+    let sql_rate = events_now as f64 / start.elapsed().as_secs_f64();
+    anyhow::ensure!(!balances.is_empty(), "PostgreSQL found no balances");
+    let workload = format!(
+        "rebuild_all_{}_projections_one_scan",
+        projections::PERSISTED.len()
+    );
+    record(Row {
+        step: String::new(),
+        workload: workload.clone(),
+        ledger: format!("{rebuild_rate:.0} events/s"),
+        baseline: "the ledger's decoding scan of the same log".into(),
+        baseline_figure: format!("{scan_rate:.0} events/s"),
+        speedup: Some(rebuild_rate / scan_rate),
+        target: None,
+    });
+    record(Row {
+        step: String::new(),
+        workload,
+        ledger: format!("{rebuild_rate:.0} events/s"),
+        baseline: "PostgreSQL: every balance in SQL (balances_all.sql)".into(),
+        baseline_figure: format!("{sql_rate:.0} events/s"),
+        speedup: Some(rebuild_rate / sql_rate),
+        target: None,
+    });
+
+    progress(&format!("{size} events: balance --as-of"));
+    let (ledger_us, pg_us) = as_of(&ledger, &mut db)?;
+    record(Row {
+        step: String::new(),
+        workload: "balance_as_of_contract_with_10k_events (p50 of 21)".into(),
+        ledger: micros_text(ledger_us),
+        baseline: "PostgreSQL: balance_as_of.sql (same answer checked)".into(),
+        baseline_figure: micros_text(pg_us),
+        speedup: Some(pg_us as f64 / ledger_us.max(1) as f64),
+        target: None,
+    });
+    drop(ledger);
+
+    record(Row {
+        step: String::new(),
+        workload: "peak_memory_of_this_step".into(),
+        ledger: format!("{} MiB peak RSS", peak_rss_kib(false) / 1024),
+        baseline: "—".into(),
+        baseline_figure: String::new(),
+        speedup: None,
+        target: None,
+    });
+    Ok(())
+}
+
+/// The ledger's log into PostgreSQL's events table with COPY (CSV), in log order, so positions
+/// match.
+fn copy_log(ledger: &Ledger, db: &mut postgres::Client) -> anyhow::Result<()> {
+    let mut writer = db.copy_in(
+        "COPY events (stream, version, event_id, event_type, recorded_at, effective_at, payload) \
+         FROM STDIN WITH (FORMAT csv)",
+    )?;
+    let quoted = |text: &str| format!("\"{}\"", text.replace('"', "\"\""));
+    let mut line = String::new();
+    for event in ledger.scan(1) {
+        let event = event?;
+        line.clear();
+        line += &quoted(&event.stream);
+        line += &format!(",{},{},", event.version, event.event_id);
+        line += &quoted(&event.event_type);
+        line += &format!(",{},", event.recorded_at.to_rfc3339());
+        if let Some(at) = event.effective_at {
+            line += &at.to_rfc3339();
+        }
+        line.push(',');
+        line += &quoted(std::str::from_utf8(&event.payload)?);
+        line.push('\n');
+        writer.write_all(line.as_bytes())?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+/// The ledger's decoding scan of its whole log, events per second.
+fn scan_rate(ledger: &Ledger) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let mut count = 0u64;
+    for event in ledger.scan(1) {
+        std::hint::black_box(event?);
+        count += 1;
+    }
+    Ok(count as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `balance --as-of` from the timeline (what `ledgerctl balance` reads) and the same question in
+/// SQL, 21 times each: the medians, in µs. The two answers must agree.
+fn as_of(ledger: &Ledger, db: &mut postgres::Client) -> anyhow::Result<(u64, u64)> {
+    let timeline = ledger.projection_store(projections::timeline::NAME)?;
+    projections::timeline::catch_up(ledger, &timeline)?;
+    let filter = projections::timeline::Filter {
+        as_of: Some(AS_OF.parse()?),
+        ..Default::default()
+    };
+    let statement = db.prepare(BALANCE_AS_OF)?;
+    let stream = format!("contract-{AS_OF_CONTRACT}");
+    let (mut ledger_times, mut pg_times) = (Vec::new(), Vec::new());
+    let (mut ledger_answer, mut pg_answer) = (None, None);
+    for _ in 0..21 {
+        let start = Instant::now();
+        let answer = projections::timeline::balance(&timeline, AS_OF_CONTRACT, filter)?;
+        ledger_times.push(start.elapsed().as_micros() as u64);
+        ledger_answer = answer;
+        let start = Instant::now();
+        let rows = db.query(&statement, &[&stream, &AS_OF])?;
+        pg_times.push(start.elapsed().as_micros() as u64);
+        pg_answer = Some(rows);
+    }
+    let ledger_answer =
+        ledger_answer.ok_or_else(|| anyhow::anyhow!("no contract {AS_OF_CONTRACT}"))?;
+    for row in pg_answer.unwrap_or_default() {
+        let bucket: String = row.get(0);
+        let amount: rust_decimal::Decimal = row.get::<_, String>(1).parse()?;
+        let ours = ledger_answer
+            .balances
+            .get(&bucket)
+            .copied()
+            .unwrap_or_default();
+        anyhow::ensure!(
+            ours == amount,
+            "as-of answers differ for {bucket}: ledger {ours}, PostgreSQL {amount}"
+        );
+    }
+    ledger_times.sort_unstable();
+    pg_times.sort_unstable();
+    Ok((percentile(&ledger_times, 50), percentile(&pg_times, 50)))
+}
+
+fn plain_row(workload: &str, figure: String) -> Row {
+    Row {
+        step: String::new(),
+        workload: workload.into(),
+        ledger: figure,
+        baseline: "—".into(),
+        baseline_figure: String::new(),
+        speedup: None,
+        target: None,
+    }
+}
+
+fn set_step(step: &str) {
+    *STEP.lock().expect("not poisoned") = step.to_owned();
+}
+
+fn progress(what: &str) {
+    eprintln!("suite: {what}");
+}
+
+/// The first line a program prints for `flag`, or why not.
+fn command_version(program: impl AsRef<std::ffi::OsStr>, flag: &str) -> String {
+    std::process::Command::new(program)
+        .arg(flag)
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8(out.stdout)
+                .ok()
+                .and_then(|s| s.lines().next().map(str::to_owned))
+        })
+        .unwrap_or_else(|| "not found".into())
+}
+
+/// A locked crate's version, from the Cargo.lock this binary was built with.
+fn locked(name: &str) -> String {
+    let lock = include_str!("../../Cargo.lock");
+    let needle = format!("name = \"{name}\"\nversion = \"");
+    lock.find(&needle)
+        .and_then(|at| lock[at + needle.len()..].split('"').next())
+        .unwrap_or("?")
+        .to_owned()
+}
+
+fn print_table(work: &Path, postgres_version: &str, nats_version: &str, started: Instant) {
+    crate::bench::print_machine(work);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_owned())
+        })
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or("?".into(), |kib| format!("{} GiB", kib / 1024 / 1024));
+    println!();
+    println!(
+        "Versions: ledgerctl {}, fjall {}, lsm-tree {}, async-nats {}, tokio {}, rust_decimal {}, \
+         PostgreSQL {postgres_version} (synchronous_commit=on, fsync=on), {nats_version}, \
+         built by rustc {}. Machine: {} cores, {memory} RAM. Suite took {:.0} s.",
+        env!("CARGO_PKG_VERSION"),
+        locked("fjall"),
+        locked("lsm-tree"),
+        locked("async-nats"),
+        locked("tokio"),
+        locked("rust_decimal"),
+        command_version("rustc", "--version").trim_start_matches("rustc "),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        started.elapsed().as_secs_f64()
+    );
+    println!();
+    println!(
+        "| log events | workload | ledger | baseline | baseline figure | ledger ÷ baseline | target | meets |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for row in ROWS.lock().expect("not poisoned").iter() {
+        let speedup = row.speedup.map_or("—".into(), |s| format!("{s:.2}×"));
+        let (target, meets) = match (row.target, row.speedup) {
+            (Some(target), Some(speedup)) => (
+                format!("≥ {target}×"),
+                if speedup >= target { "yes" } else { "no" }.to_owned(),
+            ),
+            _ => ("—".into(), String::new()),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {speedup} | {target} | {meets} |",
+            row.step, row.workload, row.ledger, row.baseline, row.baseline_figure
+        );
+    }
+    let _ = std::io::stdout().flush();
+}
