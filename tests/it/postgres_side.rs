@@ -149,3 +149,62 @@ fn uuid_like(event: &serde_json::Value) -> String {
     id.push(if last == '0' { '1' } else { '0' });
     id
 }
+
+/// `ledgerctl bench suite` at a small N (timing is not checked): it starts PostgreSQL itself,
+/// copies the log into it, and fails when the ledger's and PostgreSQL's as-of answers differ;
+/// its table has every workload row with a figure on both sides. So the suite cannot rot.
+#[test]
+fn the_benchmark_suite_runs_at_a_small_n_and_the_answers_agree() {
+    let work = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(tests::ledgerctl_path())
+        .args([
+            "bench",
+            "suite",
+            "--sizes",
+            "12000",
+            "--millis",
+            "150",
+            "--no-nats",
+        ])
+        .arg("--work-dir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("PostgreSQL 15."), "versions: {stdout}");
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| log events"))
+        .map(|l| l.split(" | ").map(str::trim).collect())
+        .collect();
+    for workload in [
+        "raw_write_fsync",
+        "raw_fjall_batch_1000_syncall",
+        "durable_appends_1_writers",
+        "durable_appends_16_writers",
+        "durable_appends_256_writers",
+        "commands_embedded_64_contracts",
+        "rebuild_all_4_projections_one_scan",
+        "balance_as_of_contract_with_10k_events",
+        "peak_memory_of_this_step",
+    ] {
+        let found: Vec<_> = rows.iter().filter(|r| r[1].starts_with(workload)).collect();
+        assert!(!found.is_empty(), "no {workload} row in\n{stdout}");
+        for row in found {
+            assert!(!row[2].is_empty() && !row[2].starts_with('0'), "{row:?}");
+        }
+    }
+    // Every size-dependent row names the log size it ran at: the generated log (≥ 12,000 events).
+    let steps: Vec<u64> = rows
+        .iter()
+        .filter_map(|r| r[0].trim_start_matches("| ").parse().ok())
+        .collect();
+    assert!(
+        steps.iter().all(|&n| n >= 12_000) && steps.len() >= 10,
+        "{steps:?}"
+    );
+    // No temporary store or PostgreSQL data directory is left behind.
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+}
