@@ -188,7 +188,7 @@ fn the_benchmark_suite_runs_at_a_small_n_and_the_answers_agree() {
         "commands_embedded_64_contracts",
         "rebuild_all_4_projections_one_scan",
         "balance_as_of_contract_with_10k_events",
-        "peak_memory_of_this_step",
+        "generate_history_and_copy_it_into_postgresql",
     ] {
         let found: Vec<_> = rows.iter().filter(|r| r[1].starts_with(workload)).collect();
         assert!(!found.is_empty(), "no {workload} row in\n{stdout}");

@@ -214,6 +214,7 @@ pub(crate) struct Row {
     pub baseline_figure: String,
     pub speedup: Option<f64>,
     pub target: Option<f64>,
+    pub memory: String,
 }
 
 /// Rows recorded so far, and the step (log size) the next rows belong to.
@@ -255,6 +256,7 @@ impl Line {
                 baseline_figure: format!("{rate:.0}/s"),
                 speedup: Some(self.per_sec / rate),
                 target: self.target_ratio,
+                memory: String::new(),
             });
         }
         let mut text = format!(

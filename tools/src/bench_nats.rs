@@ -302,6 +302,7 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
             baseline_figure: String::new(),
             speedup: None,
             target: None,
+            memory: String::new(),
         });
         println!(
             "BENCH workload=append_to_subscriber_latency samples={} p50_us={} p99_us={}",

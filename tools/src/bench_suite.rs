@@ -7,9 +7,9 @@
 //! projection (beside the ledger's own decoding scan and PostgreSQL computing every balance in
 //! SQL), and `balance --as-of` on a contract with 10k events (beside the same question in SQL;
 //! the two answers must agree). Size-independent rows: raw write+fsync and raw fjall `SyncAll`
-//! batches (the disk's limit), and the NATS service (`bench nats`). Peak memory is this
-//! process's peak RSS during each step. Progress goes to stderr, the table to stdout (Markdown,
-//! ready for BENCHMARKS.md).
+//! batches (the disk's limit), and the NATS service (`bench nats`). Each row's peak RSS is this
+//! process's peak during the phase the row was measured in (Linux `VmHWM`, reset per phase).
+//! Progress goes to stderr, the table to stdout (Markdown, ready for BENCHMARKS.md).
 
 // Rates and ratios are reported as floating-point numbers; no money is computed here.
 #![allow(clippy::float_arithmetic)]
@@ -131,8 +131,7 @@ fn step(
     fsync_rate: f64,
     fjall_rate: f64,
 ) -> anyhow::Result<()> {
-    peak_rss_kib(true);
-    progress(&format!("{size} events: generating the history"));
+    phase(&format!("{size} events: generating the history"));
     let ledger = Ledger::open(work.join(format!("ledger-{size}")))?;
     generate_history(&ledger, size, (size / 1000).max(10))?;
     let events = ledger.committed_position();
@@ -151,9 +150,19 @@ fn step(
     db.batch_execute(SCHEMA)?;
     copy_log(&ledger, &mut db)?;
     db.batch_execute("ANALYZE events")?;
+    record(Row {
+        step: String::new(),
+        workload: "generate_history_and_copy_it_into_postgresql".into(),
+        ledger: format!("{events} events"),
+        baseline: "—".into(),
+        baseline_figure: String::new(),
+        speedup: None,
+        target: None,
+        memory: phase_peak(),
+    });
 
     for writers in WRITERS {
-        progress(&format!(
+        phase(&format!(
             "{size} events: durable appends, {writers} writers"
         ));
         let (rate, mut latencies) =
@@ -177,6 +186,7 @@ fn step(
             ),
             speedup: Some(rate / pg_rate),
             target: (writers == 256).then_some(10.0),
+            memory: phase_peak(),
         });
         let (raw_name, raw_rate, raw_target) = match writers {
             1 => ("raw write+fsync", fsync_rate, Some(0.8)),
@@ -190,10 +200,11 @@ fn step(
             baseline_figure: format!("{raw_rate:.0}/s"),
             speedup: Some(rate / raw_rate),
             target: (writers != 16).then_some(raw_target).flatten(),
+            memory: phase_peak(),
         });
     }
 
-    progress(&format!("{size} events: contract commands end to end"));
+    phase(&format!("{size} events: contract commands end to end"));
     let (raw_rate, _) =
         runtime.block_on(concurrent_appends(&ledger, COMMAND_CONTRACTS, duration))?;
     let (rate, mut latencies) = runtime.block_on(concurrent_commands(
@@ -214,9 +225,10 @@ fn step(
         baseline_figure: format!("{raw_rate:.0}/s"),
         speedup: Some(rate / raw_rate),
         target: Some(0.5),
+        memory: phase_peak(),
     });
 
-    progress(&format!("{size} events: rebuilding every projection"));
+    phase(&format!("{size} events: rebuilding every projection"));
     let events_now = ledger.committed_position();
     let scan_rate = scan_rate(&ledger)?;
     let store = ledger.projection_store(projections::balances::Balances::NAME)?;
@@ -238,6 +250,7 @@ fn step(
         baseline_figure: format!("{scan_rate:.0} events/s"),
         speedup: Some(balances_rate / scan_rate),
         target: Some(0.6),
+        memory: phase_peak(),
     });
     record(Row {
         step: String::new(),
@@ -247,6 +260,7 @@ fn step(
         baseline_figure: format!("{sql_rate:.0} events/s"),
         speedup: Some(balances_rate / sql_rate),
         target: None,
+        memory: phase_peak(),
     });
     let workload = format!(
         "rebuild_all_{}_projections_one_scan",
@@ -260,6 +274,7 @@ fn step(
         baseline_figure: format!("{scan_rate:.0} events/s"),
         speedup: Some(rebuild_rate / scan_rate),
         target: None,
+        memory: phase_peak(),
     });
     record(Row {
         step: String::new(),
@@ -269,9 +284,10 @@ fn step(
         baseline_figure: format!("{sql_rate:.0} events/s"),
         speedup: Some(rebuild_rate / sql_rate),
         target: None,
+        memory: phase_peak(),
     });
 
-    progress(&format!("{size} events: balance --as-of"));
+    phase(&format!("{size} events: balance --as-of"));
     let (ledger_us, pg_us) = as_of(&ledger, &mut db)?;
     record(Row {
         step: String::new(),
@@ -281,18 +297,10 @@ fn step(
         baseline_figure: micros_text(pg_us),
         speedup: Some(pg_us as f64 / ledger_us.max(1) as f64),
         target: None,
+        memory: phase_peak(),
     });
     drop(ledger);
 
-    record(Row {
-        step: String::new(),
-        workload: "peak_memory_of_this_step".into(),
-        ledger: format!("{} MiB peak RSS", peak_rss_kib(false) / 1024),
-        baseline: "—".into(),
-        baseline_figure: String::new(),
-        speedup: None,
-        target: None,
-    });
     Ok(())
 }
 
@@ -387,7 +395,20 @@ fn plain_row(workload: &str, figure: String) -> Row {
         baseline_figure: String::new(),
         speedup: None,
         target: None,
+        memory: String::new(),
     }
+}
+
+/// Starts a phase of a step: says so on stderr and resets this process's peak RSS.
+fn phase(what: &str) {
+    progress(what);
+    peak_rss_kib(true);
+}
+
+/// This process's peak RSS since the phase started (its clients' threads included: PostgreSQL's
+/// connections in the append rows, the server itself not).
+fn phase_peak() -> String {
+    format!("{} MiB", peak_rss_kib(false) / 1024)
 }
 
 fn set_step(step: &str) {
@@ -450,9 +471,9 @@ fn print_table(work: &Path, postgres_version: &str, nats_version: &str, started:
     );
     println!();
     println!(
-        "| log events | workload | ledger | baseline | baseline figure | ledger ÷ baseline | target | meets |"
+        "| log events | workload | ledger | baseline | baseline figure | ledger ÷ baseline | target | meets | peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for row in ROWS.lock().expect("not poisoned").iter() {
         let speedup = row.speedup.map_or("—".into(), |s| format!("{s:.2}×"));
         let (target, meets) = match (row.target, row.speedup) {
@@ -463,8 +484,8 @@ fn print_table(work: &Path, postgres_version: &str, nats_version: &str, started:
             _ => ("—".into(), String::new()),
         };
         println!(
-            "| {} | {} | {} | {} | {} | {speedup} | {target} | {meets} |",
-            row.step, row.workload, row.ledger, row.baseline, row.baseline_figure
+            "| {} | {} | {} | {} | {} | {speedup} | {target} | {meets} | {} |",
+            row.step, row.workload, row.ledger, row.baseline, row.baseline_figure, row.memory
         );
     }
     let _ = std::io::stdout().flush();
