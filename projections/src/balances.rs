@@ -59,22 +59,20 @@ impl ContractBalances {
         // Look up before inserting: the keys exist for all but a lot's first movement, and a
         // rebuild calls this once per movement.
         let name = movement.bucket.name();
-        if !self.buckets.contains_key(name) {
-            self.buckets
-                .insert(name.to_owned(), BucketBalance::default());
-        }
-        let bucket = self.buckets.get_mut(name).expect("inserted above");
-        bucket.balance += movement.balance_delta();
+        let bucket = match self.buckets.get_mut(name) {
+            Some(bucket) => bucket,
+            None => self.buckets.entry(name.to_owned()).or_default(),
+        };
+        let delta = movement.balance_delta();
+        bucket.balance += delta;
         bucket.quantity.add(movement.kind, movement.quantity);
         bucket.value.add(movement.kind, movement.value);
-        if !bucket.lots.contains_key(&movement.lot) {
-            bucket
-                .lots
-                .insert(movement.lot.clone(), LotBalance::default());
-        }
-        let lot = bucket.lots.get_mut(&movement.lot).expect("inserted above");
+        let lot = match bucket.lots.get_mut(&movement.lot) {
+            Some(lot) => lot,
+            None => bucket.lots.entry(movement.lot.clone()).or_default(),
+        };
         lot.unit_price = movement.unit_price;
-        lot.remaining += movement.balance_delta();
+        lot.remaining += delta;
         lot.quantity.add(movement.kind, movement.quantity);
         lot.value.add(movement.kind, movement.value);
     }

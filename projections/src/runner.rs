@@ -2,9 +2,8 @@
 //! the changed entries and the new checkpoint in one batch per page. Memory holds one page's
 //! changed entries: it grows with the contracts a page touches, never with the log.
 
-use std::collections::HashMap;
-
 use ledger::{Checkpoint, Ledger, ProjectionStore, RecordedEvent};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -101,7 +100,9 @@ pub fn start_of(store: &ProjectionStore) -> ledger::Result<Checkpoint> {
 /// page touches, never with the log.
 pub struct Paged<'a, P: Projection> {
     store: &'a ProjectionStore,
-    page: HashMap<String, P::State>,
+    /// Keyed by contract id with rustc-hash's Fx hash: SipHash's flooding resistance buys
+    /// nothing for ids read from our own log, and costs a tenth of a fold per event.
+    page: FxHashMap<String, P::State>,
 }
 
 impl<'a, P: Projection> Paged<'a, P> {
@@ -109,7 +110,7 @@ impl<'a, P: Projection> Paged<'a, P> {
     pub fn new(store: &'a ProjectionStore) -> Self {
         Paged {
             store,
-            page: HashMap::new(),
+            page: FxHashMap::default(),
         }
     }
 }
