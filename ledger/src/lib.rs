@@ -571,23 +571,51 @@ impl Ledger {
 
     /// Every acknowledged event from `from_position` on, as an iterator: the way to fold the whole
     /// log without holding it in memory. Ends at the position committed when it was created.
+    ///
+    /// It reads through one fjall iterator per `SCAN_CHUNK_EVENTS` events: an open iterator pins
+    /// a snapshot, and fjall keeps every memtable written meanwhile (in any keyspace) until the
+    /// snapshot is released, so a rebuild that writes one timeline entry per event through a
+    /// single iterator held all of them (~200 bytes per event).
     pub fn scan(&self, from_position: u64) -> impl Iterator<Item = Result<RecordedEvent>> + use<> {
         let end = self.committed_position();
-        let start = from_position.max(1);
-        self.inner
-            .store
-            .log
-            .range(start.to_be_bytes()..=end.to_be_bytes())
-            .map(|entry| {
-                let (key, value) = entry
-                    .into_inner()
-                    .map_err(Error::storage("scanning the log"))?;
-                let position = store::decode_u64(&key).ok_or_else(|| Error::Corrupt {
-                    position: 0,
-                    detail: "log key is not 8 bytes".into(),
-                })?;
-                envelope::decode(position, &value)
-            })
+        let log = self.inner.store.log.clone();
+        let mut next = from_position.max(1);
+        // The open chunk and the position it was opened at.
+        let mut chunk: Option<(u64, Box<dyn Iterator<Item = fjall::Guard>>)> = None;
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            loop {
+                if failed {
+                    return None;
+                }
+                if let Some((opened_at, entries)) = chunk.as_mut() {
+                    if let Some(entry) = entries.next() {
+                        let decoded = decode_entry(entry);
+                        match &decoded {
+                            Ok(event) => next = event.position + 1,
+                            // A scan ends at its first error.
+                            Err(_) => failed = true,
+                        }
+                        return Some(decoded);
+                    }
+                    let empty = *opened_at == next;
+                    // Drop the iterator (and its snapshot) before opening the next one.
+                    chunk = None;
+                    if empty {
+                        // Nothing where the dense log must have an event: end, never spin.
+                        return None;
+                    }
+                }
+                if next > end {
+                    return None;
+                }
+                let last = end.min(next.saturating_add(limits::SCAN_CHUNK_EVENTS - 1));
+                chunk = Some((
+                    next,
+                    Box::new(log.range(next.to_be_bytes()..=last.to_be_bytes())),
+                ));
+            }
+        })
     }
 
     /// Every event from `from_position` on: first those already written, then each new one as it
@@ -636,4 +664,16 @@ impl Ledger {
     pub fn verify(&self) -> Result<VerifyReport> {
         verify::verify(&self.inner.store, Some(self.committed_position()))
     }
+}
+
+/// One log entry read by `scan`: its key checked and its envelope decoded.
+fn decode_entry(entry: fjall::Guard) -> Result<RecordedEvent> {
+    let (key, value) = entry
+        .into_inner()
+        .map_err(Error::storage("scanning the log"))?;
+    let position = store::decode_u64(&key).ok_or_else(|| Error::Corrupt {
+        position: 0,
+        detail: "log key is not 8 bytes".into(),
+    })?;
+    envelope::decode(position, &value)
 }

@@ -31,3 +31,7 @@ pub const SUBSCRIPTION_PAGE_MAX: usize = 512;
 
 /// Most events one `read_*` call returns.
 pub const READ_PAGE_MAX: usize = 100_000;
+
+/// Events `Ledger::scan` reads through one fjall iterator (one snapshot) before it opens the
+/// next; see `Ledger::scan`.
+pub const SCAN_CHUNK_EVENTS: u64 = 16_384;
