@@ -85,7 +85,7 @@ pub struct AppendArgs {
 /// Envelope ≈ 150 bytes of header, stream and type + this payload ≈ 300 bytes.
 const PAYLOAD_BYTES: usize = 150;
 const RAW_RECORD_BYTES: usize = 300;
-const RAW_FJALL_BATCH: usize = 1000;
+pub(crate) const RAW_FJALL_BATCH: usize = 1000;
 
 pub fn run(_data: &Path, command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -122,7 +122,7 @@ fn commands_bench(args: CommandsArgs) -> anyhow::Result<ExitCode> {
             per_sec: rate,
             p50_us: Some(percentile(&latencies, 50)),
             p99_us: Some(percentile(&latencies, 99)),
-            baseline: Some(("raw_append_same_concurrency", raw_rate)),
+            baseline: Some(("raw_append_same_concurrency".into(), raw_rate)),
             target_ratio: Some(0.50),
         }
         .print();
@@ -199,7 +199,7 @@ pub(crate) struct Line {
     pub per_sec: f64,
     pub p50_us: Option<u64>,
     pub p99_us: Option<u64>,
-    pub baseline: Option<(&'static str, f64)>,
+    pub baseline: Option<(String, f64)>,
     pub target_ratio: Option<f64>,
 }
 
@@ -247,14 +247,14 @@ pub(crate) fn micros_text(us: u64) -> String {
 
 impl Line {
     pub fn print(&self) {
-        if let Some((name, rate)) = self.baseline {
+        if let Some((name, rate)) = &self.baseline {
             record(Row {
                 step: String::new(),
                 workload: self.workload.clone(),
                 ledger: rate_text(self.per_sec, self.p50_us, self.p99_us),
-                baseline: name.to_owned(),
+                baseline: name.clone(),
                 baseline_figure: format!("{rate:.0}/s"),
-                speedup: Some(self.per_sec / rate),
+                speedup: Some(self.per_sec / *rate),
                 target: self.target_ratio,
                 memory: String::new(),
             });
@@ -266,8 +266,8 @@ impl Line {
         if let (Some(p50), Some(p99)) = (self.p50_us, self.p99_us) {
             text += &format!(" p50_us={p50} p99_us={p99}");
         }
-        if let Some((name, rate)) = self.baseline {
-            let ratio = self.per_sec / rate;
+        if let Some((name, rate)) = &self.baseline {
+            let ratio = self.per_sec / *rate;
             text += &format!(" baseline={name} baseline_per_sec={rate:.0} ratio={ratio:.3}");
             if let Some(target) = self.target_ratio {
                 let meets = if ratio >= target { "yes" } else { "no" };
@@ -297,7 +297,12 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         target_ratio: None,
     }
     .print();
-    let fjall_rate = raw_fjall_batches(&work.path().join("raw-fjall"), duration)?;
+    let fjall_rate = raw_fjall_batches(
+        &work.path().join("raw-fjall"),
+        duration,
+        RAW_FJALL_BATCH,
+        RawLayout::Event,
+    )?;
     Line {
         workload: format!("raw_fjall_batch_{RAW_FJALL_BATCH}_syncall"),
         per_sec: fjall_rate,
@@ -319,25 +324,62 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     let ledger_dir = work.path().join("ledger");
     for &writers in &args.writers {
+        // Like for like: n writers of one event each can put at most n events in one fsync.
+        let mut same_batch = Vec::new();
+        if writers > 1 {
+            for layout in [RawLayout::Event, RawLayout::EventAndStreamIndex] {
+                let name = format!("raw_fjall_batch_{writers}_syncall{}", layout.suffix());
+                let rate = raw_fjall_batches(&work.path().join(&name), duration, writers, layout)?;
+                Line {
+                    workload: name.clone(),
+                    per_sec: rate,
+                    p50_us: None,
+                    p99_us: None,
+                    baseline: None,
+                    target_ratio: None,
+                }
+                .print();
+                same_batch.push((name, rate));
+            }
+        }
         let dir = ledger_dir.join(format!("writers-{writers}"));
         let ledger = Ledger::open(&dir)?;
         let (rate, mut latencies) =
             runtime.block_on(concurrent_appends(&ledger, writers, duration))?;
         latencies.sort_unstable();
+        let p50_us = Some(percentile(&latencies, 50));
+        let p99_us = Some(percentile(&latencies, 99));
         let (baseline, target) = match writers {
-            1 => (("raw_write_fsync", fsync_rate), Some(0.80)),
-            256 => (("raw_fjall_batch_1000_syncall", fjall_rate), Some(0.75)),
-            _ => (("raw_fjall_batch_1000_syncall", fjall_rate), None),
+            1 => (("raw_write_fsync".to_owned(), fsync_rate), Some(0.80)),
+            256 => (
+                (
+                    format!("raw_fjall_batch_{RAW_FJALL_BATCH}_syncall"),
+                    fjall_rate,
+                ),
+                Some(0.75),
+            ),
+            _ => (
+                (
+                    format!("raw_fjall_batch_{RAW_FJALL_BATCH}_syncall"),
+                    fjall_rate,
+                ),
+                None,
+            ),
         };
-        Line {
-            workload: format!("append_writers_{writers}"),
-            per_sec: rate,
-            p50_us: Some(percentile(&latencies, 50)),
-            p99_us: Some(percentile(&latencies, 99)),
-            baseline: Some(baseline),
-            target_ratio: target,
+        let workload = format!("append_writers_{writers}");
+        for (baseline, target_ratio) in
+            std::iter::once((baseline, target)).chain(same_batch.into_iter().map(|b| (b, None)))
+        {
+            Line {
+                workload: workload.clone(),
+                per_sec: rate,
+                p50_us,
+                p99_us,
+                baseline: Some(baseline),
+                target_ratio,
+            }
+            .print();
         }
-        .print();
     }
 
     let scan_dir = ledger_dir.join("scan");
@@ -347,7 +389,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         per_sec: bulk_rate,
         p50_us: None,
         p99_us: None,
-        baseline: Some(("raw_fjall_batch_1000_syncall", fjall_rate)),
+        baseline: Some(("raw_fjall_batch_1000_syncall".into(), fjall_rate)),
         target_ratio: None,
     }
     .print();
@@ -356,7 +398,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         per_sec: scan_rate,
         p50_us: None,
         p99_us: None,
-        baseline: Some(("raw_fjall_iterate", raw_rate)),
+        baseline: Some(("raw_fjall_iterate".into(), raw_rate)),
         target_ratio: None,
     }
     .print();
@@ -407,21 +449,61 @@ pub(crate) fn raw_fsync(path: &Path, duration: Duration) -> anyhow::Result<f64> 
     Ok(count as f64 / start.elapsed().as_secs_f64())
 }
 
-pub(crate) fn raw_fjall_batches(path: &Path, duration: Duration) -> anyhow::Result<f64> {
+/// What a raw fjall baseline writes for each event.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RawLayout {
+    /// One 300-byte item: the disk's limit through fjall.
+    Event,
+    /// The ledger's own layout: the 300-byte item and a stream index entry (stream id, 0x00,
+    /// version → position), the events spread over as many streams as the batch holds, as when
+    /// that many writers append one event each.
+    EventAndStreamIndex,
+}
+
+impl RawLayout {
+    pub(crate) fn suffix(self) -> &'static str {
+        match self {
+            RawLayout::Event => "",
+            RawLayout::EventAndStreamIndex => "_with_stream_index",
+        }
+    }
+}
+
+/// Raw fjall: batches of `batch` events committed with `PersistMode::SyncAll`, back to back.
+pub(crate) fn raw_fjall_batches(
+    path: &Path,
+    duration: Duration,
+    batch: usize,
+    layout: RawLayout,
+) -> anyhow::Result<f64> {
     let db = Database::builder(path).open()?;
     let keyspace = db.keyspace("raw", KeyspaceCreateOptions::default)?;
+    let index = db.keyspace("raw_index", KeyspaceCreateOptions::default)?;
     let value = vec![b'x'; RAW_RECORD_BYTES];
+    let streams = batch as u64;
     let start = Instant::now();
     let mut key = 0u64;
     while start.elapsed() < duration {
-        let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
-        for _ in 0..RAW_FJALL_BATCH {
+        let mut commit = db.batch().durability(Some(PersistMode::SyncAll));
+        for _ in 0..batch {
             key += 1;
-            batch.insert(&keyspace, key.to_be_bytes(), value.clone());
+            commit.insert(&keyspace, key.to_be_bytes(), value.clone());
+            if layout == RawLayout::EventAndStreamIndex {
+                let mut index_key = format!("bench-{}", key % streams).into_bytes();
+                index_key.push(0);
+                index_key.extend_from_slice(&(key / streams + 1).to_be_bytes());
+                commit.insert(&index, index_key, key.to_be_bytes());
+            }
         }
-        batch.commit()?;
+        commit.commit()?;
     }
-    Ok(key as f64 / start.elapsed().as_secs_f64())
+    let rate = key as f64 / start.elapsed().as_secs_f64();
+    // Each baseline writes several hundred MB; the next workload should not share the disk and
+    // the cores with its flushes and compactions. The last handle's drop waits for fjall's
+    // workers; deleting the files drops their dirty pages.
+    drop((keyspace, index, db));
+    std::fs::remove_dir_all(path)?;
+    Ok(rate)
 }
 
 fn bench_event() -> NewEvent {
@@ -708,7 +790,7 @@ fn projections_bench(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
         per_sec: median(&mut rebuilds),
         p50_us: None,
         p99_us: None,
-        baseline: Some(("raw_scan_decode_same_log_median_of_7", scan_rate)),
+        baseline: Some(("raw_scan_decode_same_log_median_of_7".into(), scan_rate)),
         target_ratio: Some(0.60),
     }
     .print();
@@ -720,7 +802,7 @@ fn projections_bench(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
         per_sec: median(&mut alls),
         p50_us: None,
         p99_us: None,
-        baseline: Some(("raw_scan_decode_same_log_median_of_7", scan_rate)),
+        baseline: Some(("raw_scan_decode_same_log_median_of_7".into(), scan_rate)),
         target_ratio: None,
     }
     .print();

@@ -255,7 +255,7 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
             per_sec: rate,
             p50_us: Some(percentile(&latencies, 50)),
             p99_us: Some(percentile(&latencies, 99)),
-            baseline: Some(("raw_nats_request_reply_echo", raw_rate)),
+            baseline: Some(("raw_nats_request_reply_echo".into(), raw_rate)),
             target_ratio: None,
         }
         .print();
@@ -354,7 +354,7 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
         per_sec: rate,
         p50_us: None,
         p99_us: None,
-        baseline: Some(("raw_jetstream_publish_loop_same_messages", raw_rate)),
+        baseline: Some(("raw_jetstream_publish_loop_same_messages".into(), raw_rate)),
         target_ratio: Some(0.5),
     }
     .print();

@@ -221,7 +221,7 @@ pub fn run(args: PostgresBenchArgs) -> anyhow::Result<ExitCode> {
             per_sec: rate,
             p50_us: Some(percentile(&latencies, 50)),
             p99_us: Some(percentile(&latencies, 99)),
-            baseline: Some(("postgres15_one_insert_per_transaction", pg_rate)),
+            baseline: Some(("postgres15_one_insert_per_transaction".into(), pg_rate)),
             target_ratio: (writers >= 256).then_some(10.0),
         }
         .print();

@@ -24,8 +24,9 @@ use ledger::Ledger;
 use projections::Projection;
 
 use crate::bench::{
-    ROWS, Row, STEP, concurrent_appends, concurrent_commands, generate_history, micros_text,
-    peak_rss_kib, percentile, rate_text, raw_fjall_batches, raw_fsync, record,
+    RAW_FJALL_BATCH, ROWS, RawLayout, Row, STEP, concurrent_appends, concurrent_commands,
+    generate_history, micros_text, peak_rss_kib, percentile, rate_text, raw_fjall_batches,
+    raw_fsync, record,
 };
 use crate::bench_pg::{BALANCE_AS_OF, SCHEMA, Server, postgres_appends};
 
@@ -50,6 +51,21 @@ pub struct SuiteArgs {
 }
 
 const WRITERS: [usize; 3] = [1, 16, 256];
+
+/// The size-independent baselines every step's append rows are compared with.
+struct Baselines {
+    fsync: f64,
+    /// Raw fjall, `RAW_FJALL_BATCH` one-item events per `SyncAll` batch.
+    fjall: f64,
+    /// Raw fjall with as many events per batch as the writers can fill.
+    same_batch: Vec<SameBatch>,
+}
+
+struct SameBatch {
+    writers: usize,
+    layout: RawLayout,
+    rate: f64,
+}
 const COMMAND_CONTRACTS: usize = 64;
 /// The contract `generate_history` gives 10,000 events, and the time the as-of rows ask about.
 const AS_OF_CONTRACT: &str = "P-0";
@@ -73,13 +89,46 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     progress("the disk's limit: raw write+fsync, raw fjall SyncAll batches");
     set_step("—");
     let fsync_rate = raw_fsync(&work.path().join("raw-fsync"), duration)?;
-    let fjall_rate = raw_fjall_batches(&work.path().join("raw-fjall"), duration)?;
+    let fjall_rate = raw_fjall_batches(
+        &work.path().join("raw-fjall"),
+        duration,
+        RAW_FJALL_BATCH,
+        RawLayout::Event,
+    )?;
     for (workload, rate) in [
-        ("raw_write_fsync_300_bytes (baseline)", fsync_rate),
-        ("raw_fjall_batch_1000_syncall (baseline)", fjall_rate),
+        (
+            "raw_write_fsync_300_bytes (baseline)".to_owned(),
+            fsync_rate,
+        ),
+        (
+            format!("raw_fjall_batch_{RAW_FJALL_BATCH}_syncall (baseline)"),
+            fjall_rate,
+        ),
     ] {
-        record(plain_row(workload, format!("{rate:.0}/s")));
+        record(plain_row(&workload, format!("{rate:.0}/s")));
     }
+    // Like for like: n writers of one event each can put at most n events in one fsync.
+    let mut same_batch = Vec::new();
+    for writers in WRITERS.into_iter().filter(|&writers| writers > 1) {
+        for layout in [RawLayout::Event, RawLayout::EventAndStreamIndex] {
+            let name = format!("raw_fjall_batch_{writers}_syncall{}", layout.suffix());
+            let rate = raw_fjall_batches(&work.path().join(&name), duration, writers, layout)?;
+            record(plain_row(
+                &format!("{name} (baseline)"),
+                format!("{rate:.0}/s"),
+            ));
+            same_batch.push(SameBatch {
+                writers,
+                layout,
+                rate,
+            });
+        }
+    }
+    let baselines = Baselines {
+        fsync: fsync_rate,
+        fjall: fjall_rate,
+        same_batch,
+    };
 
     progress("starting PostgreSQL 15");
     let postgres = Server::start(
@@ -89,15 +138,7 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     let postgres_version = postgres.version()?;
 
     for &size in &sizes {
-        step(
-            &runtime,
-            work.path(),
-            &postgres,
-            size,
-            duration,
-            fsync_rate,
-            fjall_rate,
-        )?;
+        step(&runtime, work.path(), &postgres, size, duration, &baselines)?;
     }
     drop(postgres);
 
@@ -128,8 +169,7 @@ fn step(
     postgres: &Server,
     size: u64,
     duration: Duration,
-    fsync_rate: f64,
-    fjall_rate: f64,
+    baselines: &Baselines,
 ) -> anyhow::Result<()> {
     phase(&format!("{size} events: generating the history"));
     let ledger = Ledger::open(work.join(format!("ledger-{size}")))?;
@@ -189,19 +229,40 @@ fn step(
             memory: phase_peak(),
         });
         let (raw_name, raw_rate, raw_target) = match writers {
-            1 => ("raw write+fsync", fsync_rate, Some(0.8)),
-            _ => ("raw fjall SyncAll batches of 1000", fjall_rate, Some(0.75)),
+            1 => ("raw write+fsync".to_owned(), baselines.fsync, Some(0.8)),
+            _ => (
+                format!("raw fjall SyncAll batches of {RAW_FJALL_BATCH}"),
+                baselines.fjall,
+                (writers == 256).then_some(0.75),
+            ),
         };
-        record(Row {
-            step: String::new(),
-            workload: format!("durable_appends_{writers}_writers"),
-            ledger: ledger_figure,
-            baseline: raw_name.into(),
-            baseline_figure: format!("{raw_rate:.0}/s"),
-            speedup: Some(rate / raw_rate),
-            target: (writers != 16).then_some(raw_target).flatten(),
-            memory: phase_peak(),
-        });
+        let same_batch = baselines
+            .same_batch
+            .iter()
+            .filter(|baseline| baseline.writers == writers)
+            .map(|baseline| {
+                let name = match baseline.layout {
+                    RawLayout::Event => format!("raw fjall SyncAll batches of {writers}"),
+                    RawLayout::EventAndStreamIndex => format!(
+                        "raw fjall SyncAll batches of {writers}, event + stream index entry"
+                    ),
+                };
+                (name, baseline.rate, None)
+            });
+        for (baseline, baseline_rate, target) in
+            std::iter::once((raw_name, raw_rate, raw_target)).chain(same_batch)
+        {
+            record(Row {
+                step: String::new(),
+                workload: format!("durable_appends_{writers}_writers"),
+                ledger: ledger_figure.clone(),
+                baseline,
+                baseline_figure: format!("{baseline_rate:.0}/s"),
+                speedup: Some(rate / baseline_rate),
+                target,
+                memory: phase_peak(),
+            });
+        }
     }
 
     phase(&format!("{size} events: contract commands end to end"));
