@@ -3,11 +3,14 @@
 //! At each log size (100k and 1M events by default, 10M with `--with-10m`) the same generated
 //! history goes into a fresh ledger and, by COPY, into PostgreSQL 15's events table; then, on top
 //! of that log: durable appends with 1/16/256 writers (ledger beside PostgreSQL, one insert per
-//! transaction with the expected-version check), contract commands end to end, rebuilding every
+//! transaction with the expected-version check, and in alternating rounds beside the raw loop
+//! the same writers could at best drive: write+fsync for one writer, fjall `SyncAll` batches of
+//! n events, with and without a stream index entry, for n writers of one event each), contract
+//! commands end to end, rebuilding every
 //! projection (beside the ledger's own decoding scan and PostgreSQL computing every balance in
 //! SQL), and `balance --as-of` on a contract with 10k events (beside the same question in SQL;
 //! the two answers must agree). Size-independent rows: raw write+fsync and raw fjall `SyncAll`
-//! batches (the disk's limit), and the NATS service (`bench nats`). Each row's peak RSS is this
+//! batches of 1000 (the disk's limit), and the NATS service (`bench nats`). Each row's peak RSS is this
 //! process's peak during the phase the row was measured in (Linux `VmHWM`, reset per phase).
 //! Progress goes to stderr, the table to stdout (Markdown, ready for BENCHMARKS.md).
 
@@ -52,19 +55,68 @@ pub struct SuiteArgs {
 
 const WRITERS: [usize; 3] = [1, 16, 256];
 
-/// The size-independent baselines every step's append rows are compared with.
-struct Baselines {
-    fsync: f64,
-    /// Raw fjall, `RAW_FJALL_BATCH` one-item events per `SyncAll` batch.
-    fjall: f64,
-    /// Raw fjall with as many events per batch as the writers can fill.
-    same_batch: Vec<SameBatch>,
+/// Rounds in which the ledger's appends alternate with their like-for-like raw baselines, so
+/// both sides see the same disk and the same background work; each side's median is reported.
+const APPEND_ROUNDS: usize = 3;
+
+/// A raw baseline run beside the ledger's appends with the same number of writers.
+#[derive(Clone, Copy)]
+enum Raw {
+    /// write+fsync of 300 bytes, one at a time: one writer's limit.
+    Fsync,
+    /// fjall `SyncAll` batches of as many events as the writers can put in one fsync.
+    Fjall { batch: usize, layout: RawLayout },
 }
 
-struct SameBatch {
-    writers: usize,
-    layout: RawLayout,
-    rate: f64,
+impl Raw {
+    fn for_writers(writers: usize) -> Vec<Raw> {
+        if writers == 1 {
+            return vec![Raw::Fsync];
+        }
+        [RawLayout::Event, RawLayout::EventAndStreamIndex]
+            .into_iter()
+            .map(|layout| Raw::Fjall {
+                batch: writers,
+                layout,
+            })
+            .collect()
+    }
+
+    fn name(self) -> String {
+        match self {
+            Raw::Fsync => "raw write+fsync".into(),
+            Raw::Fjall {
+                batch,
+                layout: RawLayout::Event,
+            } => format!("raw fjall SyncAll batches of {batch}"),
+            Raw::Fjall {
+                batch,
+                layout: RawLayout::EventAndStreamIndex,
+            } => format!("raw fjall SyncAll batches of {batch}, event + stream index entry"),
+        }
+    }
+
+    fn run(self, work: &Path, duration: Duration) -> anyhow::Result<f64> {
+        match self {
+            Raw::Fsync => {
+                let path = work.join("raw-fsync-round");
+                let rate = raw_fsync(&path, duration)?;
+                std::fs::remove_file(path)?;
+                Ok(rate)
+            }
+            Raw::Fjall { batch, layout } => raw_fjall_batches(
+                &work.join(format!("raw-fjall-{batch}{}", layout.suffix())),
+                duration,
+                batch,
+                layout,
+            ),
+        }
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 const COMMAND_CONTRACTS: usize = 64;
 /// The contract `generate_history` gives 10,000 events, and the time the as-of rows ask about.
@@ -107,29 +159,6 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     ] {
         record(plain_row(&workload, format!("{rate:.0}/s")));
     }
-    // Like for like: n writers of one event each can put at most n events in one fsync.
-    let mut same_batch = Vec::new();
-    for writers in WRITERS.into_iter().filter(|&writers| writers > 1) {
-        for layout in [RawLayout::Event, RawLayout::EventAndStreamIndex] {
-            let name = format!("raw_fjall_batch_{writers}_syncall{}", layout.suffix());
-            let rate = raw_fjall_batches(&work.path().join(&name), duration, writers, layout)?;
-            record(plain_row(
-                &format!("{name} (baseline)"),
-                format!("{rate:.0}/s"),
-            ));
-            same_batch.push(SameBatch {
-                writers,
-                layout,
-                rate,
-            });
-        }
-    }
-    let baselines = Baselines {
-        fsync: fsync_rate,
-        fjall: fjall_rate,
-        same_batch,
-    };
-
     progress("starting PostgreSQL 15");
     let postgres = Server::start(
         &work.path().join("postgres"),
@@ -138,7 +167,7 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     let postgres_version = postgres.version()?;
 
     for &size in &sizes {
-        step(&runtime, work.path(), &postgres, size, duration, &baselines)?;
+        step(&runtime, work.path(), &postgres, size, duration, fjall_rate)?;
     }
     drop(postgres);
 
@@ -169,7 +198,9 @@ fn step(
     postgres: &Server,
     size: u64,
     duration: Duration,
-    baselines: &Baselines,
+    // Raw fjall, `RAW_FJALL_BATCH` one-item events per `SyncAll` batch: the disk's limit through
+    // fjall, measured once at the start.
+    fjall_rate: f64,
 ) -> anyhow::Result<()> {
     phase(&format!("{size} events: generating the history"));
     let ledger = Ledger::open(work.join(format!("ledger-{size}")))?;
@@ -203,10 +234,23 @@ fn step(
 
     for writers in WRITERS {
         phase(&format!(
-            "{size} events: durable appends, {writers} writers"
+            "{size} events: durable appends, {writers} writers, {APPEND_ROUNDS} rounds beside raw"
         ));
-        let (rate, mut latencies) =
-            runtime.block_on(concurrent_appends(&ledger, writers, duration))?;
+        let raws = Raw::for_writers(writers);
+        let round = duration / 2;
+        let mut raw_rates = vec![Vec::new(); raws.len()];
+        let mut rates = Vec::new();
+        let mut latencies = Vec::new();
+        for _ in 0..APPEND_ROUNDS {
+            for (raw, rates) in raws.iter().zip(&mut raw_rates) {
+                rates.push(raw.run(work, round)?);
+            }
+            let (rate, round_latencies) =
+                runtime.block_on(concurrent_appends(&ledger, writers, round))?;
+            rates.push(rate);
+            latencies.extend(round_latencies);
+        }
+        let rate = median(rates);
         latencies.sort_unstable();
         let (pg_rate, pg_latencies) = postgres_appends(&url, writers, duration)?;
         let ledger_figure = rate_text(
@@ -228,30 +272,19 @@ fn step(
             target: (writers == 256).then_some(10.0),
             memory: phase_peak(),
         });
-        let (raw_name, raw_rate, raw_target) = match writers {
-            1 => ("raw write+fsync".to_owned(), baselines.fsync, Some(0.8)),
-            _ => (
+        let mut compared = Vec::new();
+        if writers > 1 {
+            compared.push((
                 format!("raw fjall SyncAll batches of {RAW_FJALL_BATCH}"),
-                baselines.fjall,
+                fjall_rate,
                 (writers == 256).then_some(0.75),
-            ),
-        };
-        let same_batch = baselines
-            .same_batch
-            .iter()
-            .filter(|baseline| baseline.writers == writers)
-            .map(|baseline| {
-                let name = match baseline.layout {
-                    RawLayout::Event => format!("raw fjall SyncAll batches of {writers}"),
-                    RawLayout::EventAndStreamIndex => format!(
-                        "raw fjall SyncAll batches of {writers}, event + stream index entry"
-                    ),
-                };
-                (name, baseline.rate, None)
-            });
-        for (baseline, baseline_rate, target) in
-            std::iter::once((raw_name, raw_rate, raw_target)).chain(same_batch)
-        {
+            ));
+        }
+        for (raw, rates) in raws.into_iter().zip(raw_rates) {
+            let target = matches!(raw, Raw::Fsync).then_some(0.8);
+            compared.push((raw.name(), median(rates), target));
+        }
+        for (baseline, baseline_rate, target) in compared {
             record(Row {
                 step: String::new(),
                 workload: format!("durable_appends_{writers}_writers"),
