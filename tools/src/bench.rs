@@ -20,7 +20,8 @@ use ledger::{Append, ExpectedVersion, Ledger, NewEvent};
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Durable appends with 1, 16 and 256 concurrent writers beside raw fsync and raw fjall
-    /// batches, then a full scan with decode beside a raw fjall iteration.
+    /// batches (of 1000, and of as many events as the writers can fill, with and without a
+    /// stream index entry), then a full scan with decode beside a raw fjall iteration.
     Append(AppendArgs),
     /// Contract commands end to end through the handler (load, decide, append), with 1 and 64
     /// contracts in parallel, beside raw appends at the same concurrency.
