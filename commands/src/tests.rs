@@ -110,8 +110,11 @@ fn consume(bucket: &str, from: &str, to: &str) -> String {
     )
 }
 
+/// One table row: name, the commands given, the command run, `Ok(())` or the rejection code.
+type Case<'a> = (&'a str, &'a [&'a str], &'a str, Result<(), &'a str>);
+
 /// Runs `when` on a fresh `world()` after `given`; `then` is `Ok(())` or the rejection code.
-fn table(rows: &[(&str, &[&str], &str, Result<(), &str>)]) {
+fn table(rows: &[Case<'_>]) {
     for (name, given, when, then) in rows {
         let mut world = world();
         for command in *given {
@@ -631,20 +634,90 @@ fn r2_purchase_limits() {
     table(&[
         ("DAS 400", &[], &buy("das_hours", "400", false), Ok(())),
         ("DAS 1600", &[], &buy("das_hours", "1600", false), Ok(())),
-        ("DAS 300", &[], &buy("das_hours", "300", false), Err("invalid_package_size")),
-        ("credits whole", &[], &buy("proactive_credits", "10.5", false), Err("invalid_quantity")),
-        ("DSE 2 decimals", &[], &buy("dse_hours", "10.25", false), Ok(())),
-        ("DSE 3 decimals", &[], &buy("dse_hours", "10.255", false), Err("invalid_quantity")),
-        ("zero", &[], &buy("dse_hours", "0", false), Err("invalid_quantity")),
-        ("dev advanced 320", &[], &buy("developer_advanced", "320", false), Ok(())),
-        ("dev advanced 319", &[], &buy("developer_advanced", "319", false), Err("developer_hours_out_of_range")),
-        ("dev advanced 100 custom", &[], &buy("developer_advanced", "100", true), Ok(())),
-        ("dev advanced 800 in total", &[&buy("developer_advanced", "320", false)], &buy("developer_advanced", "480", false), Ok(())),
-        ("dev advanced 801 in total", &[&buy("developer_advanced", "320", false)], &buy("developer_advanced", "481", false), Err("developer_hours_out_of_range")),
-        ("dev advanced above 800 even custom", &[], &buy("developer_advanced", "801", true), Err("developer_hours_out_of_range")),
-        ("dev performance on advanced", &[], &buy("developer_performance", "800", false), Err("package_not_eligible")),
-        ("outside the term", &[], &r#"{"type":"purchase","contract_id":"C-1","item":"dse_hours","quantity":"1","unit_price":"1","effective_at":"2027-01-01T00:00:00Z"}"#.to_string(), Err("outside_term")),
-        ("unknown contract", &[], &r#"{"type":"purchase","contract_id":"C-2","item":"dse_hours","quantity":"1","unit_price":"1","effective_at":"2026-02-01T00:00:00Z"}"#.to_string(), Err("unknown_contract")),
+        (
+            "DAS 300",
+            &[],
+            &buy("das_hours", "300", false),
+            Err("invalid_package_size"),
+        ),
+        (
+            "credits whole",
+            &[],
+            &buy("proactive_credits", "10.5", false),
+            Err("invalid_quantity"),
+        ),
+        (
+            "DSE 2 decimals",
+            &[],
+            &buy("dse_hours", "10.25", false),
+            Ok(()),
+        ),
+        (
+            "DSE 3 decimals",
+            &[],
+            &buy("dse_hours", "10.255", false),
+            Err("invalid_quantity"),
+        ),
+        (
+            "zero",
+            &[],
+            &buy("dse_hours", "0", false),
+            Err("invalid_quantity"),
+        ),
+        (
+            "dev advanced 320",
+            &[],
+            &buy("developer_advanced", "320", false),
+            Ok(()),
+        ),
+        (
+            "dev advanced 319",
+            &[],
+            &buy("developer_advanced", "319", false),
+            Err("developer_hours_out_of_range"),
+        ),
+        (
+            "dev advanced 100 custom",
+            &[],
+            &buy("developer_advanced", "100", true),
+            Ok(()),
+        ),
+        (
+            "dev advanced 800 in total",
+            &[&buy("developer_advanced", "320", false)],
+            &buy("developer_advanced", "480", false),
+            Ok(()),
+        ),
+        (
+            "dev advanced 801 in total",
+            &[&buy("developer_advanced", "320", false)],
+            &buy("developer_advanced", "481", false),
+            Err("developer_hours_out_of_range"),
+        ),
+        (
+            "dev advanced above 800 even custom",
+            &[],
+            &buy("developer_advanced", "801", true),
+            Err("developer_hours_out_of_range"),
+        ),
+        (
+            "dev performance on advanced",
+            &[],
+            &buy("developer_performance", "800", false),
+            Err("package_not_eligible"),
+        ),
+        (
+            "outside the term",
+            &[],
+            r#"{"type":"purchase","contract_id":"C-1","item":"dse_hours","quantity":"1","unit_price":"1","effective_at":"2027-01-01T00:00:00Z"}"#,
+            Err("outside_term"),
+        ),
+        (
+            "unknown contract",
+            &[],
+            r#"{"type":"purchase","contract_id":"C-2","item":"dse_hours","quantity":"1","unit_price":"1","effective_at":"2026-02-01T00:00:00Z"}"#,
+            Err("unknown_contract"),
+        ),
     ]);
     let mut performance = World::new();
     performance.ok(&open("performance", "UTC", ""));

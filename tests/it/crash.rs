@@ -96,11 +96,9 @@ fn check_store(data: &std::path::Path, acks: &[Ack]) -> u64 {
     // No append partly visible: every append's events are all there, consecutive.
     let mut appends: HashMap<String, Vec<(u64, u64, u64)>> = HashMap::new();
     let mut last_version: HashMap<String, u64> = HashMap::new();
-    let mut expected_position = 1;
-    for event in ledger.scan(0) {
+    for (expected_position, event) in (1..).zip(ledger.scan(0)) {
         let event = event.unwrap();
         assert_eq!(event.position, expected_position, "positions are dense");
-        expected_position += 1;
         let version = last_version.entry(event.stream.clone()).or_insert(0);
         assert_eq!(
             event.version,

@@ -59,12 +59,15 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// What an idempotent append wrote: (stream, payloads, positions).
+type CommandRecord = (String, Vec<Vec<u8>>, Vec<u64>);
+
 #[derive(Default)]
 struct Model {
     /// (stream, version, payload) in global order; position = index + 1.
     log: Vec<(String, u64, Vec<u8>)>,
     /// command id -> (stream, payloads, positions)
-    commands: HashMap<String, (String, Vec<Vec<u8>>, Vec<u64>)>,
+    commands: HashMap<String, CommandRecord>,
 }
 
 impl Model {

@@ -253,9 +253,9 @@ Built to log position {} · chain hash <code>{}</code></p>
             .collect::<Vec<_>>()
             .join("<br>");
         let text = |t: &Option<String>| t.as_deref().map(escape).unwrap_or_default();
-        write!(
+        writeln!(
             page,
-            "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{change}</td><td class=\"n\">{running}</td><td>{lots}</td><td class=\"n\">{billable}</td><td><code>{}</code></td></tr>\n",
+            "<tr><td class=\"n\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{change}</td><td class=\"n\">{running}</td><td>{lots}</td><td class=\"n\">{billable}</td><td><code>{}</code></td></tr>",
             line.position,
             line.recorded_at.format("%Y-%m-%d %H:%M:%S"),
             line.effective_at.format("%Y-%m-%d %H:%M"),
@@ -274,9 +274,9 @@ Built to log position {} · chain hash <code>{}</code></p>
     ] {
         write!(page, "<h2>{heading}</h2>\n<table><tr><th>bucket</th><th>purchased</th><th>returned</th><th>converted</th><th>consumed</th><th>fees</th><th>forfeited</th></tr>\n").ok();
         for (bucket, t) in totals {
-            write!(
+            writeln!(
                 page,
-                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n",
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
                 escape(bucket), t.purchased, t.returned, t.converted, t.consumed, t.fees, t.forfeited
             )
             .ok();
@@ -286,9 +286,9 @@ Built to log position {} · chain hash <code>{}</code></p>
     if !statement.billables.is_empty() {
         page.push_str("<h2>Billable amounts</h2>\n<table><tr><th>kind</th><th>amount</th></tr>\n");
         for (kind, amount) in &statement.billables {
-            write!(
+            writeln!(
                 page,
-                "<tr><td>{}</td><td class=\"n\">{amount} {}</td></tr>\n",
+                "<tr><td>{}</td><td class=\"n\">{amount} {}</td></tr>",
                 escape(kind),
                 escape(&statement.currency)
             )
@@ -303,9 +303,9 @@ Built to log position {} · chain hash <code>{}</code></p>
         } else {
             "<span class=\"bad\">DOES NOT RECONCILE</span>".to_owned()
         };
-        write!(
+        writeln!(
             page,
-            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{check}</td></tr>\n",
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{check}</td></tr>",
             escape(&roll.bucket), roll.opening, roll.movements, roll.closing
         )
         .ok();

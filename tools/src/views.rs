@@ -33,9 +33,9 @@ pub fn print_statement(statement: &Statement, format: Format) -> anyhow::Result<
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&statement)?)?,
-        Format::Csv => write_csv(&statement, &mut out)?,
-        Format::Table => write_table(&statement, &mut out)?,
-        Format::Html => write!(out, "{}", crate::html::statement_html(&statement))?,
+        Format::Csv => write_csv(statement, &mut out)?,
+        Format::Table => write_table(statement, &mut out)?,
+        Format::Html => write!(out, "{}", crate::html::statement_html(statement))?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -202,8 +202,8 @@ fn write_table(statement: &Statement, out: &mut dyn Write) -> anyhow::Result<()>
     writeln!(out)?;
     writeln!(
         out,
-        "{:>6}  {:<20} {:<25} {:<14} {:<34} {}",
-        "pos", "effective", "event", "actor", "movement", "running"
+        "{:>6}  {:<20} {:<25} {:<14} {:<34} running",
+        "pos", "effective", "event", "actor", "movement"
     )?;
     for line in &statement.lines {
         let movement = line
