@@ -171,7 +171,7 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     }
     drop(postgres);
 
-    let mut nats_version = String::from("not run");
+    let mut nats_version = String::from("nats-server not run (--no-nats)");
     if !args.no_nats {
         progress("the NATS service (bench nats)");
         set_step("—");
