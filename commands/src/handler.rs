@@ -1,6 +1,8 @@
 //! The handler: the IO edge of the rules. It loads a contract's state from its stream (kept
 //! warm per contract), asks `decide`, and appends the events with `Exact(version)` and the
 //! command's idempotency key, retrying a bounded number of times on a version conflict. The
+//! expected version is what keeps a warm state honest: the stream is read again only for a
+//! cold state, after a conflict, and before a rejection is answered. The
 //! scheduler's tick and the balance query live here too, since they read the log.
 
 use std::collections::{BTreeMap, HashMap};
@@ -271,6 +273,8 @@ impl Handler {
         }))
     }
 
+    /// The events of a first append, read back from the log: for answers to a command id
+    /// appended before (a fresh append answers with [`appended_events`]).
     fn result_events(
         &self,
         appended: &ledger::Appended,
@@ -315,9 +319,16 @@ impl Handler {
             envelope.body,
             Command::ConvertCredits(_) | Command::ExchangeBooking(_)
         );
+        // A warm state is current unless something else appended to the stream since it was
+        // folded, and the append's expected version checks exactly that: so the log is read only
+        // for a cold state (version 0), after a conflict, and before a rejection is answered (a
+        // rejection appends nothing, so nothing else would check the state it was decided on).
+        let mut read_first = state.version == 0;
         for _attempt in 0..HANDLER_RETRIES_MAX {
-            self.refresh(&stream, &mut state)
-                .map_err(|e| io_failure(&e))?;
+            if read_first {
+                self.refresh(&stream, &mut state)
+                    .map_err(|e| io_failure(&e))?;
+            }
             let rates = if needs_rates {
                 let mut rates = self.rates.lock().await;
                 self.refresh_rates(&mut rates).map_err(|e| io_failure(&e))?;
@@ -325,7 +336,14 @@ impl Handler {
             } else {
                 RateCard::default()
             };
-            let decided = decide::decide(&state, &rates, envelope, (self.clock)())?;
+            let decided = match decide::decide(&state, &rates, envelope, (self.clock)()) {
+                Ok(decided) => decided,
+                Err(_) if !read_first => {
+                    read_first = true;
+                    continue;
+                }
+                Err(rejection) => return Err(rejection),
+            };
             match self
                 .append(
                     &stream,
@@ -336,23 +354,23 @@ impl Handler {
                 )
                 .await
             {
-                Ok(appended) => {
-                    if appended.duplicate {
-                        self.refresh(&stream, &mut state)
-                            .map_err(|e| io_failure(&e))?;
-                    } else {
-                        for (decision, event) in decided.iter().zip(&appended.events) {
-                            let meta = EventMeta {
-                                event_id: event.event_id.to_string(),
-                                version: event.version,
-                                effective_at: decision.effective_at,
-                            };
-                            state.evolve(&decision.event, &meta);
-                        }
-                    }
+                Ok(appended) if appended.duplicate => {
+                    self.refresh(&stream, &mut state)
+                        .map_err(|e| io_failure(&e))?;
                     return self.result_events(&appended).map_err(|e| io_failure(&e));
                 }
-                Err(ledger::Error::VersionConflict { .. }) => continue,
+                Ok(appended) => {
+                    for (decision, event) in decided.iter().zip(&appended.events) {
+                        let meta = EventMeta {
+                            event_id: event.event_id.to_string(),
+                            version: event.version,
+                            effective_at: decision.effective_at,
+                        };
+                        state.evolve(&decision.event, &meta);
+                    }
+                    return Ok(appended_events(&decided, &appended));
+                }
+                Err(ledger::Error::VersionConflict { .. }) => read_first = true,
                 Err(other) => return Err(append_failure(&other)),
             }
         }
@@ -387,7 +405,11 @@ impl Handler {
             {
                 Ok(appended) => {
                     self.refresh_rates(&mut rates).map_err(|e| io_failure(&e))?;
-                    return self.result_events(&appended).map_err(|e| io_failure(&e));
+                    return if appended.duplicate {
+                        self.result_events(&appended).map_err(|e| io_failure(&e))
+                    } else {
+                        Ok(appended_events(&decided, &appended))
+                    };
                 }
                 Err(ledger::Error::VersionConflict { .. }) => continue,
                 Err(other) => return Err(append_failure(&other)),
@@ -534,6 +556,20 @@ impl Handler {
                 .collect(),
         }))
     }
+}
+
+/// The answer's events for an append this handler just made: the types it decided, the ids
+/// and positions the log gave them (no read back).
+fn appended_events(decided: &[Decided], appended: &ledger::Appended) -> Vec<ResultEvent> {
+    decided
+        .iter()
+        .zip(&appended.events)
+        .map(|(decision, event)| ResultEvent {
+            event_id: event.event_id.to_string(),
+            position: event.position,
+            event_type: decision.event.type_name().to_owned(),
+        })
+        .collect()
 }
 
 fn metadata_of(envelope: &CommandEnvelope) -> Metadata {

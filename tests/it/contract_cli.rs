@@ -328,3 +328,62 @@ async fn many_tasks_spending_the_same_credits_never_overdraw() {
     let view = handler.balance("C-1", Default::default()).unwrap().unwrap();
     assert_eq!(view.balances["proactive_credits"].to_string(), "2");
 }
+
+/// Two handlers on one log, each with its own cache of the contract: a handler whose cached
+/// state is behind decides on what the log holds — it neither overdraws (its append's expected
+/// version fails, it reads and decides again) nor refuses what the log allows (a rejection is
+/// decided again on a fresh read before it is answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_with_a_stale_cache_decides_on_what_the_log_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger::Ledger::open(dir.path()).unwrap();
+    let first = commands::Handler::new(ledger.clone(), Arc::new(chrono::Utc::now), "first");
+    let second = commands::Handler::new(ledger.clone(), Arc::new(chrono::Utc::now), "second");
+    let submit = |handler: &commands::Handler, json: &str| {
+        let handler = handler.clone();
+        let envelope = schemas::CommandEnvelope::from_json(json).unwrap();
+        async move { handler.submit(envelope).await }
+    };
+    // Each consumption starts on its own day (DAS hours may run past a day).
+    let consume = |day: i64, hours: i64| {
+        let start = "2026-02-01T00:00:00Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+            + chrono::Duration::days(day);
+        let end = start + chrono::Duration::hours(hours);
+        format!(
+            r#"{{"type":"consume_hours","contract_id":"C-1","bucket":"das_hours","started_at":"{}","ended_at":"{}"}}"#,
+            start.to_rfc3339(),
+            end.to_rfc3339()
+        )
+    };
+    let open = r#"{"type":"open_contract","contract_id":"C-1","customer":"X","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC"}"#;
+    let buy = r#"{"type":"purchase","contract_id":"C-1","item":"das_hours","quantity":"200","unit_price":"150.00","effective_at":"2026-01-01T00:00:00Z"}"#;
+    assert!(submit(&first, open).await.ok);
+    let bought = submit(&first, buy).await;
+    assert!(bought.ok, "{:?}", bought.error);
+    // Both caches warm: 200 hours bought.
+    assert!(submit(&first, &consume(2, 1)).await.ok);
+    assert!(submit(&second, &consume(3, 1)).await.ok);
+    // `second` spends 197 of the 198 left; `first` still believes 199 are left.
+    assert!(submit(&second, &consume(4, 197)).await.ok);
+    let overdraw = submit(&first, &consume(20, 2)).await;
+    assert_eq!(
+        overdraw.error.map(|e| e.code),
+        Some("insufficient_balance"),
+        "1 hour left, 2 asked"
+    );
+    // `first` now knows 1 hour is left; `second` buys 200 more, which `first` has not seen.
+    assert!(submit(&second, buy).await.ok);
+    let allowed = submit(&first, &consume(21, 3)).await;
+    assert!(allowed.ok, "201 hours left, 3 asked: {:?}", allowed.error);
+    let view = first.balance("C-1", Default::default()).unwrap().unwrap();
+    assert_eq!(view.balances["das_hours"].to_string(), "198");
+    let cold = commands::Handler::new(ledger, Arc::new(chrono::Utc::now), "cold");
+    let (cold, warm) = (
+        cold.state("C-1").await.unwrap(),
+        first.state("C-1").await.unwrap(),
+    );
+    assert_eq!((cold.version, &cold.totals), (warm.version, &warm.totals));
+    assert_eq!(warm.version, 7, "open, two purchases, four consumptions");
+}
