@@ -38,7 +38,7 @@ pub struct SuiteArgs {
     /// Log sizes (events already in the log) at which each figure is measured, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     sizes: Vec<u64>,
-    /// Add the 10M-event step (about 8 minutes more and ~10 GB of disk on the reference
+    /// Add the 10M-event step (about 9 minutes more and ~10 GB of disk on the reference
     /// machine).
     #[arg(long)]
     with_10m: bool,
