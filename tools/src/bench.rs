@@ -137,6 +137,9 @@ pub(crate) async fn concurrent_commands(
     duration: Duration,
 ) -> anyhow::Result<(f64, Vec<u64>)> {
     let handler = commands::Handler::new(ledger, std::sync::Arc::new(chrono::Utc::now), "bench");
+    // Contracts and command ids of their own on every call: the suite runs rounds on one log.
+    static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let submit = move |json: String| {
         let handler = handler.clone();
         async move {
@@ -149,12 +152,12 @@ pub(crate) async fn concurrent_commands(
     };
     for contract in 0..contracts {
         submit(format!(
-            r#"{{"type":"open_contract","contract_id":"B-{contract}","customer":"Bench","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC"}}"#
+            r#"{{"type":"open_contract","contract_id":"B{run}-{contract}","customer":"Bench","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC"}}"#
         ))
         .await?;
         for lot in 0..4 {
             submit(format!(
-                r#"{{"type":"purchase","contract_id":"B-{contract}","item":"das_hours","quantity":"1600","unit_price":"150.00","effective_at":"2026-01-0{}T00:00:00Z"}}"#,
+                r#"{{"type":"purchase","contract_id":"B{run}-{contract}","item":"das_hours","quantity":"1600","unit_price":"150.00","effective_at":"2026-01-0{}T00:00:00Z"}}"#,
                 lot + 1
             ))
             .await?;
@@ -174,7 +177,7 @@ pub(crate) async fn concurrent_commands(
                 let to = from + chrono::Duration::minutes(1);
                 minute += 1;
                 let json = format!(
-                    r#"{{"type":"consume_hours","command_id":"bench-{contract}-{minute}","contract_id":"B-{contract}","bucket":"das_hours","started_at":"{}","ended_at":"{}","reference":"TS-{minute}"}}"#,
+                    r#"{{"type":"consume_hours","command_id":"bench-{run}-{contract}-{minute}","contract_id":"B{run}-{contract}","bucket":"das_hours","started_at":"{}","ended_at":"{}","reference":"TS-{minute}"}}"#,
                     from.to_rfc3339(),
                     to.to_rfc3339()
                 );
