@@ -339,8 +339,11 @@ impl Handler {
             let decided = match decide::decide(&state, &rates, envelope, (self.clock)()) {
                 Ok(decided) => decided,
                 Err(_) if !read_first => {
-                    read_first = true;
-                    continue;
+                    // Perhaps refused on a stale state: read, and decide once more on what the
+                    // log holds (this attempt's rates are already fresh).
+                    self.refresh(&stream, &mut state)
+                        .map_err(|e| io_failure(&e))?;
+                    decide::decide(&state, &rates, envelope, (self.clock)())?
                 }
                 Err(rejection) => return Err(rejection),
             };
