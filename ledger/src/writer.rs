@@ -1,10 +1,21 @@
 //! The single writer: the only code that writes events. It gathers queued appends into one fjall
 //! batch and one fsync (group commit), decides expected versions and idempotency against the
 //! state it alone changes, and acknowledges only after `PersistMode::SyncAll` returned. Not a
-//! general-purpose executor: it runs on its own OS thread because fjall's calls block.
+//! general-purpose executor: it runs on OS threads because fjall's calls block.
+//!
+//! It is a two-stage pipeline on two threads. The *stager* takes appends off the queue, decides
+//! them (version check, idempotency), encodes and hashes their envelopes and puts them into the
+//! open batch; the *committer* takes the open batch whenever it is free, commits it with
+//! `SyncAll` (journal write, fsync, memtable inserts, all under fjall's journal lock) and answers
+//! its callers. So batch N+1 is decided and encoded while batch N is being written and fsync'd,
+//! and everything that arrives during a commit joins the next one.
+//!
+//! The stager decides on a state that includes batches not yet committed. That is sound because
+//! a failed commit stops the writer for good: every later batch is answered with
+//! [`Error::WriterStopped`] and nothing after the failure is acknowledged.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use fjall::PersistMode;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -21,24 +32,76 @@ pub(crate) struct Request {
     pub reply: oneshot::Sender<Result<Appended>>,
 }
 
-/// What the writer knows of the log's end. Copied per batch and kept only if the batch commits.
-#[derive(Clone)]
+type Reply = oneshot::Sender<Result<Appended>>;
+
+/// What the stager knows of the log's end, committed or staged.
 struct Tail {
     last_position: u64,
     last_hash: Hash,
     last_recorded_nanos: i64,
 }
 
+/// One batch being filled by the stager or committed by the committer.
+struct Batch {
+    /// Counts batches from 1 in this open; the committer reports the last one committed.
+    sequence: u64,
+    items: fjall::OwnedWriteBatch,
+    events: usize,
+    /// The position of the last event in the batch (0: no event).
+    last_position: u64,
+    outcomes: Vec<(Reply, Result<Appended>)>,
+}
+
+/// The hand-over between the two threads.
+struct Slot {
+    state: Mutex<SlotState>,
+    /// The committer waits here for a ready batch (or the end).
+    ready: Condvar,
+    /// The stager waits here while the open batch is full.
+    room: Condvar,
+}
+
+struct SlotState {
+    open: Option<Batch>,
+    /// The stager found the queue empty (or the batch full) since it last staged: take it.
+    open_ready: bool,
+    /// The stager has stopped: no batch will follow the open one.
+    stager_done: bool,
+    /// The committer failed: the cause, and no batch after it will be written.
+    failed: Option<String>,
+    /// The sequence of the last batch the committer finished.
+    committed_sequence: u64,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().expect("writer slot lock")
+    }
+}
+
 pub(crate) struct Writer {
+    stager: Stager,
+    committer: Committer,
+}
+
+struct Stager {
     store: Store,
     clock: Clock,
     tail: Tail,
-    /// Stream versions the writer has seen; a miss reads the `heads` keyspace. Grows with the
-    /// number of streams (contracts), never with the number of events.
+    /// Stream versions the writer has seen or staged; a miss reads the stream index. Grows with
+    /// the number of streams (contracts), never with the number of events.
     heads: HashMap<String, u64>,
+    /// Command ids of batches staged but not yet committed: their dedup records are not in the
+    /// store yet. Pruned as the committer reports batches done.
+    in_flight: HashMap<String, (Hash, Appended)>,
+    in_flight_by_batch: VecDeque<(u64, Vec<String>)>,
+    next_sequence: u64,
+    ids: EventIds,
+}
+
+struct Committer {
     committed: watch::Sender<u64>,
     stopped: Arc<Mutex<Option<String>>>,
-    ids: EventIds,
 }
 
 impl Writer {
@@ -50,117 +113,137 @@ impl Writer {
     ) -> Result<Writer> {
         let (last_position, last_hash, last_recorded_nanos) = store.head()?;
         Ok(Writer {
-            store,
-            clock,
-            tail: Tail {
-                last_position,
-                last_hash,
-                last_recorded_nanos,
+            stager: Stager {
+                store,
+                clock,
+                tail: Tail {
+                    last_position,
+                    last_hash,
+                    last_recorded_nanos,
+                },
+                heads: HashMap::new(),
+                in_flight: HashMap::new(),
+                in_flight_by_batch: VecDeque::new(),
+                next_sequence: 1,
+                ids: EventIds::seeded(),
             },
-            heads: HashMap::new(),
-            committed,
-            stopped,
-            ids: EventIds::seeded(),
+            committer: Committer { committed, stopped },
         })
     }
 
-    /// Runs until every sender is gone or a write fails.
-    pub fn run(mut self, mut queue: mpsc::Receiver<Request>) {
-        while let Some(first) = queue.blocking_recv() {
-            let mut events_in_batch = first.append.events.len();
-            let mut requests = vec![first];
-            while events_in_batch < EVENTS_PER_BATCH_MAX {
-                match queue.try_recv() {
-                    Ok(request) => {
-                        events_in_batch += request.append.events.len();
-                        requests.push(request);
+    /// Runs until every sender is gone or a write fails; returns after both threads ended.
+    pub fn run(self, queue: mpsc::Receiver<Request>) {
+        let slot = Slot {
+            state: Mutex::new(SlotState {
+                open: None,
+                open_ready: false,
+                stager_done: false,
+                failed: None,
+                committed_sequence: 0,
+            }),
+            ready: Condvar::new(),
+            room: Condvar::new(),
+        };
+        let Writer { stager, committer } = self;
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("ledger-commit".into())
+                .spawn_scoped(scope, || committer.run(&slot))
+                .expect("spawning the ledger's commit thread");
+            stager.run(queue, &slot);
+        });
+    }
+}
+
+impl Stager {
+    fn run(mut self, mut queue: mpsc::Receiver<Request>, slot: &Slot) {
+        loop {
+            let request = match queue.try_recv() {
+                Ok(request) => request,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Nothing more to gather now: the open batch may go.
+                    mark_ready(slot);
+                    match queue.blocking_recv() {
+                        Some(request) => request,
+                        None => break,
                     }
-                    Err(_) => break,
                 }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
+            let mut state = slot.lock();
+            while state.failed.is_none()
+                && state
+                    .open
+                    .as_ref()
+                    .is_some_and(|batch| batch.events >= EVENTS_PER_BATCH_MAX)
+            {
+                state = slot.room.wait(state).expect("writer slot lock");
             }
-            if let Err(cause) = self.write_batch(requests) {
-                tracing::error!(%cause, "event log writer stopped");
-                *self.stopped.lock().expect("stopped flag lock") = Some(cause.clone());
+            if let Some(cause) = state.failed.clone() {
+                drop(state);
+                let _ = request.reply.send(Err(Error::WriterStopped {
+                    cause: cause.clone(),
+                }));
                 queue.close();
                 while let Ok(request) = queue.try_recv() {
                     let _ = request.reply.send(Err(Error::WriterStopped {
                         cause: cause.clone(),
                     }));
                 }
-                return;
+                break;
+            }
+            self.prune_in_flight(state.committed_sequence);
+            let batch = state.open.get_or_insert_with(|| {
+                let sequence = self.next_sequence;
+                self.next_sequence += 1;
+                Batch {
+                    sequence,
+                    // SyncAll on the batch itself: fjall fsyncs the journal before the batch
+                    // becomes visible, so no reader can see an event that is not durable yet.
+                    items: self.store.db.batch().durability(Some(PersistMode::SyncAll)),
+                    events: 0,
+                    last_position: 0,
+                    outcomes: Vec::new(),
+                }
+            });
+            let outcome = self.stage(&request.append, batch);
+            batch.outcomes.push((request.reply, outcome));
+            if batch.events >= EVENTS_PER_BATCH_MAX {
+                state.open_ready = true;
+                slot.ready.notify_one();
+            }
+            // The request's events are dropped here, on this thread, not in the commit's path.
+        }
+        let mut state = slot.lock();
+        state.stager_done = true;
+        state.open_ready = true;
+        slot.ready.notify_one();
+    }
+
+    fn prune_in_flight(&mut self, committed_sequence: u64) {
+        while let Some((sequence, _)) = self.in_flight_by_batch.front() {
+            if *sequence > committed_sequence {
+                break;
+            }
+            let (_, command_ids) = self.in_flight_by_batch.pop_front().expect("front exists");
+            for command_id in command_ids {
+                self.in_flight.remove(&command_id);
             }
         }
     }
 
-    /// Decides and writes one batch. Returns the failure that must stop the writer, after
-    /// telling every caller of this batch that nothing of theirs was acknowledged.
-    fn write_batch(&mut self, requests: Vec<Request>) -> Result<(), String> {
-        let mut tail = self.tail.clone();
-        let mut staged_heads: HashMap<String, u64> = HashMap::new();
-        let mut staged_dedup: HashMap<String, (Hash, Appended)> = HashMap::new();
-        // SyncAll on the batch itself: fjall fsyncs the journal before the batch becomes visible, so
-        // no reader in this process can see an event that is not durable yet.
-        let mut batch = self.store.db.batch().durability(Some(PersistMode::SyncAll));
-        let mut outcomes: Vec<(oneshot::Sender<Result<Appended>>, Result<Appended>)> =
-            Vec::with_capacity(requests.len());
-
-        for Request { append, reply } in requests {
-            let outcome = self.stage(
-                &append,
-                &mut tail,
-                &mut staged_heads,
-                &mut staged_dedup,
-                &mut batch,
-            );
-            outcomes.push((reply, outcome));
-        }
-
-        if !batch.is_empty()
-            && let Err(source) = batch.commit()
-        {
-            let cause = format!("write or fsync failed: {source}");
-            for (reply, outcome) in outcomes {
-                let answer = match outcome {
-                    // A rejection stays a rejection: it wrote nothing either way.
-                    Err(rejection) => Err(rejection),
-                    Ok(_) => Err(Error::WriterStopped {
-                        cause: cause.clone(),
-                    }),
-                };
-                let _ = reply.send(answer);
-            }
-            return Err(cause);
-        }
-
-        self.tail = tail;
-        self.heads.extend(staged_heads);
-        // Wake subscribers only after the fsync: they must never see an unacknowledged event.
-        self.committed.send_replace(self.tail.last_position);
-        for (reply, outcome) in outcomes {
-            // A caller that gave up waiting still had its events written; that is what the
-            // command id is for.
-            let _ = reply.send(outcome);
-        }
-        Ok(())
-    }
-
-    fn current_version(&self, stream: &str, staged: &HashMap<String, u64>) -> Result<u64> {
-        if let Some(version) = staged.get(stream).or_else(|| self.heads.get(stream)) {
+    fn current_version(&self, stream: &str) -> Result<u64> {
+        if let Some(version) = self.heads.get(stream) {
             return Ok(*version);
         }
+        // Never written since open, so no batch in flight holds it: the store is current.
         self.store.stream_version(stream)
     }
 
-    fn stage(
-        &mut self,
-        append: &Append,
-        tail: &mut Tail,
-        staged_heads: &mut HashMap<String, u64>,
-        staged_dedup: &mut HashMap<String, (Hash, Appended)>,
-        batch: &mut fjall::OwnedWriteBatch,
-    ) -> Result<Appended> {
+    /// Decides one append against the committed and staged state and adds its items to `batch`.
+    fn stage(&mut self, append: &Append, batch: &mut Batch) -> Result<Appended> {
         if let Some(idempotency) = &append.idempotency {
-            if let Some((content_hash, appended)) = staged_dedup.get(&idempotency.command_id) {
+            if let Some((content_hash, appended)) = self.in_flight.get(&idempotency.command_id) {
                 return if *content_hash == idempotency.content_hash {
                     Ok(Appended {
                         duplicate: true,
@@ -183,7 +266,7 @@ impl Writer {
             }
         }
 
-        let actual = self.current_version(&append.stream, staged_heads)?;
+        let actual = self.current_version(&append.stream)?;
         if !append.expected.accepts(actual) {
             return Err(Error::VersionConflict {
                 stream: append.stream.clone(),
@@ -196,6 +279,7 @@ impl Writer {
         let now_nanos = (self.clock)()
             .timestamp_nanos_opt()
             .expect("the clock reads between 1677 and 2262");
+        let tail = &mut self.tail;
         let recorded_nanos = now_nanos.max(tail.last_recorded_nanos);
         let mut appended = Vec::with_capacity(append.events.len());
         for (offset, event) in append.events.iter().enumerate() {
@@ -211,8 +295,10 @@ impl Writer {
                 event,
                 prev_hash: &tail.last_hash,
             });
-            batch.insert(&self.store.log, position.to_be_bytes(), bytes);
-            batch.insert(
+            batch
+                .items
+                .insert(&self.store.log, position.to_be_bytes(), bytes);
+            batch.items.insert(
                 &self.store.streams,
                 stream_key(&append.stream, version),
                 position.to_be_bytes(),
@@ -226,8 +312,15 @@ impl Writer {
             });
         }
         tail.last_recorded_nanos = recorded_nanos;
+        batch.events += append.events.len();
+        batch.last_position = tail.last_position;
         let new_version = actual + append.events.len() as u64;
-        staged_heads.insert(append.stream.clone(), new_version);
+        match self.heads.get_mut(&append.stream) {
+            Some(head) => *head = new_version,
+            None => {
+                self.heads.insert(append.stream.clone(), new_version);
+            }
+        }
 
         let result = Appended {
             events: appended,
@@ -239,17 +332,113 @@ impl Writer {
                 first_position: result.events[0].position,
                 count: u32::try_from(result.events.len()).expect("events per append are limited"),
             };
-            batch.insert(
+            batch.items.insert(
                 &self.store.dedup,
                 idempotency.command_id.as_bytes(),
                 record.encode(),
             );
-            staged_dedup.insert(
+            self.in_flight.insert(
                 idempotency.command_id.clone(),
                 (idempotency.content_hash, result.clone()),
             );
+            match self.in_flight_by_batch.back_mut() {
+                Some((sequence, ids)) if *sequence == batch.sequence => {
+                    ids.push(idempotency.command_id.clone());
+                }
+                _ => self
+                    .in_flight_by_batch
+                    .push_back((batch.sequence, vec![idempotency.command_id.clone()])),
+            }
         }
         Ok(result)
+    }
+}
+
+/// Lets the committer take the open batch.
+fn mark_ready(slot: &Slot) {
+    let mut state = slot.lock();
+    if state.open.is_some() && !state.open_ready {
+        state.open_ready = true;
+        slot.ready.notify_one();
+    }
+}
+
+impl Committer {
+    fn run(self, slot: &Slot) {
+        loop {
+            let batch = {
+                let mut state = slot.lock();
+                loop {
+                    if state.open_ready && state.open.is_some() {
+                        break;
+                    }
+                    if state.stager_done {
+                        return;
+                    }
+                    state = slot.ready.wait(state).expect("writer slot lock");
+                }
+                state.open_ready = false;
+                let batch = state.open.take().expect("a ready batch");
+                slot.room.notify_one();
+                batch
+            };
+            let sequence = batch.sequence;
+            if let Err(cause) = self.commit(batch) {
+                tracing::error!(%cause, "event log writer stopped");
+                *self.stopped.lock().expect("stopped flag lock") = Some(cause.clone());
+                let mut state = slot.lock();
+                state.failed = Some(cause.clone());
+                // A batch staged after the failure was decided on events that will never
+                // exist: nothing in it is answered but with the failure.
+                if let Some(later) = state.open.take() {
+                    for (reply, _) in later.outcomes {
+                        let _ = reply.send(Err(Error::WriterStopped {
+                            cause: cause.clone(),
+                        }));
+                    }
+                }
+                slot.room.notify_one();
+                return;
+            }
+            slot.lock().committed_sequence = sequence;
+        }
+    }
+
+    /// Writes one batch and answers its callers. Returns the failure that must stop the
+    /// writer, after telling every caller of this batch that nothing of theirs was acknowledged.
+    fn commit(&self, batch: Batch) -> Result<(), String> {
+        let Batch {
+            items,
+            last_position,
+            outcomes,
+            ..
+        } = batch;
+        if !items.is_empty()
+            && let Err(source) = items.commit()
+        {
+            let cause = format!("write or fsync failed: {source}");
+            for (reply, outcome) in outcomes {
+                let answer = match outcome {
+                    // A rejection stays a rejection: it wrote nothing either way.
+                    Err(rejection) => Err(rejection),
+                    Ok(_) => Err(Error::WriterStopped {
+                        cause: cause.clone(),
+                    }),
+                };
+                let _ = reply.send(answer);
+            }
+            return Err(cause);
+        }
+        if last_position > 0 {
+            // Wake subscribers only after the fsync: they must never see an unacknowledged event.
+            self.committed.send_replace(last_position);
+        }
+        for (reply, outcome) in outcomes {
+            // A caller that gave up waiting still had its events written; that is what the
+            // command id is for.
+            let _ = reply.send(outcome);
+        }
+        Ok(())
     }
 }
 

@@ -238,6 +238,80 @@ async fn the_same_command_id_raced_in_one_batch_is_written_once() {
     assert_eq!(ledger.committed_position(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_id_retried_while_its_first_batch_commits_is_written_once() {
+    // The writer decides batch N+1 while batch N is still being committed: a retry staged then
+    // must find the first attempt among the batches in flight, and one staged after the commit
+    // must find it in the store. Background writers keep the committer busy throughout.
+    const COMMANDS: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut background = Vec::new();
+    for writer in 0..8 {
+        let (ledger, stop) = (ledger.clone(), stop.clone());
+        background.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let append = Append::new(
+                    format!("load-{writer}"),
+                    ExpectedVersion::Any,
+                    vec![event("load")],
+                );
+                ledger.append(append).await.unwrap();
+            }
+        }));
+    }
+    for command in 0..COMMANDS {
+        let id = format!("cmd-{command}");
+        let stream = format!("s-{}", command % 7);
+        let attempt = |content: &'static str| {
+            let (ledger, id, stream) = (ledger.clone(), id.clone(), stream.clone());
+            tokio::spawn(async move {
+                let append = Append::new(stream, ExpectedVersion::Any, vec![event(content)]);
+                ledger.append(append.command_id(id)).await
+            })
+        };
+        // Queued one after the other, so they usually land in consecutive batches.
+        let first = attempt("same");
+        tokio::task::yield_now().await;
+        let retry = attempt("same");
+        let first = first.await.unwrap().unwrap();
+        // Sent once the first answer is in: it meets either the in-flight record (not yet
+        // pruned) or the store's.
+        let reused = attempt("other");
+        let retry = retry.await.unwrap().unwrap();
+        let after = attempt("same").await.unwrap().unwrap();
+        assert_eq!(
+            u8::from(first.duplicate) + u8::from(retry.duplicate),
+            1,
+            "{id}: exactly one attempt writes"
+        );
+        assert_eq!(first.events, retry.events, "{id}");
+        assert!(after.duplicate, "{id}");
+        assert_eq!(after.events, first.events, "{id}");
+        assert!(
+            matches!(
+                reused.await.unwrap(),
+                Err(Error::IdempotencyKeyReused { .. })
+            ),
+            "{id}: other content under the same id"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for handle in background {
+        handle.await.unwrap();
+    }
+    let mut written = 0;
+    for stream in 0..7 {
+        written += ledger
+            .read_stream(&format!("s-{stream}"), 1, 10_000)
+            .unwrap()
+            .len();
+    }
+    assert_eq!(written, COMMANDS, "one event per command id");
+    assert!(ledger.verify().unwrap().is_ok());
+}
+
 #[test]
 fn limits_are_enforced_with_nothing_written() {
     let dir = tempfile::tempdir().unwrap();
