@@ -93,6 +93,14 @@ pub enum Error {
         /// Why the writer stopped.
         cause: String,
     },
+
+    /// The stream index stopped following the log (its write failed). The log is unharmed;
+    /// reopening the store indexes it again from its checkpoint.
+    #[error("the stream index has stopped ({cause}); reopen the store to index the log again")]
+    IndexStopped {
+        /// Why the index stopped.
+        cause: String,
+    },
 }
 
 impl Error {

@@ -11,6 +11,7 @@
 
 mod envelope;
 mod error;
+mod index;
 pub mod limits;
 mod projection_store;
 mod store;
@@ -319,6 +320,7 @@ struct Inner {
     writer: Option<JoinHandle<()>>,
     committed: watch::Receiver<u64>,
     stopped: Arc<Mutex<Option<String>>>,
+    index_progress: Arc<index::IndexProgress>,
     _lock: store::DirectoryLock,
 }
 
@@ -356,9 +358,17 @@ impl Ledger {
         let store = Store::open(&path)?;
         let stopped = Arc::new(Mutex::new(None));
         let (head, _, _) = store.head()?;
+        // Before the writer starts: it trusts the index for every stream it has not written.
+        let indexed_to = index::catch_up(&store, head)?;
+        let index_progress = Arc::new(index::IndexProgress::new(indexed_to));
         let (committed_tx, committed_rx) = watch::channel(head);
-        let writer =
-            writer::Writer::new(store.clone(), options.clock, committed_tx, stopped.clone())?;
+        let writer = writer::Writer::new(
+            store.clone(),
+            options.clock,
+            committed_tx,
+            stopped.clone(),
+            index_progress.clone(),
+        )?;
         let (queue_tx, queue_rx) = mpsc::channel(APPEND_QUEUE_MAX);
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -375,6 +385,7 @@ impl Ledger {
                 writer: Some(handle),
                 committed: committed_rx,
                 stopped,
+                index_progress,
                 _lock: lock,
             }),
         })
@@ -442,7 +453,15 @@ impl Ledger {
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read.
     pub fn stream_version(&self, stream: &str) -> Result<u64> {
+        self.index_current()?;
         self.inner.store.stream_version(stream)
+    }
+
+    /// Waits until the stream index holds every event committed when called (see `index`).
+    fn index_current(&self) -> Result<()> {
+        self.inner
+            .index_progress
+            .wait_for(self.committed_position())
     }
 
     /// The ids of every stream that starts with `prefix`, in byte order. One index seek per
@@ -451,6 +470,7 @@ impl Ledger {
     /// # Errors
     /// [`Error::Storage`] when the store cannot be read.
     pub fn stream_ids(&self, prefix: &str) -> Result<Vec<String>> {
+        self.index_current()?;
         let index = &self.inner.store.streams;
         let mut ids = Vec::new();
         let mut from: Vec<u8> = prefix.as_bytes().to_vec();
@@ -498,6 +518,7 @@ impl Ledger {
         from_version: u64,
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
+        self.index_current()?;
         let store = &self.inner.store;
         let start = store::stream_key(stream, from_version.max(1));
         let end = store::stream_key(stream, u64::MAX);
@@ -518,6 +539,7 @@ impl Ledger {
         from_version: Option<u64>,
         max: usize,
     ) -> Result<Vec<RecordedEvent>> {
+        self.index_current()?;
         let store = &self.inner.store;
         let start = store::stream_key(stream, 1);
         let end = store::stream_key(stream, from_version.unwrap_or(u64::MAX));
@@ -662,6 +684,7 @@ impl Ledger {
     /// [`Error::Storage`] when the store cannot be read at all. Corruption is a finding in the
     /// report, not an error.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.index_current()?;
         verify::verify(&self.inner.store, Some(self.committed_position()))
     }
 }

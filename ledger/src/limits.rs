@@ -35,3 +35,10 @@ pub const READ_PAGE_MAX: usize = 100_000;
 /// Events `Ledger::scan` reads through one fjall iterator (one snapshot) before it opens the
 /// next; see `Ledger::scan`.
 pub const SCAN_CHUNK_EVENTS: u64 = 16_384;
+
+/// Committed batches the indexer may fall behind by; past it the committer waits (backpressure),
+/// so a stream read never waits for more than this many batches to be indexed.
+pub const INDEX_QUEUE_BATCHES_MAX: usize = 64;
+
+/// Events indexed per fjall batch when `Ledger::open` catches the stream index up with the log.
+pub const INDEX_CATCH_UP_BATCH_EVENTS: u64 = 16_384;

@@ -1,15 +1,22 @@
-//! The on-disk layout: one fjall `Database` per data directory, its keyspaces and key encodings,
-//! the process lock and the format check. Not the writer (see `writer`): this module only opens
-//! and reads.
+//! The on-disk layout: two fjall databases per data directory, their keyspaces and key
+//! encodings, the process lock and the format check. Not the writer (see `writer`) and not the
+//! indexer (see `index`): this module only opens and reads.
 //!
 //! ```text
 //! DIR/LOCK            advisory lock, holds the owner's pid
-//! DIR/store/          the fjall database
+//! DIR/store/          the log: fsync'd with every batch, the only truth
 //!   log      position u64 BE                 -> envelope (see `envelope`)
-//!   streams  stream id, 0x00, version u64 BE -> position u64 BE
 //!   dedup    command id                      -> content hash [32], first position u64, count u32
 //!   meta     "format"                        -> u32 BE
+//! DIR/index/          the stream index: derived from the log, never fsync'd, caught up at open
+//!   streams  stream id, 0x00, version u64 BE -> position u64 BE
+//!   meta     "indexed_to"                    -> position u64 BE, that event's hash [32]
 //! ```
+//!
+//! The index has a database of its own so that its writes take neither the log's journal lock
+//! nor a share of the log's fsync: an fsync'd batch then holds one item per event (plus one per
+//! command id), not two. Format 1 kept `streams` in the log's database; opening such a store
+//! indexes its log into `DIR/index/`, marks it format 2 and drops the old keyspace.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -22,18 +29,29 @@ use crate::error::{Error, Result};
 
 /// The on-disk format this build reads and writes. Bump it (with a migration) whenever a key or
 /// value layout changes.
-pub const STORE_FORMAT: u32 = 1;
+pub const STORE_FORMAT: u32 = 2;
+
+/// Format 1: the stream index in the log's database. Read and migrated at open.
+const STORE_FORMAT_STREAMS_IN_LOG: u32 = 1;
 
 const FORMAT_KEY: &[u8] = b"format";
 
-/// Handles to the database and its keyspaces. Cheap to clone.
+/// The index's checkpoint key in its `meta` keyspace.
+pub(crate) const INDEXED_TO_KEY: &[u8] = b"indexed_to";
+
+/// Handles to the databases and their keyspaces. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Store {
     pub db: Database,
     pub log: Keyspace,
-    pub streams: Keyspace,
     pub dedup: Keyspace,
     pub meta: Keyspace,
+    /// The index's own database (`DIR/index`).
+    pub index_db: Database,
+    pub streams: Keyspace,
+    pub index_meta: Keyspace,
+    /// The store was format 1 when opened: its index must be built and its marker moved on.
+    pub needs_migration: bool,
 }
 
 /// Holds the data directory for this process; released when dropped.
@@ -95,28 +113,37 @@ pub(crate) fn lock_directory(path: &Path) -> Result<DirectoryLock> {
 }
 
 impl Store {
-    /// Opens (or creates) the database under `DIR/store` and checks its format.
+    /// Opens (or creates) the log under `DIR/store` and the index under `DIR/index`, and checks
+    /// the format.
     pub fn open(path: &Path) -> Result<Store> {
-        let store_path: PathBuf = path.join("store");
-        let db = Database::builder(&store_path)
-            .open()
-            .map_err(Error::storage(format!("opening {}", store_path.display())))?;
-        let keyspace = |name: &str| {
+        let open_db = |name: &str| {
+            let db_path: PathBuf = path.join(name);
+            Database::builder(&db_path)
+                .open()
+                .map_err(Error::storage(format!("opening {}", db_path.display())))
+        };
+        let db = open_db("store")?;
+        let index_db = open_db("index")?;
+        let keyspace = |db: &Database, name: &str| {
             db.keyspace(name, KeyspaceCreateOptions::default)
                 .map_err(Error::storage(format!("opening keyspace {name}")))
         };
-        let store = Store {
-            log: keyspace("log")?,
-            streams: keyspace("streams")?,
-            dedup: keyspace("dedup")?,
-            meta: keyspace("meta")?,
-            db: db.clone(),
+        let mut store = Store {
+            log: keyspace(&db, "log")?,
+            dedup: keyspace(&db, "dedup")?,
+            meta: keyspace(&db, "meta")?,
+            streams: keyspace(&index_db, "streams")?,
+            index_meta: keyspace(&index_db, "meta")?,
+            db,
+            index_db,
+            needs_migration: false,
         };
-        store.check_format(path)?;
+        store.needs_migration = store.check_format(path)? == STORE_FORMAT_STREAMS_IN_LOG;
         Ok(store)
     }
 
-    fn check_format(&self, path: &Path) -> Result<()> {
+    /// The format found (or written, for a new store).
+    fn check_format(&self, path: &Path) -> Result<u32> {
         let stored = self
             .meta
             .get(FORMAT_KEY)
@@ -125,7 +152,7 @@ impl Store {
             Some(bytes) => {
                 let found = <[u8; 4]>::try_from(&*bytes).map(u32::from_be_bytes);
                 match found {
-                    Ok(STORE_FORMAT) => Ok(()),
+                    Ok(format @ (STORE_FORMAT | STORE_FORMAT_STREAMS_IN_LOG)) => Ok(format),
                     Ok(other) => Err(Error::UnsupportedFormat {
                         path: path.to_owned(),
                         found: other.to_string(),
@@ -150,13 +177,52 @@ impl Store {
                         supported: STORE_FORMAT,
                     });
                 }
-                self.meta
-                    .insert(FORMAT_KEY, STORE_FORMAT.to_be_bytes())
-                    .map_err(Error::storage("writing the format"))?;
-                self.db
-                    .persist(PersistMode::SyncAll)
-                    .map_err(Error::storage("persisting the format"))
+                self.write_format()?;
+                Ok(STORE_FORMAT)
             }
+        }
+    }
+
+    /// Marks the store as of this build's format, durably.
+    pub fn write_format(&self) -> Result<()> {
+        self.meta
+            .insert(FORMAT_KEY, STORE_FORMAT.to_be_bytes())
+            .map_err(Error::storage("writing the format"))?;
+        self.db
+            .persist(PersistMode::SyncAll)
+            .map_err(Error::storage("persisting the format"))
+    }
+
+    /// Drops format 1's stream index from the log's database, once the new index holds it.
+    pub fn drop_format_1_index(&self) -> Result<()> {
+        if self.db.keyspace_exists("streams") {
+            let old = self
+                .db
+                .keyspace("streams", KeyspaceCreateOptions::default)
+                .map_err(Error::storage("opening format 1's stream index"))?;
+            self.db
+                .delete_keyspace(old)
+                .map_err(Error::storage("dropping format 1's stream index"))?;
+        }
+        Ok(())
+    }
+
+    /// The index's checkpoint: every event up to this position is indexed, and this is its hash.
+    pub fn indexed_to(&self) -> Result<(u64, Hash)> {
+        let stored = self
+            .index_meta
+            .get(INDEXED_TO_KEY)
+            .map_err(Error::storage("reading the index checkpoint"))?;
+        match stored {
+            None => Ok((0, GENESIS_HASH)),
+            Some(bytes) if bytes.len() == 40 => Ok((
+                decode_u64(&bytes[..8]).expect("8 bytes"),
+                bytes[8..].try_into().expect("32 bytes"),
+            )),
+            Some(bytes) => Err(Error::Corrupt {
+                position: 0,
+                detail: format!("the index checkpoint is {} bytes, not 40", bytes.len()),
+            }),
         }
     }
 
@@ -194,7 +260,8 @@ impl Store {
 
     /// A stream's version: the version in its last index entry. There is no separate `heads`
     /// keyspace: it cost a third of the writes of a one-event append, and this lookup is one
-    /// reverse seek, made by the writer once per stream it has not seen since opening.
+    /// reverse seek, made by the writer once per stream it has not seen since opening (the
+    /// index is caught up before the writer starts, and only the writer moves a stream on).
     pub fn stream_version(&self, stream: &str) -> Result<u64> {
         let last = self
             .streams
@@ -255,4 +322,12 @@ impl DedupRecord {
             count: u32::from_be_bytes(bytes[40..].try_into().ok()?),
         })
     }
+}
+
+/// The index checkpoint's value: position, then the hash of the event there.
+pub(crate) fn encode_indexed_to(position: u64, hash: &Hash) -> [u8; 40] {
+    let mut out = [0u8; 40];
+    out[..8].copy_from_slice(&position.to_be_bytes());
+    out[8..].copy_from_slice(hash);
+    out
 }

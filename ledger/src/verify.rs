@@ -1,7 +1,9 @@
 //! `verify`: walks the whole log in global order and checks everything that can be checked from
 //! the store alone: dense positions, strict decoding, each envelope's hash, the chain of
-//! previous hashes, dense stream versions, non-decreasing recorded times, and that the `streams`,
-//! and `dedup` indexes say exactly what the log says. It stops at the first problem and
+//! previous hashes, dense stream versions, non-decreasing recorded times, and that the `streams`
+//! and `dedup` indexes say exactly what the log says. The stream index follows the log (see
+//! `index`): it is checked up to its checkpoint, and the checkpoint must name an event of this
+//! log; events past it are the tail the next open indexes. It stops at the first problem and
 //! names its position. Not a repair tool: it writes nothing.
 
 use std::collections::HashMap;
@@ -52,6 +54,7 @@ pub(crate) fn verify(store: &Store, committed: Option<u64>) -> Result<VerifyRepo
     };
     let mut stream_versions: HashMap<String, u64> = HashMap::new();
     let mut last_recorded = i64::MIN;
+    let (indexed_to, indexed_hash) = store.indexed_to()?;
     let problem = |position: u64, detail: String| Some(VerifyProblem { position, detail });
 
     for entry in store.log.iter() {
@@ -109,6 +112,19 @@ pub(crate) fn verify(store: &Store, committed: Option<u64>) -> Result<VerifyRepo
             return Ok(report);
         }
         last_recorded = recorded;
+        if position == indexed_to && event.hash != indexed_hash {
+            report.problem = problem(
+                position,
+                "the stream index's checkpoint names another event here".into(),
+            );
+            return Ok(report);
+        }
+        if position > indexed_to {
+            report.events_checked += 1;
+            report.last_position = position;
+            report.last_hash = event.hash;
+            continue;
+        }
         let indexed = store
             .streams
             .get(store::stream_key(&event.stream, event.version))
@@ -136,6 +152,16 @@ pub(crate) fn verify(store: &Store, committed: Option<u64>) -> Result<VerifyRepo
             report.last_position.min(committed) + 1,
             format!(
                 "the log ends at {} but {committed} was acknowledged",
+                report.last_position
+            ),
+        );
+        return Ok(report);
+    }
+    if indexed_to > report.last_position {
+        report.problem = problem(
+            report.last_position + 1,
+            format!(
+                "the stream index claims events up to {indexed_to}; the log ends at {}",
                 report.last_position
             ),
         );

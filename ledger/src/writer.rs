@@ -23,7 +23,8 @@ use uuid::Uuid;
 
 use crate::envelope::{self, EnvelopeParts, Hash};
 use crate::error::{Error, Result};
-use crate::limits::EVENTS_PER_BATCH_MAX;
+use crate::index::{self, IndexBatch, IndexProgress};
+use crate::limits::{EVENTS_PER_BATCH_MAX, INDEX_QUEUE_BATCHES_MAX};
 use crate::store::{DedupRecord, Store, stream_key};
 use crate::{Append, Appended, AppendedEvent, Clock, ExpectedVersion};
 
@@ -47,8 +48,11 @@ struct Batch {
     sequence: u64,
     items: fjall::OwnedWriteBatch,
     events: usize,
-    /// The position of the last event in the batch (0: no event).
+    /// The position of the last event in the batch (0: no event), and its hash.
     last_position: u64,
+    last_hash: Hash,
+    /// The stream index entries of its events, for the indexer once the batch is durable.
+    index_entries: Vec<(Vec<u8>, u64)>,
     outcomes: Vec<(Reply, Result<Appended>)>,
 }
 
@@ -82,6 +86,7 @@ impl Slot {
 pub(crate) struct Writer {
     stager: Stager,
     committer: Committer,
+    index_progress: Arc<IndexProgress>,
 }
 
 struct Stager {
@@ -102,6 +107,8 @@ struct Stager {
 struct Committer {
     committed: watch::Sender<u64>,
     stopped: Arc<Mutex<Option<String>>>,
+    /// Set when the committer runs.
+    indexer: Option<std::sync::mpsc::SyncSender<IndexBatch>>,
 }
 
 impl Writer {
@@ -110,6 +117,7 @@ impl Writer {
         clock: Clock,
         committed: watch::Sender<u64>,
         stopped: Arc<Mutex<Option<String>>>,
+        index_progress: Arc<IndexProgress>,
     ) -> Result<Writer> {
         let (last_position, last_hash, last_recorded_nanos) = store.head()?;
         Ok(Writer {
@@ -127,11 +135,17 @@ impl Writer {
                 next_sequence: 1,
                 ids: EventIds::seeded(),
             },
-            committer: Committer { committed, stopped },
+            committer: Committer {
+                committed,
+                stopped,
+                indexer: None,
+            },
+            index_progress,
         })
     }
 
-    /// Runs until every sender is gone or a write fails; returns after both threads ended.
+    /// Runs until every sender is gone or a write fails; returns after its three threads (stager,
+    /// committer, indexer) ended.
     pub fn run(self, queue: mpsc::Receiver<Request>) {
         let slot = Slot {
             state: Mutex::new(SlotState {
@@ -144,8 +158,21 @@ impl Writer {
             ready: Condvar::new(),
             room: Condvar::new(),
         };
-        let Writer { stager, committer } = self;
+        let Writer {
+            stager,
+            mut committer,
+            index_progress,
+        } = self;
+        let (index_tx, index_rx) = std::sync::mpsc::sync_channel(INDEX_QUEUE_BATCHES_MAX);
+        committer.indexer = Some(index_tx);
+        let store = stager.store.clone();
         std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("ledger-index".into())
+                .spawn_scoped(scope, || {
+                    index::run_indexer(&store, index_rx, &index_progress);
+                })
+                .expect("spawning the ledger's index thread");
             std::thread::Builder::new()
                 .name("ledger-commit".into())
                 .spawn_scoped(scope, || committer.run(&slot))
@@ -203,6 +230,8 @@ impl Stager {
                     items: self.store.db.batch().durability(Some(PersistMode::SyncAll)),
                     events: 0,
                     last_position: 0,
+                    last_hash: [0; 32],
+                    index_entries: Vec::new(),
                     outcomes: Vec::new(),
                 }
             });
@@ -298,11 +327,9 @@ impl Stager {
             batch
                 .items
                 .insert(&self.store.log, position.to_be_bytes(), bytes);
-            batch.items.insert(
-                &self.store.streams,
-                stream_key(&append.stream, version),
-                position.to_be_bytes(),
-            );
+            batch
+                .index_entries
+                .push((stream_key(&append.stream, version), position));
             tail.last_position = position;
             tail.last_hash = hash;
             appended.push(AppendedEvent {
@@ -314,6 +341,7 @@ impl Stager {
         tail.last_recorded_nanos = recorded_nanos;
         batch.events += append.events.len();
         batch.last_position = tail.last_position;
+        batch.last_hash = tail.last_hash;
         let new_version = actual + append.events.len() as u64;
         match self.heads.get_mut(&append.stream) {
             Some(head) => *head = new_version,
@@ -410,6 +438,8 @@ impl Committer {
         let Batch {
             items,
             last_position,
+            last_hash,
+            index_entries,
             outcomes,
             ..
         } = batch;
@@ -432,6 +462,15 @@ impl Committer {
         if last_position > 0 {
             // Wake subscribers only after the fsync: they must never see an unacknowledged event.
             self.committed.send_replace(last_position);
+            // Durable now: the indexer may follow. If it stopped, the log goes on and stream
+            // reads report the index's failure; the next open indexes again.
+            if let Some(indexer) = &self.indexer {
+                let _ = indexer.send(IndexBatch {
+                    entries: index_entries,
+                    last_position,
+                    last_hash,
+                });
+            }
         }
         for (reply, outcome) in outcomes {
             // A caller that gave up waiting still had its events written; that is what the

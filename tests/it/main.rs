@@ -12,5 +12,6 @@ mod log_model;
 mod nats_service;
 mod postgres_side;
 mod projection_views;
+mod stream_index;
 mod tamper;
 mod wire_schemas;
