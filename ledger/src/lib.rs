@@ -7,7 +7,8 @@
 //! The public surface: [`Ledger::open`], [`Ledger::append`] (and [`Ledger::append_blocking`]),
 //! the reads [`Ledger::read_stream`], [`Ledger::read_stream_backward`], [`Ledger::read_all`],
 //! [`Ledger::scan`], [`Ledger::subscribe`], the idempotency lookup [`Ledger::command`], and
-//! [`Ledger::verify`]. Limits are in [`limits`].
+//! [`Ledger::verify`]. Limits are in [`limits`]. On disk: the log (`DIR/store`, fsync'd) and a
+//! stream index that follows it (`DIR/index`, see `index`).
 
 mod envelope;
 mod error;
@@ -452,6 +453,7 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read.
+    /// [`Error::IndexStopped`] when the stream index stopped following the log.
     pub fn stream_version(&self, stream: &str) -> Result<u64> {
         self.index_current()?;
         self.inner.store.stream_version(stream)
@@ -469,6 +471,7 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Error::Storage`] when the store cannot be read.
+    /// [`Error::IndexStopped`] when the stream index stopped following the log.
     pub fn stream_ids(&self, prefix: &str) -> Result<Vec<String>> {
         self.index_current()?;
         let index = &self.inner.store.streams;
@@ -512,6 +515,7 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read.
+    /// [`Error::IndexStopped`] when the stream index stopped following the log.
     pub fn read_stream(
         &self,
         stream: &str,
@@ -533,6 +537,7 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read.
+    /// [`Error::IndexStopped`] when the stream index stopped following the log.
     pub fn read_stream_backward(
         &self,
         stream: &str,
@@ -682,7 +687,8 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Error::Storage`] when the store cannot be read at all. Corruption is a finding in the
-    /// report, not an error.
+    /// report, not an error. [`Error::IndexStopped`] when the stream index stopped following
+    /// the log.
     pub fn verify(&self) -> Result<VerifyReport> {
         self.index_current()?;
         verify::verify(&self.inner.store, Some(self.committed_position()))

@@ -8,7 +8,9 @@
 //! open batch; the *committer* takes the open batch whenever it is free, commits it with
 //! `SyncAll` (journal write, fsync, memtable inserts, all under fjall's journal lock) and answers
 //! its callers. So batch N+1 is decided and encoded while batch N is being written and fsync'd,
-//! and everything that arrives during a commit joins the next one.
+//! and everything that arrives during a commit joins the next one. When the writer is idle (one
+//! append arrives at an empty queue and nothing is being committed) the stager commits that
+//! batch itself: a lone writer then pays one thread hop per append, not two.
 //!
 //! The stager decides on a state that includes batches not yet committed. That is sound because
 //! a failed commit stops the writer for good: every later batch is answered with
@@ -71,6 +73,9 @@ struct SlotState {
     open_ready: bool,
     /// The stager has stopped: no batch will follow the open one.
     stager_done: bool,
+    /// A batch is being committed (by the committer, or by the stager when idle). Batches are
+    /// committed one at a time, in order.
+    committing: bool,
     /// The committer failed: the cause, and no batch after it will be written.
     failed: Option<String>,
     /// The sequence of the last batch the committer finished.
@@ -152,6 +157,7 @@ impl Writer {
                 open: None,
                 open_ready: false,
                 stager_done: false,
+                committing: false,
                 failed: None,
                 committed_sequence: 0,
             }),
@@ -166,30 +172,44 @@ impl Writer {
         let (index_tx, index_rx) = std::sync::mpsc::sync_channel(INDEX_QUEUE_BATCHES_MAX);
         committer.indexer = Some(index_tx);
         let store = stager.store.clone();
-        std::thread::scope(|scope| {
+        std::thread::scope(|outer| {
             std::thread::Builder::new()
                 .name("ledger-index".into())
-                .spawn_scoped(scope, || {
+                .spawn_scoped(outer, || {
                     index::run_indexer(&store, index_rx, &index_progress);
                 })
                 .expect("spawning the ledger's index thread");
-            std::thread::Builder::new()
-                .name("ledger-commit".into())
-                .spawn_scoped(scope, || committer.run(&slot))
-                .expect("spawning the ledger's commit thread");
-            stager.run(queue, &slot);
+            // Stager and committer share the committer; once both have ended, dropping it
+            // closes the indexer's channel, and the indexer ends after writing what it holds.
+            std::thread::scope(|inner| {
+                let (committer, slot) = (&committer, &slot);
+                std::thread::Builder::new()
+                    .name("ledger-commit".into())
+                    .spawn_scoped(inner, move || committer.run(slot))
+                    .expect("spawning the ledger's commit thread");
+                stager.run(queue, slot, committer);
+            });
+            drop(committer);
         });
     }
 }
 
 impl Stager {
-    fn run(mut self, mut queue: mpsc::Receiver<Request>, slot: &Slot) {
+    fn run(mut self, mut queue: mpsc::Receiver<Request>, slot: &Slot, committer: &Committer) {
+        // Requests staged since the stager last waited on an empty queue.
+        let mut staged_since_idle = 0usize;
         loop {
             let request = match queue.try_recv() {
                 Ok(request) => request,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    // Nothing more to gather now: the open batch may go.
+                    // Nothing more to gather now: the open batch may go. A lone request that
+                    // woke an idle writer is committed here, saving the hand-over; anything
+                    // gathered under load goes to the committer so that staging goes on.
+                    if staged_since_idle == 1 {
+                        commit_if_idle(slot, committer);
+                    }
                     mark_ready(slot);
+                    staged_since_idle = 0;
                     match queue.blocking_recv() {
                         Some(request) => request,
                         None => break,
@@ -197,6 +217,7 @@ impl Stager {
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             };
+            staged_since_idle += 1;
             let mut state = slot.lock();
             while state.failed.is_none()
                 && state
@@ -382,6 +403,22 @@ impl Stager {
     }
 }
 
+/// Commits the open batch on the calling thread when no batch is being committed.
+fn commit_if_idle(slot: &Slot, committer: &Committer) {
+    let batch = {
+        let mut state = slot.lock();
+        if state.committing || state.failed.is_some() || state.open.is_none() {
+            return;
+        }
+        state.committing = true;
+        state.open_ready = false;
+        let batch = state.open.take().expect("an open batch");
+        slot.room.notify_one();
+        batch
+    };
+    committer.commit_taken(slot, batch);
+}
+
 /// Lets the committer take the open batch.
 fn mark_ready(slot: &Slot) {
     let mut state = slot.lock();
@@ -392,24 +429,38 @@ fn mark_ready(slot: &Slot) {
 }
 
 impl Committer {
-    fn run(self, slot: &Slot) {
+    fn run(&self, slot: &Slot) {
         loop {
             let batch = {
                 let mut state = slot.lock();
                 loop {
-                    if state.open_ready && state.open.is_some() {
+                    if state.failed.is_some() {
+                        return;
+                    }
+                    if state.open_ready && state.open.is_some() && !state.committing {
                         break;
                     }
-                    if state.stager_done {
+                    if state.stager_done && state.open.is_none() && !state.committing {
                         return;
                     }
                     state = slot.ready.wait(state).expect("writer slot lock");
                 }
                 state.open_ready = false;
+                state.committing = true;
                 let batch = state.open.take().expect("a ready batch");
                 slot.room.notify_one();
                 batch
             };
+            if !self.commit_taken(slot, batch) {
+                return;
+            }
+        }
+    }
+
+    /// Commits a batch taken from the slot (with `committing` set) and releases the slot.
+    /// Returns false when the commit failed and the writer has stopped.
+    fn commit_taken(&self, slot: &Slot, batch: Batch) -> bool {
+        {
             let sequence = batch.sequence;
             if let Err(cause) = self.commit(batch) {
                 tracing::error!(%cause, "event log writer stopped");
@@ -425,11 +476,18 @@ impl Committer {
                         }));
                     }
                 }
+                state.committing = false;
                 slot.room.notify_one();
-                return;
+                slot.ready.notify_all();
+                return false;
             }
-            slot.lock().committed_sequence = sequence;
+            let mut state = slot.lock();
+            state.committed_sequence = sequence;
+            state.committing = false;
+            // The other thread may be waiting for the commit role.
+            slot.ready.notify_all();
         }
+        true
     }
 
     /// Writes one batch and answers its callers. Returns the failure that must stop the

@@ -210,7 +210,7 @@ fn the_benchmark_suite_runs_at_a_small_n_and_the_answers_agree() {
         ),
         (
             "durable_appends_256_writers",
-            "raw fjall SyncAll batches of 256, event + stream index entry",
+            "raw fjall SyncAll batches of 256, event + stream index entry (format 1)",
         ),
         (
             "durable_appends_256_writers",

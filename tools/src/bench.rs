@@ -456,11 +456,13 @@ pub(crate) fn raw_fsync(path: &Path, duration: Duration) -> anyhow::Result<f64> 
 /// What a raw fjall baseline writes for each event.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RawLayout {
-    /// One 300-byte item: the disk's limit through fjall.
+    /// One 300-byte item: the disk's limit through fjall, and since store format 2 the
+    /// ledger's own fsync'd layout (its stream index is written after the fsync, elsewhere).
     Event,
-    /// The ledger's own layout: the 300-byte item and a stream index entry (stream id, 0x00,
-    /// version → position), the events spread over as many streams as the batch holds, as when
-    /// that many writers append one event each.
+    /// Store format 1's layout: the 300-byte item and a stream index entry (stream id, 0x00,
+    /// version → position) in the same fsync'd batch, the events spread over as many streams as
+    /// the batch holds, as when that many writers append one event each. Kept to show what
+    /// moving the index out of the commit bought.
     EventAndStreamIndex,
 }
 

@@ -5,7 +5,8 @@
 //! of that log: durable appends with 1/16/256 writers (ledger beside PostgreSQL, one insert per
 //! transaction with the expected-version check, and in alternating rounds beside the raw loop
 //! the same writers could at best drive: write+fsync for one writer, fjall `SyncAll` batches of
-//! n events, with and without a stream index entry, for n writers of one event each), contract
+//! n events for n writers of one event each — one item per event, the ledger's fsync'd layout
+//! since store format 2, and with a stream index entry beside it, format 1's), contract
 //! commands end to end, rebuilding every
 //! projection (beside the ledger's own decoding scan and PostgreSQL computing every balance in
 //! SQL), and `balance --as-of` on a contract with 10k events (beside the same question in SQL;
@@ -93,7 +94,9 @@ impl Raw {
             Raw::Fjall {
                 batch,
                 layout: RawLayout::EventAndStreamIndex,
-            } => format!("raw fjall SyncAll batches of {batch}, event + stream index entry"),
+            } => format!(
+                "raw fjall SyncAll batches of {batch}, event + stream index entry (format 1)"
+            ),
         }
     }
 
