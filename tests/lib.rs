@@ -52,6 +52,16 @@ pub fn run_ledgerctl(data: &std::path::Path, args: &[&str], stdin: &str) -> std:
     child.wait_with_output().expect("wait for ledgerctl")
 }
 
+/// The positions of a stream's events as `read_stream` returns them (through the stream index).
+pub fn stream_positions(ledger: &ledger::Ledger, stream: &str) -> Vec<u64> {
+    ledger
+        .read_stream(stream, 1, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|event| event.position)
+        .collect()
+}
+
 /// Copies a directory tree (a committed fixture store) so a test can open it: opening recovers
 /// the journal, which writes.
 pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

@@ -170,14 +170,7 @@ pub(crate) fn catch_up(store: &Store, head: u64) -> Result<u64> {
         last_hash = event.hash;
         in_batch += 1;
         if in_batch == INDEX_CATCH_UP_BATCH_EVENTS {
-            items.insert(
-                &store.index_meta,
-                INDEXED_TO_KEY,
-                encode_indexed_to(position, &last_hash),
-            );
-            items
-                .commit()
-                .map_err(Error::storage("writing the stream index"))?;
+            commit_with_checkpoint(store, items, position, &last_hash)?;
             items = store.index_db.batch();
             in_batch = 0;
         }
@@ -189,14 +182,7 @@ pub(crate) fn catch_up(store: &Store, head: u64) -> Result<u64> {
         });
     }
     if in_batch > 0 {
-        items.insert(
-            &store.index_meta,
-            INDEXED_TO_KEY,
-            encode_indexed_to(position, &last_hash),
-        );
-        items
-            .commit()
-            .map_err(Error::storage("writing the stream index"))?;
+        commit_with_checkpoint(store, items, position, &last_hash)?;
     }
     if store.needs_migration {
         // The new index is complete: make it durable before the old one goes.
@@ -214,6 +200,23 @@ pub(crate) fn catch_up(store: &Store, head: u64) -> Result<u64> {
     // written leaves the old keyspace behind.
     store.drop_format_1_index()?;
     Ok(position)
+}
+
+/// Commits catch-up entries together with the checkpoint they bring the index to.
+fn commit_with_checkpoint(
+    store: &Store,
+    mut items: fjall::OwnedWriteBatch,
+    position: u64,
+    hash: &Hash,
+) -> Result<()> {
+    items.insert(
+        &store.index_meta,
+        INDEXED_TO_KEY,
+        encode_indexed_to(position, hash),
+    );
+    items
+        .commit()
+        .map_err(Error::storage("writing the stream index"))
 }
 
 /// Removes every entry and the checkpoint.

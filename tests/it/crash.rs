@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use ledger::Ledger;
-use tests::{Rng, ledgerctl};
+use tests::{Rng, ledgerctl, stream_positions};
 
 struct Ack {
     first_position: u64,
@@ -152,13 +152,11 @@ fn check_store(data: &std::path::Path, acks: &[Ack]) -> (u64, u64) {
             .push(event.position);
     }
     for (stream, positions) in &streams {
-        let read: Vec<u64> = ledger
-            .read_stream(stream, 1, usize::MAX)
-            .unwrap()
-            .iter()
-            .map(|event| event.position)
-            .collect();
-        assert_eq!(&read, positions, "stream {stream} read through the index");
+        assert_eq!(
+            &stream_positions(&ledger, stream),
+            positions,
+            "stream {stream} read through the index"
+        );
         assert_eq!(
             ledger.stream_version(stream).unwrap(),
             positions.len() as u64

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 use ledger::{Append, ExpectedVersion, Ledger, NewEvent};
-use tests::copy_dir;
+use tests::{copy_dir, stream_positions};
 
 /// `events` events over `streams` streams named `prefix-N`; returns each stream's positions.
 fn build(dir: &Path, prefix: &str, streams: u64, events: u64) -> Vec<(String, Vec<u64>)> {
@@ -30,13 +30,7 @@ fn build(dir: &Path, prefix: &str, streams: u64, events: u64) -> Vec<(String, Ve
 
 fn assert_reads(ledger: &Ledger, expected: &[(String, Vec<u64>)]) {
     for (stream, positions) in expected {
-        let read: Vec<u64> = ledger
-            .read_stream(stream, 1, usize::MAX)
-            .unwrap()
-            .iter()
-            .map(|event| event.position)
-            .collect();
-        assert_eq!(&read, positions, "{stream}");
+        assert_eq!(&stream_positions(ledger, stream), positions, "{stream}");
         let backward: Vec<u64> = ledger
             .read_stream_backward(stream, None, usize::MAX)
             .unwrap()
