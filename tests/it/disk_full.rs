@@ -1,6 +1,7 @@
 //! A failed write acknowledges nothing: the store lives on a 4 MiB tmpfs that fills up under
 //! concurrent appends. Every append acknowledged before the failure is readable; every caller
-//! waiting when it failed gets an error; the writer stops and later appends are refused.
+//! waiting when it failed gets an error; the writer stops and later appends are refused. And a
+//! full disk under the stream index alone stops the index, not the log.
 //! Needs root for `mount` (CI runs as root).
 
 use std::process::Command;
@@ -80,4 +81,78 @@ async fn a_full_disk_stops_the_writer_and_acks_nothing_unwritten() {
         Err(Error::WriterStopped { cause }) => assert!(cause.contains("failed"), "{cause}"),
         other => panic!("an append after the failure must be refused, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_index_disk_stops_the_index_not_the_log() {
+    // Only the stream index lives on a 1 MiB tmpfs: when it fills up, the log goes on taking
+    // appends, stream reads report the index's failure instead of answering from a stale index,
+    // and a reopen with room again builds the index from the log.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let index = data.join("index");
+    std::fs::create_dir_all(&index).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&index)
+        .status()
+        .expect("run mount");
+    assert!(status.success(), "mounting a tmpfs needs root");
+    let mount = Mount(index.clone());
+
+    let ledger = Ledger::open(&data).unwrap();
+    // Long stream ids make big index entries: the index fills long before the log's disk.
+    let stream = |i: u64| format!("{}-{}", "s".repeat(100), i % 64);
+    let mut appended = 0u64;
+    let stopped = loop {
+        assert!(appended < 2_000_000, "the index never filled its 1 MiB");
+        let appends = (0..256).map(|k| {
+            let ledger = ledger.clone();
+            let stream = stream(appended + k);
+            async move {
+                ledger
+                    .append(Append::new(
+                        stream,
+                        ExpectedVersion::Any,
+                        vec![NewEvent::new("e", b"x".to_vec())],
+                    ))
+                    .await
+            }
+        });
+        for result in futures::future::join_all(appends).await {
+            result.expect("the log keeps taking appends while the index fails");
+        }
+        appended += 256;
+        match ledger.read_stream(&stream(0), 1, 1) {
+            Ok(_) => {}
+            Err(Error::IndexStopped { cause }) => break cause,
+            Err(other) => panic!("expected the index to stop, got {other}"),
+        }
+    };
+    assert!(stopped.contains("stream index"), "{stopped}");
+    assert!(matches!(
+        ledger.stream_version(&stream(0)),
+        Err(Error::IndexStopped { .. })
+    ));
+    // The log itself is whole.
+    ledger
+        .append(Append::new(
+            "after",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("e", b"x".to_vec())],
+        ))
+        .await
+        .expect("appends go on");
+    let committed = ledger.committed_position();
+    assert_eq!(committed, appended + 1);
+    assert_eq!(ledger.scan(0).count() as u64, committed);
+    drop(ledger);
+    drop(mount);
+
+    // Room again (the tmpfs is gone, and with it the index): rebuilt from the log at open.
+    let ledger = Ledger::open(&data).unwrap();
+    let per_stream = ledger.read_stream(&stream(0), 1, usize::MAX).unwrap();
+    assert_eq!(per_stream.len() as u64, appended / 64);
+    assert_eq!(ledger.stream_version("after").unwrap(), 1);
+    assert!(ledger.verify().unwrap().is_ok());
 }
