@@ -166,6 +166,23 @@ fn bench_append_small_run_reports_every_workload_with_ratios() {
         field(writers_1, "ratio").is_some() && field(writers_1, "p99_us").is_some(),
         "{writers_1}"
     );
+    // Every append and raw fjall line says what it cost in CPU; n > 1 writers get a ceiling.
+    for line in stdout.lines().filter(|l| {
+        l.contains("workload=append_writers_") || l.contains("workload=raw_fjall_batch_")
+    }) {
+        if line.contains("_cpu_ceiling_") {
+            assert!(field(line, "ratio").is_some(), "{line}");
+        } else {
+            let cpu: f64 = field(line, "cpu_us_per_event").unwrap().parse().unwrap();
+            assert!(cpu > 0.0, "{line}");
+        }
+    }
+    assert!(
+        workloads
+            .iter()
+            .any(|w| w.starts_with("append_writers_8_cpu_ceiling_")),
+        "no ceiling in:\n{stdout}"
+    );
     assert!(stdout.lines().next().unwrap().starts_with("MACHINE "));
 }
 

@@ -225,6 +225,25 @@ fn the_benchmark_suite_runs_at_a_small_n_and_the_answers_agree() {
             "no {workload} row beside {baseline:?} in\n{stdout}"
         );
     }
+    // The 256 writers' rows say what each side cost in CPU, and how far that CPU lets the
+    // ledger go on this machine's cores.
+    for row in rows
+        .iter()
+        .filter(|r| r[1] == "durable_appends_256_writers" && r[3].starts_with("raw fjall"))
+    {
+        assert!(
+            row[2].contains("µs CPU/event]") && row[4].contains("µs CPU/event]"),
+            "{row:?}"
+        );
+    }
+    assert!(
+        rows.iter().any(
+            |r| r[1].starts_with("durable_appends_256_writers: CPU ceiling")
+                && r[3] == "raw fjall SyncAll batches of 1000"
+                && !r[2].starts_with('0')
+        ),
+        "no CPU ceiling row in\n{stdout}"
+    );
     // Every size-dependent row names the log size it ran at: the generated log (≥ 12,000 events).
     let steps: Vec<u64> = rows
         .iter()

@@ -125,6 +125,7 @@ fn commands_bench(args: CommandsArgs) -> anyhow::Result<ExitCode> {
             p99_us: Some(percentile(&latencies, 99)),
             baseline: Some(("raw_append_same_concurrency".into(), raw_rate)),
             target_ratio: Some(0.50),
+            cpu_us_per_event: None,
         }
         .print();
     }
@@ -205,6 +206,8 @@ pub(crate) struct Line {
     pub p99_us: Option<u64>,
     pub baseline: Option<(String, f64)>,
     pub target_ratio: Option<f64>,
+    /// CPU microseconds the whole process spent per event (see [`cpu_us_per_event`]).
+    pub cpu_us_per_event: Option<f64>,
 }
 
 /// One row of `bench suite`'s table: every `Line` printed while the suite runs, and the suite's
@@ -241,6 +244,28 @@ pub(crate) fn rate_text(per_sec: f64, p50_us: Option<u64>, p99_us: Option<u64>) 
     text
 }
 
+/// CPU time this process has used so far: user plus system, every thread, finished ones
+/// included, from `/proc/self/stat`. Linux reports it there in USER_HZ ticks, fixed at 100 a
+/// second for this interface, so over a round of a second or more it is good to about 1 %.
+pub(crate) fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields 14 and 15 (utime, stime); the command name before them may hold spaces.
+    let ticks: u64 = stat.rsplit_once(')').map_or(0, |(_, rest)| {
+        rest.split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|field| field.parse::<u64>().ok())
+            .sum()
+    });
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU microseconds per event since `since` (a [`process_cpu`] reading): what the work cost
+/// both cores, not how long it took.
+pub(crate) fn cpu_us_per_event(since: Duration, events: f64) -> f64 {
+    (process_cpu().saturating_sub(since)).as_secs_f64() * 1e6 / events.max(1.0)
+}
+
 pub(crate) fn micros_text(us: u64) -> String {
     if us >= 10_000 {
         format!("{:.1} ms", us as f64 / 1000.0)
@@ -269,6 +294,9 @@ impl Line {
         );
         if let (Some(p50), Some(p99)) = (self.p50_us, self.p99_us) {
             text += &format!(" p50_us={p50} p99_us={p99}");
+        }
+        if let Some(cpu) = self.cpu_us_per_event {
+            text += &format!(" cpu_us_per_event={cpu:.2}");
         }
         if let Some((name, rate)) = &self.baseline {
             let ratio = self.per_sec / *rate;
@@ -299,9 +327,10 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         p99_us: None,
         baseline: None,
         target_ratio: None,
+        cpu_us_per_event: None,
     }
     .print();
-    let fjall_rate = raw_fjall_batches(
+    let (fjall_rate, fjall_cpu) = raw_fjall_batches(
         &work.path().join("raw-fjall"),
         duration,
         RAW_FJALL_BATCH,
@@ -314,6 +343,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         p99_us: None,
         baseline: None,
         target_ratio: None,
+        cpu_us_per_event: Some(fjall_cpu),
     }
     .print();
 
@@ -333,7 +363,8 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         if writers > 1 {
             for layout in [RawLayout::Event, RawLayout::EventAndStreamIndex] {
                 let name = format!("raw_fjall_batch_{writers}_syncall{}", layout.suffix());
-                let rate = raw_fjall_batches(&work.path().join(&name), duration, writers, layout)?;
+                let (rate, cpu) =
+                    raw_fjall_batches(&work.path().join(&name), duration, writers, layout)?;
                 Line {
                     workload: name.clone(),
                     per_sec: rate,
@@ -341,6 +372,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
                     p99_us: None,
                     baseline: None,
                     target_ratio: None,
+                    cpu_us_per_event: Some(cpu),
                 }
                 .print();
                 same_batch.push((name, rate));
@@ -348,8 +380,10 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         }
         let dir = ledger_dir.join(format!("writers-{writers}"));
         let ledger = Ledger::open(&dir)?;
+        let cpu = process_cpu();
         let (rate, mut latencies) =
             runtime.block_on(concurrent_appends(&ledger, writers, duration))?;
+        let cpu = cpu_us_per_event(cpu, latencies.len() as f64);
         latencies.sort_unstable();
         let p50_us = Some(percentile(&latencies, 50));
         let p99_us = Some(percentile(&latencies, 99));
@@ -381,6 +415,24 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
                 p99_us,
                 baseline: Some(baseline),
                 target_ratio,
+                cpu_us_per_event: Some(cpu),
+            }
+            .print();
+        }
+        if writers > 1 {
+            // What the ledger could reach with every core busy and no time lost to waits.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            Line {
+                workload: format!("append_writers_{writers}_cpu_ceiling_{cores}_cores"),
+                per_sec: cores as f64 * 1e6 / cpu,
+                p50_us: None,
+                p99_us: None,
+                baseline: Some((
+                    format!("raw_fjall_batch_{RAW_FJALL_BATCH}_syncall"),
+                    fjall_rate,
+                )),
+                target_ratio: None,
+                cpu_us_per_event: None,
             }
             .print();
         }
@@ -395,6 +447,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         p99_us: None,
         baseline: Some(("raw_fjall_batch_1000_syncall".into(), fjall_rate)),
         target_ratio: None,
+        cpu_us_per_event: None,
     }
     .print();
     Line {
@@ -404,6 +457,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         p99_us: None,
         baseline: Some(("raw_fjall_iterate".into(), raw_rate)),
         target_ratio: None,
+        cpu_us_per_event: None,
     }
     .print();
     let meets = if scan_rate >= 500_000.0 { "yes" } else { "no" };
@@ -476,17 +530,19 @@ impl RawLayout {
 }
 
 /// Raw fjall: batches of `batch` events committed with `PersistMode::SyncAll`, back to back.
+/// Returns events per second and CPU microseconds per event (fjall's own threads included).
 pub(crate) fn raw_fjall_batches(
     path: &Path,
     duration: Duration,
     batch: usize,
     layout: RawLayout,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let db = Database::builder(path).open()?;
     let keyspace = db.keyspace("raw", KeyspaceCreateOptions::default)?;
     let index = db.keyspace("raw_index", KeyspaceCreateOptions::default)?;
     let value = vec![b'x'; RAW_RECORD_BYTES];
     let streams = batch as u64;
+    let cpu = process_cpu();
     let start = Instant::now();
     let mut key = 0u64;
     while start.elapsed() < duration {
@@ -504,12 +560,13 @@ pub(crate) fn raw_fjall_batches(
         commit.commit()?;
     }
     let rate = key as f64 / start.elapsed().as_secs_f64();
+    let cpu = cpu_us_per_event(cpu, key as f64);
     // Each baseline writes several hundred MB; the next workload should not share the disk and
     // the cores with its flushes and compactions. The last handle's drop waits for fjall's
     // workers; deleting the files drops their dirty pages.
     drop((keyspace, index, db));
     std::fs::remove_dir_all(path)?;
-    Ok(rate)
+    Ok((rate, cpu))
 }
 
 fn bench_event() -> NewEvent {
@@ -798,6 +855,7 @@ fn projections_bench(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
         p99_us: None,
         baseline: Some(("raw_scan_decode_same_log_median_of_7".into(), scan_rate)),
         target_ratio: Some(0.60),
+        cpu_us_per_event: None,
     }
     .print();
     Line {
@@ -810,6 +868,7 @@ fn projections_bench(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
         p99_us: None,
         baseline: Some(("raw_scan_decode_same_log_median_of_7".into(), scan_rate)),
         target_ratio: None,
+        cpu_us_per_event: None,
     }
     .print();
     println!(

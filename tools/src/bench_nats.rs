@@ -257,6 +257,7 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
             p99_us: Some(percentile(&latencies, 99)),
             baseline: Some(("raw_nats_request_reply_echo".into(), raw_rate)),
             target_ratio: None,
+            cpu_us_per_event: None,
         }
         .print();
         println!(
@@ -356,6 +357,7 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
         p99_us: None,
         baseline: Some(("raw_jetstream_publish_loop_same_messages".into(), raw_rate)),
         target_ratio: Some(0.5),
+        cpu_us_per_event: None,
     }
     .print();
     Ok(ExitCode::SUCCESS)

@@ -223,6 +223,7 @@ pub fn run(args: PostgresBenchArgs) -> anyhow::Result<ExitCode> {
             p99_us: Some(percentile(&latencies, 99)),
             baseline: Some(("postgres15_one_insert_per_transaction".into(), pg_rate)),
             target_ratio: (writers >= 256).then_some(10.0),
+            cpu_us_per_event: None,
         }
         .print();
         println!(

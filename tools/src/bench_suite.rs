@@ -3,17 +3,22 @@
 //! At each log size (100k and 1M events by default, 10M with `--with-10m`) the same generated
 //! history goes into a fresh ledger and, by COPY, into PostgreSQL 15's events table; then, on top
 //! of that log: durable appends with 1/16/256 writers (ledger beside PostgreSQL, one insert per
-//! transaction with the expected-version check, and in alternating rounds beside the raw loop
-//! the same writers could at best drive: write+fsync for one writer, fjall `SyncAll` batches of
-//! n events for n writers of one event each — one item per event, the ledger's fsync'd layout
-//! since store format 2, and with a stream index entry beside it, format 1's), contract
-//! commands end to end, rebuilding every
-//! projection (beside the ledger's own decoding scan and PostgreSQL computing every balance in
-//! SQL), and `balance --as-of` on a contract with 10k events (beside the same question in SQL;
-//! the two answers must agree). Size-independent rows: raw write+fsync and raw fjall `SyncAll`
-//! batches of 1000 (the disk's limit), and the NATS service (`bench nats`). Each row's peak RSS is this
-//! process's peak during the phase the row was measured in (Linux `VmHWM`, reset per phase).
-//! Progress goes to stderr, the table to stdout (Markdown, ready for BENCHMARKS.md).
+//! transaction with the expected-version check, and in alternating rounds beside the raw loops:
+//! write+fsync for one writer; for n writers of one event each, fjall `SyncAll` batches of 1000
+//! (the disk's limit through fjall) and of n events — one item per event, the ledger's fsync'd
+//! layout since store format 2, and with a stream index entry beside it, format 1's), contract
+//! commands end to end, rebuilding every projection (beside the ledger's own decoding scan and
+//! PostgreSQL computing every balance in SQL), and `balance --as-of` on a contract with 10k
+//! events (beside the same question in SQL; the two answers must agree). Size-independent rows:
+//! raw write+fsync and raw fjall `SyncAll` batches of 1000 once at the start, and the NATS
+//! service (`bench nats`).
+//!
+//! Beside each append rate, in brackets: the CPU the whole process spent per event during the
+//! timed rounds (user + system, every thread; fjall's flushes that fall after a round are not
+//! counted, on either side). From it, the 256 writers' *CPU ceiling* row: the rate this
+//! machine's cores would allow at that cost with no time lost to waits. Each row's peak RSS is
+//! this process's peak during the phase the row was measured in (Linux `VmHWM`, reset per
+//! phase). Progress goes to stderr, the table to stdout (Markdown, ready for BENCHMARKS.md).
 
 // Rates and ratios are reported as floating-point numbers; no money is computed here.
 #![allow(clippy::float_arithmetic)]
@@ -29,8 +34,8 @@ use projections::Projection;
 
 use crate::bench::{
     RAW_FJALL_BATCH, ROWS, RawLayout, Row, STEP, concurrent_appends, concurrent_commands,
-    generate_history, micros_text, peak_rss_kib, percentile, rate_text, raw_fjall_batches,
-    raw_fsync, record,
+    cpu_us_per_event, generate_history, micros_text, peak_rss_kib, percentile, process_cpu,
+    rate_text, raw_fjall_batches, raw_fsync, record,
 };
 use crate::bench_pg::{BALANCE_AS_OF, SCHEMA, Server, postgres_appends};
 
@@ -71,17 +76,36 @@ enum Raw {
 }
 
 impl Raw {
+    /// The disk's limit through fjall (batches of `RAW_FJALL_BATCH`), then like for like.
     fn for_writers(writers: usize) -> Vec<Raw> {
         if writers == 1 {
             return vec![Raw::Fsync];
         }
-        [RawLayout::Event, RawLayout::EventAndStreamIndex]
-            .into_iter()
-            .map(|layout| Raw::Fjall {
-                batch: writers,
-                layout,
-            })
-            .collect()
+        let mut raws = vec![Raw::Fjall {
+            batch: RAW_FJALL_BATCH,
+            layout: RawLayout::Event,
+        }];
+        raws.extend(
+            [RawLayout::Event, RawLayout::EventAndStreamIndex]
+                .into_iter()
+                .map(|layout| Raw::Fjall {
+                    batch: writers,
+                    layout,
+                }),
+        );
+        raws
+    }
+
+    /// The target the ledger's appends with `writers` writers must reach against this baseline.
+    fn target(self, writers: usize) -> Option<f64> {
+        match self {
+            Raw::Fsync => Some(0.8),
+            Raw::Fjall {
+                batch: RAW_FJALL_BATCH,
+                layout: RawLayout::Event,
+            } if writers == 256 => Some(0.75),
+            Raw::Fjall { .. } => None,
+        }
     }
 
     fn name(self) -> String {
@@ -100,13 +124,16 @@ impl Raw {
         }
     }
 
-    fn run(self, work: &Path, duration: Duration) -> anyhow::Result<f64> {
+    /// Events per second and CPU microseconds per event.
+    fn run(self, work: &Path, duration: Duration) -> anyhow::Result<(f64, f64)> {
         match self {
             Raw::Fsync => {
                 let path = work.join("raw-fsync-round");
+                let cpu = process_cpu();
                 let rate = raw_fsync(&path, duration)?;
+                let cpu = cpu_us_per_event(cpu, rate * duration.as_secs_f64());
                 std::fs::remove_file(path)?;
-                Ok(rate)
+                Ok((rate, cpu))
             }
             Raw::Fjall { batch, layout } => raw_fjall_batches(
                 &work.join(format!("raw-fjall-{batch}{}", layout.suffix())),
@@ -145,7 +172,7 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     progress("the disk's limit: raw write+fsync, raw fjall SyncAll batches");
     set_step("—");
     let fsync_rate = raw_fsync(&work.path().join("raw-fsync"), duration)?;
-    let fjall_rate = raw_fjall_batches(
+    let (fjall_rate, _) = raw_fjall_batches(
         &work.path().join("raw-fjall"),
         duration,
         RAW_FJALL_BATCH,
@@ -171,7 +198,7 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     let postgres_version = postgres.version()?;
 
     for &size in &sizes {
-        step(&runtime, work.path(), &postgres, size, duration, fjall_rate)?;
+        step(&runtime, work.path(), &postgres, size, duration)?;
     }
     drop(postgres);
 
@@ -202,9 +229,6 @@ fn step(
     postgres: &Server,
     size: u64,
     duration: Duration,
-    // Raw fjall, `RAW_FJALL_BATCH` one-item events per `SyncAll` batch: the disk's limit through
-    // fjall, measured once at the start.
-    fjall_rate: f64,
 ) -> anyhow::Result<()> {
     phase(&format!("{size} events: generating the history"));
     let ledger = Ledger::open(work.join(format!("ledger-{size}")))?;
@@ -243,25 +267,30 @@ fn step(
         let raws = Raw::for_writers(writers);
         let round = duration / 2;
         let mut raw_rates = vec![Vec::new(); raws.len()];
-        let mut rates = Vec::new();
+        let mut raw_cpus = vec![Vec::new(); raws.len()];
+        let (mut rates, mut cpus) = (Vec::new(), Vec::new());
         let mut latencies = Vec::new();
         for _ in 0..APPEND_ROUNDS {
-            for (raw, rates) in raws.iter().zip(&mut raw_rates) {
-                rates.push(raw.run(work, round)?);
+            for ((raw, rates), cpus) in raws.iter().zip(&mut raw_rates).zip(&mut raw_cpus) {
+                let (rate, cpu) = raw.run(work, round)?;
+                rates.push(rate);
+                cpus.push(cpu);
             }
+            let cpu = process_cpu();
             let (rate, round_latencies) =
                 runtime.block_on(concurrent_appends(&ledger, writers, round))?;
+            cpus.push(cpu_us_per_event(cpu, round_latencies.len() as f64));
             rates.push(rate);
             latencies.extend(round_latencies);
         }
-        let rate = median(rates);
+        let (rate, cpu) = (median(rates), median(cpus));
         latencies.sort_unstable();
         let (pg_rate, pg_latencies) = postgres_appends(&url, writers, duration)?;
         let ledger_figure = rate_text(
             rate,
             Some(percentile(&latencies, 50)),
             Some(percentile(&latencies, 99)),
-        );
+        ) + &cpu_text(cpu);
         record(Row {
             step: String::new(),
             workload: format!("durable_appends_{writers}_writers"),
@@ -276,29 +305,36 @@ fn step(
             target: (writers == 256).then_some(10.0),
             memory: phase_peak(),
         });
-        let mut compared = Vec::new();
-        if writers > 1 {
-            compared.push((
-                format!("raw fjall SyncAll batches of {RAW_FJALL_BATCH}"),
-                fjall_rate,
-                (writers == 256).then_some(0.75),
-            ));
-        }
-        for (raw, rates) in raws.into_iter().zip(raw_rates) {
-            let target = matches!(raw, Raw::Fsync).then_some(0.8);
-            compared.push((raw.name(), median(rates), target));
-        }
-        for (baseline, baseline_rate, target) in compared {
+        for ((raw, rates), cpus) in raws.into_iter().zip(raw_rates).zip(raw_cpus) {
+            let (baseline_rate, baseline_cpu) = (median(rates), median(cpus));
+            let baseline_figure = format!("{baseline_rate:.0}/s{}", cpu_text(baseline_cpu));
             record(Row {
                 step: String::new(),
                 workload: format!("durable_appends_{writers}_writers"),
                 ledger: ledger_figure.clone(),
-                baseline,
-                baseline_figure: format!("{baseline_rate:.0}/s"),
+                baseline: raw.name(),
+                baseline_figure: baseline_figure.clone(),
                 speedup: Some(rate / baseline_rate),
-                target,
+                target: raw.target(writers),
                 memory: phase_peak(),
             });
+            if writers > 1 && raw.target(writers).is_some() {
+                // What the ledger could reach with every core busy and no time lost to waits.
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let ceiling = cores as f64 * 1e6 / cpu;
+                record(Row {
+                    step: String::new(),
+                    workload: format!(
+                        "durable_appends_{writers}_writers: CPU ceiling, {cores} cores ÷ {cpu:.1} µs CPU/event"
+                    ),
+                    ledger: format!("{ceiling:.0}/s"),
+                    baseline: raw.name(),
+                    baseline_figure,
+                    speedup: Some(ceiling / baseline_rate),
+                    target: None,
+                    memory: String::new(),
+                });
+            }
         }
     }
 
@@ -517,6 +553,12 @@ fn phase(what: &str) {
 
 /// This process's peak RSS since the phase started (its clients' threads included: PostgreSQL's
 /// connections in the append rows, the server itself not).
+/// The CPU cost beside a rate in the table: microseconds of CPU (both cores, the process's
+/// every thread) per event.
+fn cpu_text(cpu_us_per_event: f64) -> String {
+    format!(" [{cpu_us_per_event:.1} µs CPU/event]")
+}
+
 fn phase_peak() -> String {
     format!("{} MiB", peak_rss_kib(false) / 1024)
 }
