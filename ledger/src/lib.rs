@@ -280,6 +280,22 @@ impl Appended {
     }
 }
 
+/// What [`Ledger::background_work`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackgroundWork {
+    /// Memtable flushes queued or running.
+    pub flushes: usize,
+    /// Compactions running.
+    pub compactions: usize,
+}
+
+impl BackgroundWork {
+    /// Nothing queued or running.
+    pub fn is_quiet(self) -> bool {
+        self.flushes == 0 && self.compactions == 0
+    }
+}
+
 /// Options for [`Ledger::open_with`].
 #[derive(Clone)]
 pub struct LedgerOptions {
@@ -447,6 +463,17 @@ impl Ledger {
     /// The position of the last acknowledged event (0 when the log is empty).
     pub fn committed_position(&self) -> u64 {
         *self.inner.committed.borrow()
+    }
+
+    /// fjall's background work in progress on the log and the index: memtable flushes queued or
+    /// running, and compactions running. Both at 0 means the store is quiet (a benchmark waits
+    /// for that between rounds, so that no round pays for the one before).
+    pub fn background_work(&self) -> BackgroundWork {
+        let store = &self.inner.store;
+        BackgroundWork {
+            flushes: store.db.outstanding_flushes() + store.index_db.outstanding_flushes(),
+            compactions: store.db.active_compactions() + store.index_db.active_compactions(),
+        }
     }
 
     /// The version of a stream: the number of its events (0 when it has none).
