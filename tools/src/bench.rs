@@ -266,6 +266,34 @@ pub(crate) fn cpu_us_per_event(since: Duration, events: f64) -> f64 {
     (process_cpu().saturating_sub(since)).as_secs_f64() * 1e6 / events.max(1.0)
 }
 
+/// The longest [`settle`] waits: compactions of a 10M-event log can chain for a while, and a
+/// round that starts before they end says so on stderr.
+const SETTLE_MAX: Duration = Duration::from_secs(30);
+
+/// Waits until the ledger's store has no flush or compaction queued or running (at most
+/// [`SETTLE_MAX`]), so that the next timed round, the ledger's or a raw baseline's, does not pay
+/// for the background work of the one before it. Returns how long it waited.
+pub(crate) fn settle(ledger: &Ledger) -> Duration {
+    let start = Instant::now();
+    while !ledger.background_work().is_quiet() {
+        if start.elapsed() >= SETTLE_MAX {
+            eprintln!(
+                "bench: the store is still busy after {} s ({:?}); going on",
+                SETTLE_MAX.as_secs(),
+                ledger.background_work()
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // And the kernel's: dirty pages of earlier rounds written back now, not during the next
+    // round's fsyncs.
+    if let Err(error) = std::process::Command::new("sync").status() {
+        eprintln!("bench: running sync failed: {error}");
+    }
+    start.elapsed()
+}
+
 pub(crate) fn micros_text(us: u64) -> String {
     if us >= 10_000 {
         format!("{:.1} ms", us as f64 / 1000.0)

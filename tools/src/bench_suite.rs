@@ -35,7 +35,7 @@ use projections::Projection;
 use crate::bench::{
     RAW_FJALL_BATCH, ROWS, RawLayout, Row, STEP, concurrent_appends, concurrent_commands,
     cpu_us_per_event, generate_history, micros_text, peak_rss_kib, percentile, process_cpu,
-    rate_text, raw_fjall_batches, raw_fsync, record,
+    rate_text, raw_fjall_batches, raw_fsync, record, settle,
 };
 use crate::bench_pg::{BALANCE_AS_OF, SCHEMA, Server, postgres_appends};
 
@@ -248,7 +248,11 @@ fn step(
     let mut db = postgres::Client::connect(&url, postgres::NoTls)?;
     db.batch_execute(SCHEMA)?;
     copy_log(&ledger, &mut db)?;
-    db.batch_execute("ANALYZE events")?;
+    // Leave PostgreSQL quiet before anything is timed: without this, autovacuum and the
+    // checkpoint after a COPY of a million rows ran through the next minute's rounds, slowing
+    // PostgreSQL's own appends and, on the same disk and cores, the ledger's and the raw loops'.
+    db.batch_execute("VACUUM ANALYZE events")?;
+    db.batch_execute("CHECKPOINT")?;
     record(Row {
         step: String::new(),
         workload: "generate_history_and_copy_it_into_postgresql".into(),
@@ -270,12 +274,15 @@ fn step(
         let mut raw_cpus = vec![Vec::new(); raws.len()];
         let (mut rates, mut cpus) = (Vec::new(), Vec::new());
         let mut latencies = Vec::new();
+        let mut settled = Duration::ZERO;
         for _ in 0..APPEND_ROUNDS {
             for ((raw, rates), cpus) in raws.iter().zip(&mut raw_rates).zip(&mut raw_cpus) {
+                settled += settle(&ledger);
                 let (rate, cpu) = raw.run(work, round)?;
                 rates.push(rate);
                 cpus.push(cpu);
             }
+            settled += settle(&ledger);
             let cpu = process_cpu();
             let (rate, round_latencies) =
                 runtime.block_on(concurrent_appends(&ledger, writers, round))?;
@@ -284,6 +291,10 @@ fn step(
             latencies.extend(round_latencies);
         }
         let (rate, cpu) = (median(rates), median(cpus));
+        progress(&format!(
+            "{size} events, {writers} writers: {:.1} s waiting for the store's flushes and compactions between rounds",
+            settled.as_secs_f64()
+        ));
         latencies.sort_unstable();
         let (pg_rate, pg_latencies) = postgres_appends(&url, writers, duration)?;
         let ledger_figure = rate_text(
@@ -344,11 +355,13 @@ fn step(
     let (mut raw_rates, mut rates, mut latencies) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..APPEND_ROUNDS {
         let round = duration / 2;
+        settle(&ledger);
         raw_rates.push(
             runtime
                 .block_on(concurrent_appends(&ledger, COMMAND_CONTRACTS, round))?
                 .0,
         );
+        settle(&ledger);
         let (rate, round_latencies) = runtime.block_on(concurrent_commands(
             ledger.clone(),
             COMMAND_CONTRACTS,
