@@ -279,6 +279,11 @@ fn step(
             for ((raw, rates), cpus) in raws.iter().zip(&mut raw_rates).zip(&mut raw_cpus) {
                 settled += settle(&ledger);
                 let (rate, cpu) = raw.run(work, round)?;
+                progress(&format!(
+                    "  {}: {rate:.0}/s{}",
+                    raw.name(),
+                    cpu_text(cpu)
+                ));
                 rates.push(rate);
                 cpus.push(cpu);
             }
@@ -286,7 +291,9 @@ fn step(
             let cpu = process_cpu();
             let (rate, round_latencies) =
                 runtime.block_on(concurrent_appends(&ledger, writers, round))?;
-            cpus.push(cpu_us_per_event(cpu, round_latencies.len() as f64));
+            let cpu = cpu_us_per_event(cpu, round_latencies.len() as f64);
+            progress(&format!("  the ledger: {rate:.0}/s{}", cpu_text(cpu)));
+            cpus.push(cpu);
             rates.push(rate);
             latencies.extend(round_latencies);
         }
