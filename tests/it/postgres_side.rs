@@ -199,7 +199,10 @@ fn the_benchmark_suite_runs_at_a_small_n_and_the_answers_agree() {
     // Appends are compared with the raw loop the same writers could at best drive: write+fsync
     // for one writer, fjall batches of as many events as writers, in both layouts.
     for (workload, baseline) in [
-        ("durable_appends_1_writers", "raw write+fsync"),
+        (
+            "durable_appends_1_writers",
+            "raw write+fsync, best of 3 rounds",
+        ),
         (
             "durable_appends_16_writers",
             "raw fjall SyncAll batches of 16",
@@ -214,7 +217,11 @@ fn the_benchmark_suite_runs_at_a_small_n_and_the_answers_agree() {
         ),
         (
             "durable_appends_256_writers",
-            "raw fjall SyncAll batches of 1000",
+            "raw fjall SyncAll batches of 1000, best of 3 rounds",
+        ),
+        (
+            "durable_appends_256_writers",
+            "raw fjall SyncAll batches of 1000, median of 3 rounds",
         ),
     ] {
         assert!(
@@ -236,10 +243,18 @@ fn the_benchmark_suite_runs_at_a_small_n_and_the_answers_agree() {
             "{row:?}"
         );
     }
+    // The 0.75 target is judged against the raw loop's best round, never a slow one.
+    for row in rows
+        .iter()
+        .filter(|r| r[1] == "durable_appends_256_writers")
+    {
+        let best = row[3] == "raw fjall SyncAll batches of 1000, best of 3 rounds";
+        assert_eq!(row[6] == "≥ 0.75×", best, "{row:?}");
+    }
     assert!(
         rows.iter().any(
             |r| r[1].starts_with("durable_appends_256_writers: CPU ceiling")
-                && r[3] == "raw fjall SyncAll batches of 1000"
+                && r[3] == "raw fjall SyncAll batches of 1000, best of 3 rounds"
                 && !r[2].starts_with('0')
         ),
         "no CPU ceiling row in\n{stdout}"

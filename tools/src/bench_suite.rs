@@ -13,6 +13,13 @@
 //! raw write+fsync and raw fjall `SyncAll` batches of 1000 once at the start, and the NATS
 //! service (`bench nats`).
 //!
+//! Rows compare medians of the rounds, except the rows with a target (1 writer ≥ 0.8 of raw
+//! write+fsync, 256 writers ≥ 0.75 of raw fjall batches of 1000): those compare the ledger's
+//! median with the raw loop's *best* round, the disk's limit as this run saw it, because the
+//! raw rounds swing 2-3x on this machine and a slow one must not make the ledger pass. Every
+//! round starts quiet: fjall's flushes and compactions done and the kernel's dirty pages
+//! written back (`settle`); each round's figures go to stderr.
+//!
 //! Beside each append rate, in brackets: the CPU the whole process spent per event during the
 //! timed rounds (user + system, every thread; fjall's flushes that fall after a round are not
 //! counted, on either side). From it, the 256 writers' *CPU ceiling* row: the rate this
@@ -279,11 +286,7 @@ fn step(
             for ((raw, rates), cpus) in raws.iter().zip(&mut raw_rates).zip(&mut raw_cpus) {
                 settled += settle(&ledger);
                 let (rate, cpu) = raw.run(work, round)?;
-                progress(&format!(
-                    "  {}: {rate:.0}/s{}",
-                    raw.name(),
-                    cpu_text(cpu)
-                ));
+                progress(&format!("  {}: {rate:.0}/s{}", raw.name(), cpu_text(cpu)));
                 rates.push(rate);
                 cpus.push(cpu);
             }
@@ -324,34 +327,62 @@ fn step(
             memory: phase_peak(),
         });
         for ((raw, rates), cpus) in raws.into_iter().zip(raw_rates).zip(raw_cpus) {
-            let (baseline_rate, baseline_cpu) = (median(rates), median(cpus));
-            let baseline_figure = format!("{baseline_rate:.0}/s{}", cpu_text(baseline_cpu));
-            record(Row {
-                step: String::new(),
-                workload: format!("durable_appends_{writers}_writers"),
-                ledger: ledger_figure.clone(),
-                baseline: raw.name(),
-                baseline_figure: baseline_figure.clone(),
-                speedup: Some(rate / baseline_rate),
-                target: raw.target(writers),
-                memory: phase_peak(),
-            });
-            if writers > 1 && raw.target(writers).is_some() {
-                // What the ledger could reach with every core busy and no time lost to waits.
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let ceiling = cores as f64 * 1e6 / cpu;
+            let target = raw.target(writers);
+            let best = rates
+                .iter()
+                .zip(&cpus)
+                .max_by(|a, b| a.0.total_cmp(b.0))
+                .map(|(rate, cpu)| (*rate, *cpu));
+            let (median_rate, median_cpu) = (median(rates), median(cpus));
+            let mut compared = vec![(raw.name(), median_rate, median_cpu, None)];
+            if let (Some(target), Some((best_rate, best_cpu))) = (target, best) {
+                // The raw loop's rounds swing 2-3x here (fjall's write stalls, the machine's
+                // other work); a target is judged against the best round, the disk's limit as
+                // this run saw it, so that a slow baseline round cannot make the ledger pass.
+                compared = vec![(
+                    format!("{}, best of {APPEND_ROUNDS} rounds", raw.name()),
+                    best_rate,
+                    best_cpu,
+                    Some(target),
+                )];
+                if writers > 1 {
+                    compared.push((
+                        format!("{}, median of {APPEND_ROUNDS} rounds", raw.name()),
+                        median_rate,
+                        median_cpu,
+                        None,
+                    ));
+                }
+            }
+            for (baseline, baseline_rate, baseline_cpu, target) in compared {
+                let baseline_figure = format!("{baseline_rate:.0}/s{}", cpu_text(baseline_cpu));
                 record(Row {
                     step: String::new(),
-                    workload: format!(
-                        "durable_appends_{writers}_writers: CPU ceiling, {cores} cores ÷ {cpu:.1} µs CPU/event"
-                    ),
-                    ledger: format!("{ceiling:.0}/s"),
-                    baseline: raw.name(),
-                    baseline_figure,
-                    speedup: Some(ceiling / baseline_rate),
-                    target: None,
-                    memory: String::new(),
+                    workload: format!("durable_appends_{writers}_writers"),
+                    ledger: ledger_figure.clone(),
+                    baseline: baseline.clone(),
+                    baseline_figure: baseline_figure.clone(),
+                    speedup: Some(rate / baseline_rate),
+                    target,
+                    memory: phase_peak(),
                 });
+                if writers > 1 && target.is_some() {
+                    // What the ledger could reach with every core busy and no time lost to waits.
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    let ceiling = cores as f64 * 1e6 / cpu;
+                    record(Row {
+                        step: String::new(),
+                        workload: format!(
+                            "durable_appends_{writers}_writers: CPU ceiling, {cores} cores ÷ {cpu:.1} µs CPU/event"
+                        ),
+                        ledger: format!("{ceiling:.0}/s"),
+                        baseline,
+                        baseline_figure,
+                        speedup: Some(ceiling / baseline_rate),
+                        target: None,
+                        memory: String::new(),
+                    });
+                }
             }
         }
     }
