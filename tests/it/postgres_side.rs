@@ -271,3 +271,72 @@ fn the_benchmark_suite_runs_at_a_small_n_and_the_answers_agree() {
     // No temporary store or PostgreSQL data directory is left behind.
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
 }
+
+/// Ctrl-C in the middle of `ledgerctl bench suite` leaves nothing behind: the PostgreSQL it
+/// started is stopped and its temporary stores are deleted, and it exits with 130.
+#[test]
+fn an_interrupted_benchmark_suite_stops_postgresql_and_removes_its_stores() {
+    use std::io::BufRead;
+    let work = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(tests::ledgerctl_path())
+        .args([
+            "bench",
+            "suite",
+            "--sizes",
+            "12000",
+            "--millis",
+            "4000",
+            "--no-nats",
+        ])
+        .arg("--work-dir")
+        .arg(work.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    // PostgreSQL is up once the appends start.
+    let started = stderr
+        .by_ref()
+        .map(Result::unwrap)
+        .any(|line| line.contains(": durable appends"));
+    assert!(started, "the suite ended before its appends");
+    let drain = std::thread::spawn(move || stderr.map(Result::unwrap).collect::<Vec<_>>());
+    let suite_dir = std::fs::read_dir(work.path())
+        .unwrap()
+        .next()
+        .expect("the suite's temporary directory")
+        .unwrap()
+        .path();
+    let pid_file = suite_dir.join("postgres/pgdata/postmaster.pid");
+    let postmaster: u32 = std::fs::read_to_string(&pid_file)
+        .expect("PostgreSQL's pid file")
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{postmaster}")).exists());
+
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    let said = drain.join().unwrap().join("\n");
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(said.contains("interrupted: stopping PostgreSQL"), "{said}");
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        0,
+        "left behind in {}",
+        work.path().display()
+    );
+    // The postmaster removed its pid file before exiting; give it a moment to be gone.
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !std::path::Path::new(&format!("/proc/{postmaster}")).exists()
+    });
+    assert!(gone, "PostgreSQL (pid {postmaster}) still runs");
+}

@@ -114,13 +114,35 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(self.data.join("postmaster.pid"))
-            .ok()
-            .and_then(|t| t.lines().next().map(str::to_owned))
-        {
-            Command::new("kill").args(["-INT", &pid]).status().ok();
-        }
+        signal_postmaster(&self.data);
         self.child.wait().ok();
+    }
+}
+
+/// Asks the PostgreSQL running on `data` (if any) for a fast shutdown (SIGINT). Returns whether
+/// one was running.
+fn signal_postmaster(data: &Path) -> bool {
+    let pid = std::fs::read_to_string(data.join("postmaster.pid"))
+        .ok()
+        .and_then(|t| t.lines().next().map(str::to_owned));
+    match pid {
+        Some(pid) => Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .is_ok_and(|status| status.success()),
+        None => false,
+    }
+}
+
+/// Stops the PostgreSQL that [`Server::start`] started in `dir`, from outside the `Server`
+/// (an interrupted suite): a fast shutdown, then up to 15 s for it to remove its pid file.
+pub(crate) fn stop_server_in(dir: &Path) {
+    let data = dir.join("pgdata");
+    if signal_postmaster(&data) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while data.join("postmaster.pid").exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

@@ -175,6 +175,7 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    clean_up_when_interrupted(&runtime, work.path().to_owned())?;
 
     progress("the disk's limit: raw write+fsync, raw fjall SyncAll batches");
     set_step("—");
@@ -227,6 +228,43 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
 
     print_table(work.path(), &postgres_version, &nats_version, started);
     Ok(ExitCode::SUCCESS)
+}
+
+/// On Ctrl-C or SIGTERM: stops PostgreSQL and deletes the temporary stores (about 10 GB at the
+/// 10M step) before exiting with 130, instead of leaving both behind.
+fn clean_up_when_interrupted(
+    runtime: &tokio::runtime::Runtime,
+    work: PathBuf,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let _guard = runtime.enter();
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    runtime.spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        progress(&format!(
+            "interrupted: stopping PostgreSQL and removing {}",
+            work.display()
+        ));
+        crate::bench_pg::stop_server_in(&work.join("postgres"));
+        // The suite's own threads may still be writing a file or two in there; try again.
+        let mut removed = std::fs::remove_dir_all(&work);
+        for _ in 0..10 {
+            if removed.is_ok() || !work.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            removed = std::fs::remove_dir_all(&work);
+        }
+        if let Err(error) = removed {
+            progress(&format!("could not remove {}: {error}", work.display()));
+        }
+        std::process::exit(130);
+    });
+    Ok(())
 }
 
 /// Every size-dependent row at one log size.
