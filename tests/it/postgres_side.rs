@@ -150,26 +150,31 @@ fn uuid_like(event: &serde_json::Value) -> String {
     id
 }
 
+/// `ledgerctl bench suite` on a 12,000-event log, each timed workload `millis` long, no NATS.
+fn small_suite(work: &std::path::Path, millis: u64) -> std::process::Command {
+    let mut command = std::process::Command::new(tests::ledgerctl_path());
+    command
+        .args([
+            "bench",
+            "suite",
+            "--sizes",
+            "12000",
+            "--no-nats",
+            "--millis",
+        ])
+        .arg(millis.to_string())
+        .arg("--work-dir")
+        .arg(work);
+    command
+}
+
 /// `ledgerctl bench suite` at a small N (timing is not checked): it starts PostgreSQL itself,
 /// copies the log into it, and fails when the ledger's and PostgreSQL's as-of answers differ;
 /// its table has every workload row with a figure on both sides. So the suite cannot rot.
 #[test]
 fn the_benchmark_suite_runs_at_a_small_n_and_the_answers_agree() {
     let work = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(tests::ledgerctl_path())
-        .args([
-            "bench",
-            "suite",
-            "--sizes",
-            "12000",
-            "--millis",
-            "150",
-            "--no-nats",
-        ])
-        .arg("--work-dir")
-        .arg(work.path())
-        .output()
-        .unwrap();
+    let out = small_suite(work.path(), 150).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -278,18 +283,7 @@ fn the_benchmark_suite_runs_at_a_small_n_and_the_answers_agree() {
 fn an_interrupted_benchmark_suite_stops_postgresql_and_removes_its_stores() {
     use std::io::BufRead;
     let work = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(tests::ledgerctl_path())
-        .args([
-            "bench",
-            "suite",
-            "--sizes",
-            "12000",
-            "--millis",
-            "4000",
-            "--no-nats",
-        ])
-        .arg("--work-dir")
-        .arg(work.path())
+    let mut child = small_suite(work.path(), 4000)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
