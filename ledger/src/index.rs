@@ -1,7 +1,9 @@
 //! The stream index (stream, version → position) as a follower of the log: the indexer thread
 //! writes what the committer has made durable into the index's own database, without fsync, and
 //! `catch_up` completes it from the log at every open. Stream reads wait until the index has
-//! reached the position the log had committed when they were called. Not a source of truth: the
+//! reached the position the log had committed when they were called. The indexer lets committed
+//! batches gather for up to `INDEX_GATHER_MAX` before it writes them (one index write per many
+//! appends), except while a reader waits: a waiting reader ends the pause at once. Not a source of truth: the
 //! index can always be rebuilt from the log, and `verify` checks that it agrees with it.
 //!
 //! Why it is safe without fsync: each index batch carries its checkpoint (`indexed_to`: the
@@ -16,7 +18,7 @@ use std::sync::{Condvar, Mutex};
 
 use crate::envelope::{GENESIS_HASH, Hash};
 use crate::error::{Error, Result};
-use crate::limits::INDEX_CATCH_UP_BATCH_EVENTS;
+use crate::limits::{INDEX_CATCH_UP_BATCH_EVENTS, INDEX_GATHER_ENTRIES, INDEX_GATHER_MAX};
 use crate::store::{INDEXED_TO_KEY, Store, encode_indexed_to, stream_key};
 
 /// The index entries of one committed batch.
@@ -27,15 +29,19 @@ pub(crate) struct IndexBatch {
     pub last_hash: Hash,
 }
 
-/// How far the index has followed the log; readers wait on it.
+/// How far the index has followed the log; readers wait on it, and the indexer, while it lets
+/// batches gather, waits for a reader.
 pub(crate) struct IndexProgress {
     state: Mutex<ProgressState>,
     advanced: Condvar,
+    reader_waiting: Condvar,
 }
 
 struct ProgressState {
     indexed_to: u64,
     failed: Option<String>,
+    /// Readers blocked in `wait_for`: while there are any, the indexer does not gather.
+    readers_waiting: usize,
 }
 
 impl IndexProgress {
@@ -44,13 +50,16 @@ impl IndexProgress {
             state: Mutex::new(ProgressState {
                 indexed_to,
                 failed: None,
+                readers_waiting: 0,
             }),
             advanced: Condvar::new(),
+            reader_waiting: Condvar::new(),
         }
     }
 
     /// Blocks until every event up to `position` is indexed. The indexer runs right behind the
-    /// committer, so this waits for at most the batches handed over but not yet written.
+    /// committer, and a waiting reader ends its gathering pause, so this waits for at most the
+    /// batches handed over but not yet written.
     ///
     /// # Errors
     /// [`Error::IndexStopped`] when the indexer failed before reaching `position`.
@@ -62,9 +71,22 @@ impl IndexProgress {
                     cause: cause.clone(),
                 });
             }
+            state.readers_waiting += 1;
+            self.reader_waiting.notify_one();
             state = self.advanced.wait(state).expect("index progress lock");
+            state.readers_waiting -= 1;
         }
         Ok(())
+    }
+
+    /// The indexer's pause to let batches gather: returns after `timeout`, or at once when a
+    /// reader is (or starts) waiting for the index.
+    fn gather_pause(&self, timeout: std::time::Duration) {
+        let state = self.state.lock().expect("index progress lock");
+        let _state = self
+            .reader_waiting
+            .wait_timeout_while(state, timeout, |state| state.readers_waiting == 0)
+            .expect("index progress lock");
     }
 
     fn advance(&self, position: u64) {
@@ -89,10 +111,17 @@ pub(crate) fn run_indexer(
     while let Ok(first) = batches.recv() {
         let mut items = store.index_db.batch();
         let mut last = (first.last_position, first.last_hash);
-        put_entries(store, &mut items, first.entries);
-        while let Ok(next) = batches.try_recv() {
-            last = (next.last_position, next.last_hash);
-            put_entries(store, &mut items, next.entries);
+        let mut pending = put_entries(store, &mut items, first.entries);
+        let mut take_queued = |items: &mut fjall::OwnedWriteBatch, pending: &mut usize| {
+            while let Ok(next) = batches.try_recv() {
+                last = (next.last_position, next.last_hash);
+                *pending += put_entries(store, items, next.entries);
+            }
+        };
+        take_queued(&mut items, &mut pending);
+        if pending < INDEX_GATHER_ENTRIES {
+            progress.gather_pause(INDEX_GATHER_MAX);
+            take_queued(&mut items, &mut pending);
         }
         items.insert(
             &store.index_meta,
@@ -113,10 +142,17 @@ pub(crate) fn run_indexer(
     }
 }
 
-fn put_entries(store: &Store, items: &mut fjall::OwnedWriteBatch, entries: Vec<(Vec<u8>, u64)>) {
+/// Adds a batch's entries to `items`; returns how many.
+fn put_entries(
+    store: &Store,
+    items: &mut fjall::OwnedWriteBatch,
+    entries: Vec<(Vec<u8>, u64)>,
+) -> usize {
+    let count = entries.len();
     for (key, position) in entries {
         items.insert(&store.streams, key, position.to_be_bytes());
     }
+    count
 }
 
 /// Brings the index up to the log's head (`head`, with its hash), before any writer or reader

@@ -42,3 +42,12 @@ pub const INDEX_QUEUE_BATCHES_MAX: usize = 64;
 
 /// Events indexed per fjall batch when `Ledger::open` catches the stream index up with the log.
 pub const INDEX_CATCH_UP_BATCH_EVENTS: u64 = 16_384;
+
+/// How long the indexer lets committed batches gather before it writes them, unless a reader is
+/// waiting for the index (then it writes at once). One index write per one-event append cost a
+/// lone writer about a fifth of its rate on 2 cores; gathering for 2 ms turns that into one
+/// write per ~10 appends, and a stream read never waits for it.
+pub const INDEX_GATHER_MAX: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Index entries pending after which the indexer writes without gathering further.
+pub const INDEX_GATHER_ENTRIES: usize = 4_096;
