@@ -3,8 +3,9 @@
 //! `catch_up` completes it from the log at every open. Stream reads wait until the index has
 //! reached the position the log had committed when they were called. The indexer lets committed
 //! batches gather for up to `INDEX_GATHER_MAX` before it writes them (one index write per many
-//! appends), except while a reader waits: a waiting reader ends the pause at once. Not a source of truth: the
-//! index can always be rebuilt from the log, and `verify` checks that it agrees with it.
+//! appends), except while a reader waits: a waiting reader ends the pause at once. Not a source
+//! of truth: the index can always be rebuilt from the log, and `verify` checks that it agrees
+//! with it.
 //!
 //! Why it is safe without fsync: each index batch carries its checkpoint (`indexed_to`: the
 //! position and hash of its last event), and fjall's journal recovers whole batches only, so

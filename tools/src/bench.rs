@@ -266,6 +266,13 @@ pub(crate) fn cpu_us_per_event(since: Duration, events: f64) -> f64 {
     (process_cpu().saturating_sub(since)).as_secs_f64() * 1e6 / events.max(1.0)
 }
 
+/// What a workload costing `cpu_us_per_event` could reach with every core of this machine busy
+/// with it and no time lost to waits: the cores, and events per second.
+pub(crate) fn cpu_ceiling(cpu_us_per_event: f64) -> (usize, f64) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores, cores as f64 * 1e6 / cpu_us_per_event)
+}
+
 /// The longest [`settle`] waits: compactions of a 10M-event log can chain for a while, and a
 /// round that starts before they end says so on stderr.
 const SETTLE_MAX: Duration = Duration::from_secs(30);
@@ -448,11 +455,10 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
             .print();
         }
         if writers > 1 {
-            // What the ledger could reach with every core busy and no time lost to waits.
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let (cores, ceiling) = cpu_ceiling(cpu);
             Line {
                 workload: format!("append_writers_{writers}_cpu_ceiling_{cores}_cores"),
-                per_sec: cores as f64 * 1e6 / cpu,
+                per_sec: ceiling,
                 p50_us: None,
                 p99_us: None,
                 baseline: Some((

@@ -41,8 +41,8 @@ use projections::Projection;
 
 use crate::bench::{
     RAW_FJALL_BATCH, ROWS, RawLayout, Row, STEP, concurrent_appends, concurrent_commands,
-    cpu_us_per_event, generate_history, micros_text, peak_rss_kib, percentile, process_cpu,
-    rate_text, raw_fjall_batches, raw_fsync, record, settle,
+    cpu_ceiling, cpu_us_per_event, generate_history, micros_text, peak_rss_kib, percentile,
+    process_cpu, rate_text, raw_fjall_batches, raw_fsync, record, settle,
 };
 use crate::bench_pg::{BALANCE_AS_OF, SCHEMA, Server, postgres_appends};
 
@@ -365,33 +365,36 @@ fn step(
             memory: phase_peak(),
         });
         for ((raw, rates), cpus) in raws.into_iter().zip(raw_rates).zip(raw_cpus) {
-            let target = raw.target(writers);
-            let best = rates
+            // The raw loop's rounds swing 2-3x here (fjall's write stalls, the machine's other
+            // work); a target is judged against the best round, the disk's limit as this run
+            // saw it, so that a slow baseline round cannot make the ledger pass.
+            let (best_rate, best_cpu) = rates
                 .iter()
-                .zip(&cpus)
-                .max_by(|a, b| a.0.total_cmp(b.0))
-                .map(|(rate, cpu)| (*rate, *cpu));
+                .copied()
+                .zip(cpus.iter().copied())
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .expect("at least one round");
             let (median_rate, median_cpu) = (median(rates), median(cpus));
-            let mut compared = vec![(raw.name(), median_rate, median_cpu, None)];
-            if let (Some(target), Some((best_rate, best_cpu))) = (target, best) {
-                // The raw loop's rounds swing 2-3x here (fjall's write stalls, the machine's
-                // other work); a target is judged against the best round, the disk's limit as
-                // this run saw it, so that a slow baseline round cannot make the ledger pass.
-                compared = vec![(
-                    format!("{}, best of {APPEND_ROUNDS} rounds", raw.name()),
-                    best_rate,
-                    best_cpu,
-                    Some(target),
-                )];
-                if writers > 1 {
-                    compared.push((
-                        format!("{}, median of {APPEND_ROUNDS} rounds", raw.name()),
-                        median_rate,
-                        median_cpu,
-                        None,
-                    ));
+            let compared = match raw.target(writers) {
+                None => vec![(raw.name(), median_rate, median_cpu, None)],
+                Some(target) => {
+                    let mut compared = vec![(
+                        format!("{}, best of {APPEND_ROUNDS} rounds", raw.name()),
+                        best_rate,
+                        best_cpu,
+                        Some(target),
+                    )];
+                    if writers > 1 {
+                        compared.push((
+                            format!("{}, median of {APPEND_ROUNDS} rounds", raw.name()),
+                            median_rate,
+                            median_cpu,
+                            None,
+                        ));
+                    }
+                    compared
                 }
-            }
+            };
             for (baseline, baseline_rate, baseline_cpu, target) in compared {
                 let baseline_figure = format!("{baseline_rate:.0}/s{}", cpu_text(baseline_cpu));
                 record(Row {
@@ -405,9 +408,7 @@ fn step(
                     memory: phase_peak(),
                 });
                 if writers > 1 && target.is_some() {
-                    // What the ledger could reach with every core busy and no time lost to waits.
-                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                    let ceiling = cores as f64 * 1e6 / cpu;
+                    let (cores, ceiling) = cpu_ceiling(cpu);
                     record(Row {
                         step: String::new(),
                         workload: format!(
