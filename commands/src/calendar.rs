@@ -2,6 +2,7 @@
 //! years, business hours (R5), the 14-day fee edge (R6), the 60-day request deadline (R7).
 //! Pure functions of their arguments; the wall clock is never read.
 
+use chrono::Offset;
 use chrono::{
     DateTime, Datelike, Days, LocalResult, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone,
     Utc, Weekday,
@@ -13,22 +14,27 @@ pub fn local_date(zone: Tz, at: DateTime<Utc>) -> NaiveDate {
     at.with_timezone(&zone).date_naive()
 }
 
-/// The instant of a local wall-clock time. A time skipped by a DST jump moves forward to the
-/// first instant after the gap; an ambiguous one takes the earlier instant.
+/// The instant of a local wall-clock time. A time skipped by a DST jump moves forward by the
+/// gap's length (R6: 02:30 in a 02:00→03:00 gap is 03:30): it is read with the offset in force
+/// just before the gap. An ambiguous time takes the earlier instant.
 pub fn local_instant(zone: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     match zone.from_local_datetime(&local) {
         LocalResult::Single(at) => at.with_timezone(&Utc),
         LocalResult::Ambiguous(earlier, _) => earlier.with_timezone(&Utc),
         LocalResult::None => {
-            // Walk forward a minute at a time out of the gap (gaps are at most a few hours).
+            // Walk back a minute at a time to the last wall-clock time before the gap (gaps
+            // are at most a few hours) and take its offset.
             let mut probe = local;
             for _ in 0..(24 * 60) {
-                probe += chrono::Duration::minutes(1);
-                if let Some(at) = zone.from_local_datetime(&probe).earliest() {
-                    return at.with_timezone(&Utc);
+                probe -= chrono::Duration::minutes(1);
+                if let Some(before) = zone.from_local_datetime(&probe).latest() {
+                    let offset = chrono::Duration::seconds(i64::from(
+                        before.offset().fix().local_minus_utc(),
+                    ));
+                    return Utc.from_utc_datetime(&(local - offset));
                 }
             }
-            panic!("no valid local time within a day after {local} in {zone}");
+            panic!("no valid local time within a day before {local} in {zone}");
         }
     }
 }
@@ -147,6 +153,18 @@ mod tests {
         assert_eq!(
             free_cancellation_deadline(zone, start),
             at("2026-03-23T08:00:00Z")
+        );
+    }
+
+    #[test]
+    fn a_wall_clock_time_in_a_dst_gap_moves_forward_by_the_gap() {
+        // Berlin skips 02:00–03:00 on 2026-03-29: 14 days before 2026-04-12 02:30 CEST is
+        // 2026-03-29 02:30, which does not exist; it moves forward by the hour to 03:30 CEST.
+        let zone: Tz = "Europe/Berlin".parse().unwrap();
+        let start = at("2026-04-12T00:30:00Z");
+        assert_eq!(
+            free_cancellation_deadline(zone, start),
+            at("2026-03-29T01:30:00Z")
         );
     }
 }

@@ -430,22 +430,42 @@ fn buy(state: &ContractState, purchase: &Purchase) -> Result<Vec<Decided>, Rejec
     )])
 }
 
-/// A working copy of the lots of one bucket, for decisions that move several times.
+/// What one lot can give to the deduction being decided: what it held at the deduction's
+/// effective time and every later one (R13), less what this decision took, plus what it gave
+/// back.
+struct LotShare {
+    id: String,
+    unit_price: Decimal,
+    available: Decimal,
+}
+
+/// The lots of one bucket as a decision effective at one time sees them (R12, R13): only lots
+/// bought at or before that time, each with what it can still give without going below zero at
+/// any later effective time. A decision that moves several times (return, then fee) works on it.
 struct LotBook {
     bucket: Bucket,
-    lots: Vec<Lot>,
+    lots: Vec<LotShare>,
 }
 
 impl LotBook {
-    fn of(state: &ContractState, bucket: Bucket) -> LotBook {
+    fn of(state: &ContractState, bucket: Bucket, at: DateTime<Utc>) -> LotBook {
         LotBook {
             bucket,
-            lots: state.lots_in_order(bucket).into_iter().cloned().collect(),
+            lots: state
+                .lots_in_order(bucket)
+                .into_iter()
+                .map(|lot: &Lot| LotShare {
+                    id: lot.id.clone(),
+                    unit_price: lot.unit_price,
+                    available: lot.available_at(at),
+                })
+                .collect(),
         }
     }
 
+    /// What the lots can give at the decision's effective time.
     fn balance(&self) -> Decimal {
-        self.lots.iter().map(|lot| lot.remaining).sum()
+        self.lots.iter().map(|lot| lot.available).sum()
     }
 
     /// R13: draws `quantity` oldest lot first. The caller checked the balance.
@@ -456,11 +476,11 @@ impl LotBook {
             if left.is_zero() {
                 break;
             }
-            let take = left.min(lot.remaining);
+            let take = left.min(lot.available);
             if take.is_zero() {
                 continue;
             }
-            lot.remaining -= take;
+            lot.available -= take;
             left -= take;
             movements.push(Movement {
                 bucket: self.bucket,
@@ -478,7 +498,8 @@ impl LotBook {
         movements
     }
 
-    /// Gives back what `draws` took, to the same lots.
+    /// Gives back what `draws` took, to the same lots. Returned at the decision's effective
+    /// time, the units are there at every later time too.
     fn give_back(&mut self, draws: &[Movement]) -> Vec<Movement> {
         draws
             .iter()
@@ -488,7 +509,7 @@ impl LotBook {
                     .iter_mut()
                     .find(|lot| lot.id == draw.lot)
                     .expect("drawn lot exists");
-                lot.remaining += draw.quantity;
+                lot.available += draw.quantity;
                 Movement {
                     kind: MovementKind::Returned,
                     ..draw.clone()
@@ -504,11 +525,14 @@ impl LotBook {
     }
 }
 
+/// R13: the balance at `at` cannot cover a deduction; says what was available then.
 fn insufficient(
+    state: &ContractState,
     bucket: Bucket,
     rule: &'static str,
     needed: Decimal,
-    balance: Decimal,
+    available: Decimal,
+    at: DateTime<Utc>,
     what: &str,
 ) -> Rejection {
     let unit = if bucket == Bucket::ProactiveCredits {
@@ -516,11 +540,20 @@ fn insufficient(
     } else {
         "hours"
     };
+    let local = at.with_timezone(&zone(state)).format("%Y-%m-%d %H:%M %Z");
+    let now = state.balance(bucket);
+    let later = if now > available {
+        format!(
+            " ({now} in all, but lots bought later or units used by later entries cannot pay for work at {local})"
+        )
+    } else {
+        String::new()
+    };
     Rejection::new(
         "insufficient_balance",
         rule,
         format!(
-            "{what} needs {needed} {unit} but {} holds {balance}; {balance} remain",
+            "{what} needs {needed} {unit} but {} had {available} available at {local}{later}; {available} remain at that time",
             bucket.name()
         ),
     )
@@ -659,14 +692,16 @@ fn convert_credits(
         convert.quantity,
         convert.effective_at,
     )?;
-    let mut book = LotBook::of(state, Bucket::ProactiveCredits);
+    let mut book = LotBook::of(state, Bucket::ProactiveCredits, convert.effective_at);
     let balance = book.balance();
     if balance < priced.credits {
         return Err(insufficient(
+            state,
             Bucket::ProactiveCredits,
             "R3",
             priced.credits,
             balance,
+            convert.effective_at,
             &format!("converting {} × {}", convert.quantity, convert.service),
         ));
     }
@@ -744,7 +779,7 @@ fn cancel_booking(
     require_in_term(state, cancel.effective_at, "a cancellation", "R6")?;
     let booking = changeable_booking(state, &cancel.booking_id, cancel.effective_at)?;
     let (late, fee_rate, fee_credits) = cancellation_fee(state, booking, cancel.effective_at);
-    let mut book = LotBook::of(state, Bucket::ProactiveCredits);
+    let mut book = LotBook::of(state, Bucket::ProactiveCredits, cancel.effective_at);
     let mut movements = book.give_back(&booking.draws);
     // The fee never exceeds the credits just returned (rate ≤ 100 %), so it is always covered.
     movements.extend(book.draw(fee_credits, MovementKind::Fee));
@@ -769,18 +804,20 @@ fn reschedule_booking(
     let booking = changeable_booking(state, &reschedule.booking_id, reschedule.effective_at)?;
     require_start(state, reschedule.starts_at, reschedule.effective_at)?;
     let (late, fee_rate, fee_credits) = cancellation_fee(state, booking, reschedule.effective_at);
-    let mut book = LotBook::of(state, Bucket::ProactiveCredits);
+    let mut book = LotBook::of(state, Bucket::ProactiveCredits, reschedule.effective_at);
     let covered = fee_credits.min(book.balance());
     let uncovered = fee_credits - covered;
     let movements = book.draw(covered, MovementKind::Fee);
     let mut billables = Vec::new();
     if uncovered > Decimal::ZERO {
-        // R6: "uncovered credits × the unit price of the credits' newest lot".
+        // R6: "uncovered credits × the unit price of the credits' newest lot": the newest
+        // purchase effective at or before the request that has not been reversed.
         let newest = state
             .lots_in_order(Bucket::ProactiveCredits)
-            .last()
+            .into_iter()
+            .rfind(|lot| !lot.reversed && lot.order.0 <= reschedule.effective_at)
             .map(|lot| lot.unit_price)
-            .expect("a booking implies a credit lot");
+            .expect("a booking implies a credit lot bought before the request");
         billables.push(Billable {
             kind: BillableKind::UncoveredCancellationFee,
             period: reschedule.booking_id.clone(),
@@ -826,16 +863,18 @@ fn exchange_booking(
         exchange.effective_at,
     )?;
     let (late, fee_rate, fee_credits) = cancellation_fee(state, booking, exchange.effective_at);
-    let mut book = LotBook::of(state, Bucket::ProactiveCredits);
+    let mut book = LotBook::of(state, Bucket::ProactiveCredits, exchange.effective_at);
     let mut movements = book.give_back(&booking.draws);
     let needed = fee_credits + priced.credits;
     let balance = book.balance();
     if balance < needed {
         return Err(insufficient(
+            state,
             Bucket::ProactiveCredits,
             "R3",
             needed,
             balance,
+            exchange.effective_at,
             &format!(
                 "exchanging {} for {} × {} (fee {fee_credits} + {} credits, after the old booking's {} return)",
                 exchange.booking_id,
@@ -899,25 +938,59 @@ fn convert_sab(state: &ContractState, convert: &ConvertSab) -> Result<Vec<Decide
         }),
         convert.effective_at,
     )];
-    // R9: a conversion for an assessed year lowers the billable shortfall, never below zero.
-    if let Some(standing) = state.shortfall_billable.get(&support_year)
-        && *standing > Decimal::ZERO
-    {
-        events.push(decided(
-            Event::SabShortfallAdjusted(SabShortfallAdjusted {
-                support_year,
-                converted_amount: amount,
-                billables: vec![Billable {
-                    kind: BillableKind::SabShortfallAdjustment,
-                    period: format!("year-{support_year}"),
-                    amount: -amount.min(*standing),
-                    currency: terms.currency.clone(),
-                }],
-            }),
-            convert.effective_at,
-        ));
-    }
+    events.extend(sab_adjustment(
+        state,
+        support_year,
+        amount,
+        convert.effective_at,
+    ));
     Ok(events)
+}
+
+/// R9: once support year `year` is assessed, its billable total (shortfall plus adjustments)
+/// equals `max(0, committed − converted)`. After `converted_change` (a conversion, or minus a
+/// reversed one), the adjustment that keeps it so, if any. It takes effect at `at` or at the
+/// assessment, whichever is later, so the billable never moves before it was assessed.
+fn sab_adjustment(
+    state: &ContractState,
+    year: u32,
+    converted_change: Decimal,
+    at: DateTime<Utc>,
+) -> Option<Decided> {
+    let standing = *state.shortfall_billable.get(&year)?;
+    let terms = state.terms.as_ref().expect("opened");
+    let commitment = terms.sab_commitments.iter().find(|c| c.year == year)?;
+    let committed = Decimal::from(commitment.incidents) * commitment.value_per_incident;
+    let converted = state.sab_converted.get(&year).copied().unwrap_or_default() + converted_change;
+    let target = (committed - converted).max(Decimal::ZERO);
+    let adjustment = target - standing;
+    if adjustment.is_zero() {
+        return None;
+    }
+    let assessed_at = shortfall_due_at(state, year)?;
+    Some(decided(
+        Event::SabShortfallAdjusted(SabShortfallAdjusted {
+            support_year: year,
+            converted_amount: converted_change,
+            billables: vec![Billable {
+                kind: BillableKind::SabShortfallAdjustment,
+                period: format!("year-{year}"),
+                amount: adjustment,
+                currency: terms.currency.clone(),
+            }],
+        }),
+        at.max(assessed_at),
+    ))
+}
+
+/// R9: when support year `year`'s shortfall falls due (00:00 contract time, year start + 30).
+fn shortfall_due_at(state: &ContractState, year: u32) -> Option<DateTime<Utc>> {
+    let terms = state.terms.as_ref()?;
+    let year_start = calendar::support_year_start(terms.term_start, year)?;
+    Some(calendar::local_midnight(
+        zone(state),
+        year_start + Days::new(30),
+    ))
 }
 
 fn consume_hours(state: &ContractState, consume: &ConsumeHours) -> Result<Vec<Decided>, Rejection> {
@@ -942,8 +1015,20 @@ fn consume_hours(state: &ContractState, consume: &ConsumeHours) -> Result<Vec<De
             "started_at and ended_at are whole minutes (R5 counts minutes)",
         ));
     }
+    // R5: work starts on a term date and ends at or before the end of the term (00:00 contract
+    // time on the day after term_end, that instant included).
     require_in_term(state, consume.started_at, "work", "R5")?;
-    require_in_term(state, consume.ended_at, "work", "R5")?;
+    let term_over = calendar::local_midnight(zone(state), terms.term_end + Days::new(1));
+    if consume.ended_at > term_over {
+        return Err(Rejection::new(
+            "outside_term",
+            "R5",
+            format!(
+                "work ending at {} is after the end of the term ({}, 00:00 {} on the day after {})",
+                consume.ended_at, term_over, terms.time_zone, terms.term_end
+            ),
+        ));
+    }
     if consume.bucket == Bucket::DseHours
         && let Some(why) = calendar::business_hours_violation(
             zone(state),
@@ -956,14 +1041,17 @@ fn consume_hours(state: &ContractState, consume: &ConsumeHours) -> Result<Vec<De
     }
     let minutes = (consume.ended_at - consume.started_at).num_minutes();
     let hours = minutes_to_hours(minutes);
-    let mut book = LotBook::of(state, consume.bucket);
+    // R5: the hours are delivered at the end of the work, so that is when they are paid for.
+    let mut book = LotBook::of(state, consume.bucket, consume.ended_at);
     let balance = book.balance();
     if balance < hours {
         return Err(insufficient(
+            state,
             consume.bucket,
             "R5",
             hours,
             balance,
+            consume.ended_at,
             &format!("{minutes} minutes of work"),
         ));
     }
@@ -982,10 +1070,11 @@ fn consume_hours(state: &ContractState, consume: &ConsumeHours) -> Result<Vec<De
     )])
 }
 
-fn forfeit_everything(state: &ContractState) -> Vec<Movement> {
+/// R8: everything the lots can give at `at` (what they still hold then and at every later time).
+fn forfeit_everything(state: &ContractState, at: DateTime<Utc>) -> Vec<Movement> {
     Bucket::ALL
         .into_iter()
-        .flat_map(|bucket| LotBook::of(state, bucket).forfeit_all())
+        .flat_map(|bucket| LotBook::of(state, bucket, at).forfeit_all())
         .collect()
 }
 
@@ -1008,7 +1097,7 @@ fn terminate(
             Event::BalancesForfeited(BalancesForfeited {
                 cause: ForfeitureCause::Termination,
                 forfeited_at: terminate.effective_at,
-                movements: forfeit_everything(state),
+                movements: forfeit_everything(state, terminate.effective_at),
             }),
             terminate.effective_at,
         ),
@@ -1130,6 +1219,15 @@ fn reverse_event(
         }),
         original.effective_at,
     )];
+    // R9, R11: the value leaves its support year; an assessed year's billable rises again.
+    if let Event::SabConverted(converted) = &original.event {
+        events.extend(sab_adjustment(
+            state,
+            converted.support_year,
+            -converted.amount,
+            original.effective_at,
+        ));
+    }
     // R11: after the term, whatever the reversal returns to a bucket is forfeited with it.
     if matches!(state.status, Status::Expired | Status::Terminated) {
         let returned: Vec<Movement> = movements
@@ -1243,12 +1341,12 @@ pub fn due(state: &ContractState, now: DateTime<Utc>) -> Vec<TimeDriven> {
         }
     }
     for commitment in &terms.sab_commitments {
-        let Some(year_start) = calendar::support_year_start(terms.term_start, commitment.year)
-        else {
+        let Some(due_at) = shortfall_due_at(state, commitment.year) else {
             continue;
         };
-        let due_at = calendar::local_midnight(zone, year_start + Days::new(30));
+        // R9: no assessment falls due at or after the contract's expiry or termination.
         if due_at <= now
+            && due_at < expiry
             && still_running_at(due_at)
             && !state.shortfall_billable.contains_key(&commitment.year)
         {
@@ -1300,7 +1398,9 @@ pub fn decide_time_driven(
             )])
         }
         TimeDriven::AssessShortfall { year, due_at } => {
-            if state.shortfall_billable.contains_key(year) {
+            let expiry = calendar::local_midnight(zone(state), terms.term_end + Days::new(1));
+            let ended_before = state.ended_at.is_some_and(|ended| *due_at >= ended);
+            if state.shortfall_billable.contains_key(year) || *due_at >= expiry || ended_before {
                 return Err(not_due());
             }
             let commitment = terms
@@ -1345,7 +1445,7 @@ pub fn decide_time_driven(
                 Event::BalancesForfeited(BalancesForfeited {
                     cause: ForfeitureCause::Expiry,
                     forfeited_at: *due_at,
-                    movements: forfeit_everything(state),
+                    movements: forfeit_everything(state, *due_at),
                 }),
                 *due_at,
             )])

@@ -46,8 +46,48 @@ pub struct Lot {
     pub unit_price: Decimal,
     /// Units bought.
     pub purchased: Decimal,
-    /// Units left.
+    /// Units left (after every event recorded so far).
     pub remaining: Decimal,
+    /// Every change of the lot, `(effective time, stream version, units)`, sorted by effective
+    /// time then version: what the lot held at any effective time (R12, R13).
+    pub history: Vec<(DateTime<Utc>, u64, Decimal)>,
+    /// Its purchase was reversed (R11): no longer the newest lot for pricing (R6).
+    pub reversed: bool,
+}
+
+impl Lot {
+    /// What a deduction effective at `at` may take from this lot (R13): the least the lot holds
+    /// at `at` and at every later effective time, so a late entry never takes what a later
+    /// deduction already used. A lot bought after `at` holds nothing at `at`, so gives nothing.
+    /// The new deduction goes after every event already recorded at `at`.
+    pub fn available_at(&self, at: DateTime<Utc>) -> Decimal {
+        // The common case: nothing recorded after `at`, so what it holds now is what it held.
+        if self.history.last().is_none_or(|(last, _, _)| *last <= at) {
+            return self.remaining;
+        }
+        let split = self
+            .history
+            .partition_point(|(effective, _, _)| *effective <= at);
+        let mut held: Decimal = self.history[..split]
+            .iter()
+            .map(|(_, _, units)| units)
+            .sum();
+        let mut least = held;
+        for (_, _, units) in &self.history[split..] {
+            held += units;
+            least = least.min(held);
+        }
+        least.max(Decimal::ZERO)
+    }
+
+    /// What the lot held at effective time `at` (every change effective at or before it).
+    pub fn held_at(&self, at: DateTime<Utc>) -> Decimal {
+        self.history
+            .iter()
+            .take_while(|(effective, _, _)| *effective <= at)
+            .map(|(_, _, units)| units)
+            .sum()
+    }
 }
 
 /// A booking made by converting credits (R3).
@@ -186,6 +226,8 @@ impl ContractState {
                     unit_price: purchased.unit_price,
                     purchased: purchased.quantity,
                     remaining: Decimal::ZERO,
+                    history: Vec::new(),
+                    reversed: false,
                 });
                 match purchased.item {
                     schemas::Item::DeveloperAdvanced => {
@@ -291,7 +333,7 @@ impl ContractState {
             }
         }
         for movement in event.movements() {
-            self.apply_movement(movement);
+            self.apply_movement(movement, meta);
         }
         self.recorded.insert(
             meta.event_id.clone(),
@@ -312,15 +354,25 @@ impl ContractState {
             panic!("reversal of unknown event {reversed_event_id}");
         };
         match &original.event {
-            Event::Purchased(purchased) => match purchased.item {
-                schemas::Item::DeveloperAdvanced => {
-                    self.developer_advanced_hours -= purchased.quantity
+            Event::Purchased(purchased) => {
+                match purchased.item {
+                    schemas::Item::DeveloperAdvanced => {
+                        self.developer_advanced_hours -= purchased.quantity
+                    }
+                    schemas::Item::DeveloperPerformance => {
+                        self.developer_performance_hours -= purchased.quantity
+                    }
+                    _ => {}
                 }
-                schemas::Item::DeveloperPerformance => {
-                    self.developer_performance_hours -= purchased.quantity
+                let bucket = purchased.movements[0].bucket;
+                if let Some(lot) = self
+                    .lots
+                    .get_mut(&bucket)
+                    .and_then(|lots| lots.iter_mut().find(|lot| lot.id == purchased.lot))
+                {
+                    lot.reversed = true;
                 }
-                _ => {}
-            },
+            }
             Event::CreditsConverted(converted) => {
                 self.bookings.remove(&converted.booking_id);
             }
@@ -334,7 +386,7 @@ impl ContractState {
         }
     }
 
-    fn apply_movement(&mut self, movement: &Movement) {
+    fn apply_movement(&mut self, movement: &Movement, meta: &EventMeta) {
         self.totals
             .entry(movement.bucket)
             .or_default()
@@ -344,7 +396,14 @@ impl ContractState {
             .get_mut(&movement.bucket)
             .and_then(|lots| lots.iter_mut().find(|lot| lot.id == movement.lot))
             .unwrap_or_else(|| panic!("movement on unknown lot {}", movement.lot));
-        lot.remaining += movement.balance_delta();
+        let delta = movement.balance_delta();
+        lot.remaining += delta;
+        let when = (meta.effective_at, meta.version);
+        let at = lot
+            .history
+            .partition_point(|(effective, version, _)| (*effective, *version) <= when);
+        lot.history
+            .insert(at, (meta.effective_at, meta.version, delta));
     }
 
     /// R12: every bucket's totals equal the sum of its lots, and no lot is negative.

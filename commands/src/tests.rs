@@ -898,3 +898,405 @@ fn r11_reversals() {
     );
     assert_eq!(world.balance(schemas::Bucket::DasHours), Decimal::ZERO);
 }
+
+/// A core UTC contract with no purchases yet (for the effective-time cases of R12, R13).
+fn bare_core() -> World {
+    let mut world = World::new();
+    world.ok(&open("core", "UTC", ""));
+    world
+}
+
+fn buy_dse(quantity: &str, price: &str, effective: &str) -> String {
+    format!(
+        r#"{{"type":"purchase","contract_id":"C-1","item":"dse_hours","quantity":"{quantity}","unit_price":"{price}","effective_at":"{effective}"}}"#
+    )
+}
+
+#[test]
+fn r13_a_late_entry_never_spends_a_purchase_made_after_it() {
+    let mut world = bare_core();
+    world.ok(&buy_dse("10", "100.00", "2026-01-05T00:00:00Z"));
+    world.ok(&buy_dse("10", "150.00", "2026-03-02T00:00:00Z"));
+    world.ok(&consume(
+        "dse_hours",
+        "2026-02-02T09:00:00Z",
+        "2026-02-02T17:00:00Z",
+    ));
+    let rejected = world
+        .run(&consume(
+            "dse_hours",
+            "2026-02-03T09:00:00Z",
+            "2026-02-03T17:00:00Z",
+        ))
+        .unwrap_err();
+    assert_eq!(
+        (rejected.code, rejected.rule),
+        ("insufficient_balance", "R5")
+    );
+    assert!(
+        rejected
+            .message
+            .contains("had 2 available at 2026-02-03 17:00 UTC"),
+        "{}",
+        rejected.message
+    );
+    // Work in March may use the March lot.
+    world.ok(&consume(
+        "dse_hours",
+        "2026-03-03T09:00:00Z",
+        "2026-03-03T17:00:00Z",
+    ));
+}
+
+#[test]
+fn r13_a_late_entry_never_takes_what_a_later_deduction_already_used() {
+    let mut world = bare_core();
+    world.ok(&buy_dse("10", "100.00", "2026-01-05T00:00:00Z"));
+    // March work recorded first uses 8 of the 10.
+    world.ok(&consume(
+        "dse_hours",
+        "2026-03-02T09:00:00Z",
+        "2026-03-02T17:00:00Z",
+    ));
+    // February work entered late: at 02-03 the lot holds 10, but only 2 may go without
+    // taking the March work's hours.
+    let rejected = world
+        .run(&consume(
+            "dse_hours",
+            "2026-02-03T09:00:00Z",
+            "2026-02-03T12:00:00Z",
+        ))
+        .unwrap_err();
+    assert_eq!(rejected.code, "insufficient_balance");
+    assert!(
+        rejected.message.contains("had 2 available"),
+        "{}",
+        rejected.message
+    );
+    let events = world.ok(&consume(
+        "dse_hours",
+        "2026-02-03T09:00:00Z",
+        "2026-02-03T11:00:00Z",
+    ));
+    let Event::HoursConsumed(consumed) = &events[0] else {
+        panic!()
+    };
+    assert_eq!(consumed.movements[0].lot, "L2");
+    assert_eq!(world.balance(schemas::Bucket::DseHours), Decimal::ZERO);
+}
+
+#[test]
+fn r13_lots_are_drawn_oldest_first_among_those_bought_by_then() {
+    let mut world = bare_core();
+    world.ok(&buy_dse("4", "150.00", "2026-03-02T00:00:00Z"));
+    world.ok(&buy_dse("4", "100.00", "2026-01-05T00:00:00Z"));
+    let events = world.ok(&consume(
+        "dse_hours",
+        "2026-03-03T09:00:00Z",
+        "2026-03-03T15:00:00Z",
+    ));
+    let Event::HoursConsumed(consumed) = &events[0] else {
+        panic!()
+    };
+    let draws: Vec<(String, String)> = consumed
+        .movements
+        .iter()
+        .map(|m| (m.lot.clone(), m.quantity.to_string()))
+        .collect();
+    // L3 was bought (effective) first, so it pays first, though recorded second.
+    assert_eq!(
+        draws,
+        vec![("L3".into(), "4".into()), ("L2".into(), "2".into())]
+    );
+}
+
+#[test]
+fn r5_das_and_adm_work_may_end_exactly_at_the_end_of_the_term() {
+    table(&[
+        (
+            "DAS 22:00–00:00 on term_end",
+            &[],
+            &consume("das_hours", "2026-12-31T22:00:00Z", "2027-01-01T00:00:00Z"),
+            Ok(()),
+        ),
+        (
+            "DAS one minute past the end of the term",
+            &[],
+            &consume("das_hours", "2026-12-31T22:00:00Z", "2027-01-01T00:01:00Z"),
+            Err("outside_term"),
+        ),
+        (
+            "DAS starting on the day after term_end",
+            &[],
+            &consume("das_hours", "2027-01-01T00:00:00Z", "2027-01-01T01:00:00Z"),
+            Err("outside_term"),
+        ),
+    ]);
+}
+
+#[test]
+fn r3_a_conversion_that_rounds_to_zero_credits_is_an_invalid_quantity() {
+    let mut world = world();
+    world.ok(r#"{"type":"publish_rates","effective_from":"2026-01-01T00:00:00Z","rates":{"TINY":"0.4"}}"#);
+    let rejected = world
+        .run(&convert(
+            "B-0",
+            "TINY",
+            "1",
+            "2026-03-16T09:00:00Z",
+            "2026-02-01T00:00:00Z",
+        ))
+        .unwrap_err();
+    assert_eq!((rejected.code, rejected.rule), ("invalid_quantity", "R3"));
+}
+
+#[test]
+fn r6_the_uncovered_fee_is_priced_at_the_newest_unreversed_lot_bought_by_then() {
+    let mut world = World::new();
+    world.ok(&open("core", "UTC", ""));
+    world.ok(r#"{"type":"purchase","contract_id":"C-1","item":"proactive_credits","quantity":"16","unit_price":"200.00","effective_at":"2026-01-01T00:00:00Z"}"#);
+    // Bought after the request: not "by then".
+    world.ok(r#"{"type":"purchase","contract_id":"C-1","item":"proactive_credits","quantity":"10","unit_price":"400.00","effective_at":"2026-06-01T00:00:00Z"}"#);
+    // Bought by then but reversed: not a lot any more.
+    world.ok(r#"{"type":"purchase","contract_id":"C-1","item":"proactive_credits","quantity":"10","unit_price":"300.00","effective_at":"2026-02-01T00:00:00Z"}"#);
+    world.ok(r#"{"type":"reverse","contract_id":"C-1","event_id":"e4","reason":"entered twice"}"#);
+    world.ok(
+        r#"{"type":"publish_rates","effective_from":"2026-01-01T00:00:00Z","rates":{"BIG":"16"}}"#,
+    );
+    world.ok(&convert(
+        "B-1",
+        "BIG",
+        "1",
+        "2026-03-16T09:00:00Z",
+        "2026-02-10T00:00:00Z",
+    ));
+    let events = world.ok(r#"{"type":"reschedule_booking","contract_id":"C-1","booking_id":"B-1","starts_at":"2026-04-20T09:00:00Z","effective_at":"2026-03-10T00:00:00Z"}"#);
+    let Event::BookingRescheduled(r) = &events[0] else {
+        panic!()
+    };
+    assert_eq!(r.uncovered_credits, Decimal::from(16));
+    assert_eq!(r.billables[0].amount, Decimal::from(16 * 200));
+}
+
+fn sab_world() -> World {
+    let mut world = World::new();
+    world.ok(&open(
+        "advanced",
+        "UTC",
+        r#","sab_commitments":[{"year":1,"incidents":10,"value_per_incident":"500.00"}]"#,
+    ));
+    world
+}
+
+fn convert_sab(incidents: u32, effective: &str) -> String {
+    format!(
+        r#"{{"type":"convert_sab","contract_id":"C-1","incidents":{incidents},"value_per_incident":"500.00","applied_to":"base_fee","effective_at":"{effective}"}}"#
+    )
+}
+
+/// Year 1's billable total: the shortfall plus every adjustment.
+fn year_one_billable(world: &World) -> Decimal {
+    world.state.shortfall_billable[&1]
+}
+
+#[test]
+fn r9_reversing_a_sab_conversion_raises_the_billable_again() {
+    let mut world = sab_world();
+    world.ok(&convert_sab(2, "2026-01-20T00:00:00Z"));
+    let before_assessment = format!("e{}", world.state.version);
+    world.tick("2026-01-31T00:00:00Z");
+    assert_eq!(year_one_billable(&world), Decimal::from(4000));
+    world.ok(&convert_sab(3, "2026-02-10T00:00:00Z"));
+    let after_assessment = format!("e{}", world.state.version - 1);
+    assert_eq!(year_one_billable(&world), Decimal::from(2500));
+    let reverse = |id: &str| {
+        format!(
+            r#"{{"type":"reverse","contract_id":"C-1","event_id":"{id}","reason":"wrong year"}}"#
+        )
+    };
+    let events = world.ok(&reverse(&after_assessment));
+    let Some(Event::SabShortfallAdjusted(adjusted)) = events.get(1) else {
+        panic!("{events:?}")
+    };
+    assert_eq!(adjusted.billables[0].amount, Decimal::from(1500));
+    assert_eq!(year_one_billable(&world), Decimal::from(4000));
+    world.ok(&convert_sab(6, "2026-03-10T00:00:00Z"));
+    assert_eq!(year_one_billable(&world), Decimal::from(1000));
+    // The conversion made before the assessment, reversed: its 1,000.00 comes back too.
+    world.ok(&reverse(&before_assessment));
+    assert_eq!(year_one_billable(&world), Decimal::from(2000));
+}
+
+#[test]
+fn r9_no_assessment_falls_due_at_or_after_expiry_or_termination() {
+    // A term shorter than 30 days: year 1's assessment would be due after the expiry.
+    let mut world = World::new();
+    world.ok(r#"{"type":"open_contract","contract_id":"C-1","customer":"Contoso","package":"core","term_start":"2026-01-01","term_end":"2026-01-20","currency":"USD","time_zone":"UTC","sab_commitments":[{"year":1,"incidents":10,"value_per_incident":"500.00"}]}"#);
+    let events = world.tick("2026-03-01T00:00:00Z");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::SabShortfallAssessed(_))),
+        "{events:?}"
+    );
+    // Terminated before the due date: no assessment either.
+    let mut world = sab_world();
+    world.ok(r#"{"type":"terminate_contract","contract_id":"C-1","effective_at":"2026-01-15T00:00:00Z"}"#);
+    let events = world.tick("2026-03-01T00:00:00Z");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::SabShortfallAssessed(_))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn r11_reversible_events_are_exactly_those_listed() {
+    let mut world = world();
+    world.ok(&convert(
+        "B-1",
+        "WS-SEC",
+        "1",
+        "2026-03-16T09:00:00Z",
+        "2026-02-01T00:00:00Z",
+    ));
+    let conversion = format!("e{}", world.state.version);
+    world.ok(r#"{"type":"cancel_booking","contract_id":"C-1","booking_id":"B-1","effective_at":"2026-02-02T00:00:00Z"}"#);
+    let cancellation = format!("e{}", world.state.version);
+    let reverse = |id: &str| {
+        format!(r#"{{"type":"reverse","contract_id":"C-1","event_id":"{id}","reason":"mistake"}}"#)
+    };
+    assert_eq!(
+        world.run(&reverse(&cancellation)).unwrap_err().code,
+        "not_reversible"
+    );
+    assert_eq!(
+        world.run(&reverse("e1")).unwrap_err().code,
+        "not_reversible"
+    );
+    // The cancelled booking's conversion is no longer booked.
+    assert_eq!(
+        world.run(&reverse(&conversion)).unwrap_err().code,
+        "booking_not_active"
+    );
+}
+
+mod histories {
+    //! Property tests over random histories entered out of effective order, with reversals
+    //! and ticks (issue 14): no lot and no bucket is ever negative at any effective time
+    //! (`balance --as-of T` ≥ 0 for every T), and an assessed year's SAB billable always equals
+    //! `max(0, committed − net converted)`.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Buy { day: u32, hours: u32 },
+        Consume { day: u32, hours: u32 },
+        Sab { day: u32, incidents: u32 },
+        Reverse { pick: usize },
+        Tick { day: u32 },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u32..360, 1u32..12).prop_map(|(day, hours)| Step::Buy { day, hours }),
+            (0u32..360, 1u32..8).prop_map(|(day, hours)| Step::Consume { day, hours }),
+            (0u32..360, 1u32..5).prop_map(|(day, incidents)| Step::Sab { day, incidents }),
+            (0usize..64).prop_map(|pick| Step::Reverse { pick }),
+            (0u32..400).prop_map(|day| Step::Tick { day }),
+        ]
+    }
+
+    fn day(offset: u32) -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Days::new(offset.into())
+    }
+
+    fn command(step: &Step, world: &World) -> Option<String> {
+        Some(match step {
+            Step::Buy { day: d, hours } => buy_dse(
+                &hours.to_string(),
+                "100.00",
+                &format!("{}T00:00:00Z", day(*d)),
+            ),
+            Step::Consume { day: d, hours } => consume(
+                "dse_hours",
+                &format!("{}T09:00:00Z", day(*d)),
+                &format!("{}T{:02}:00:00Z", day(*d), 9 + hours),
+            ),
+            Step::Sab { day: d, incidents } => {
+                convert_sab(*incidents, &format!("{}T00:00:00Z", day(*d)))
+            }
+            Step::Reverse { pick } => {
+                let version = (*pick as u64 % world.state.version.max(1)) + 1;
+                format!(
+                    r#"{{"type":"reverse","contract_id":"C-1","event_id":"e{version}","reason":"test"}}"#
+                )
+            }
+            Step::Tick { .. } => return None,
+        })
+    }
+
+    fn check(world: &World) -> Result<(), TestCaseError> {
+        for (bucket, lots) in &world.state.lots {
+            let mut times: Vec<_> = lots
+                .iter()
+                .flat_map(|lot| lot.history.iter().map(|(t, _, _)| *t))
+                .collect();
+            times.sort();
+            for t in times {
+                let mut in_bucket = Decimal::ZERO;
+                for lot in lots {
+                    let held = lot.held_at(t);
+                    prop_assert!(
+                        held >= Decimal::ZERO,
+                        "lot {} of {bucket:?} at {t}: {held}",
+                        lot.id
+                    );
+                    in_bucket += held;
+                }
+                prop_assert!(in_bucket >= Decimal::ZERO);
+            }
+        }
+        if let Some(standing) = world.state.shortfall_billable.get(&1) {
+            let converted = world
+                .state
+                .sab_converted
+                .get(&1)
+                .copied()
+                .unwrap_or_default();
+            let expected = (Decimal::from(5000) - converted).max(Decimal::ZERO);
+            prop_assert_eq!(*standing, expected);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn late_entries_and_reversals_never_make_history_negative(
+            steps in proptest::collection::vec(step(), 1..40)
+        ) {
+            let mut world = World::new();
+            world.ok(&open(
+                "core",
+                "UTC",
+                r#","sab_commitments":[{"year":1,"incidents":10,"value_per_incident":"500.00"}]"#,
+            ));
+            for step in &steps {
+                match command(step, &world) {
+                    Some(json) => {
+                        let _ = world.run(&json);
+                    }
+                    None => {
+                        let Step::Tick { day: d } = step else { unreachable!() };
+                        world.tick(&format!("{}T00:00:00Z", day(*d)));
+                    }
+                }
+                check(&world)?;
+            }
+        }
+    }
+}

@@ -4,8 +4,9 @@
 //! bucket proving opening + movements = closing. Built from the contract's stream on demand and
 //! stamped with the log position and chain hash it was built to, so it can be reproduced.
 //!
-//! The period (`from`, `to`) is by effective time: movements effective before `from` make up the
-//! opening balances; movements effective after `to` are left out.
+//! The period (`from`, `to`) is by effective time and half-open, `from ≤ t < to`: movements
+//! effective before `from` make up the opening balances; movements effective at or after `to`
+//! are left out.
 
 use std::collections::BTreeMap;
 
@@ -80,7 +81,7 @@ pub struct Statement {
     pub built_to_hash: String,
     /// Period start (effective time), if any.
     pub from: Option<DateTime<Utc>>,
-    /// Period end (effective time), if any.
+    /// Period end (effective time, excluded), if any.
     pub to: Option<DateTime<Utc>>,
     /// Balances before the period.
     pub opening: BTreeMap<String, Decimal>,
@@ -166,7 +167,9 @@ pub fn statement(
     let mut lines = Vec::new();
     for event in &events {
         let effective_at = event.effective_at.unwrap_or(event.recorded_at);
-        if to.is_some_and(|to| effective_at > to) {
+        // Periods are half-open, `from ≤ t < to` (DOMAIN, Time): an event at exactly `to`
+        // belongs to the next period, so one period's closing is the next one's opening.
+        if to.is_some_and(|to| effective_at >= to) {
             continue;
         }
         let decoded = decode(event);

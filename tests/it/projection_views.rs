@@ -505,3 +505,74 @@ fn notices_and_balance_detail_show_what_would_be_forfeited_and_money_by_lot() {
     let unknown = run_ledgerctl(dir.path(), &["notices", "C-404"], "");
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+/// Issue 14: a purchase effective exactly at 2026-04-01T00:00Z is in Q2 only, so Q1's closing is
+/// Q2's opening (half-open periods); and a late consumption cannot spend a lot bought after it,
+/// so `balance --as-of` is never negative.
+#[test]
+fn quarters_tile_and_a_late_entry_never_spends_a_later_purchase() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands = [
+        r#"{"type":"open_contract","contract_id":"C-Q","customer":"Contoso","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC"}"#,
+        r#"{"type":"purchase","contract_id":"C-Q","item":"dse_hours","quantity":"10","unit_price":"100.00","effective_at":"2026-01-05T00:00:00Z"}"#,
+        r#"{"type":"purchase","contract_id":"C-Q","item":"dse_hours","quantity":"10","unit_price":"150.00","effective_at":"2026-04-01T00:00:00Z"}"#,
+        r#"{"type":"consume_hours","contract_id":"C-Q","bucket":"dse_hours","started_at":"2026-02-02T09:00:00Z","ended_at":"2026-02-02T17:00:00Z"}"#,
+        r#"{"type":"consume_hours","contract_id":"C-Q","bucket":"dse_hours","started_at":"2026-02-03T09:00:00Z","ended_at":"2026-02-03T17:00:00Z"}"#,
+    ]
+    .join("\n");
+    let output = run_ledgerctl(dir.path(), &["submit"], &commands);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the second consumption is rejected"
+    );
+    let results = String::from_utf8(output.stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(results.lines().last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "insufficient_balance", "{last}");
+    let message = last["error"]["message"].as_str().unwrap();
+    assert!(message.contains("had 2 available"), "{message}");
+    let as_of = run_ledgerctl(
+        dir.path(),
+        &[
+            "--format",
+            "json",
+            "balance",
+            "C-Q",
+            "--as-of",
+            "2026-02-15T00:00:00Z",
+        ],
+        "",
+    );
+    let balance: serde_json::Value = serde_json::from_slice(&as_of.stdout).unwrap();
+    assert_eq!(balance["balances"]["dse_hours"], "2", "{balance}");
+    let quarter = |from: &str, to: &str| -> serde_json::Value {
+        let output = run_ledgerctl(
+            dir.path(),
+            &[
+                "--format", "json", "audit", "C-Q", "--from", from, "--to", to,
+            ],
+            "",
+        );
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let q1 = quarter("2026-01-01T00:00:00Z", "2026-04-01T00:00:00Z");
+    let q2 = quarter("2026-04-01T00:00:00Z", "2026-07-01T00:00:00Z");
+    assert_eq!(q1["closing"], q2["opening"]);
+    assert_eq!(q1["closing"]["dse_hours"], "2");
+    assert_eq!(q2["closing"]["dse_hours"], "12");
+    let positions = |q: &serde_json::Value| -> Vec<u64> {
+        q["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["position"].as_u64().unwrap())
+            .collect()
+    };
+    let (p1, p2) = (positions(&q1), positions(&q2));
+    assert!(p1.iter().all(|p| !p2.contains(p)), "{p1:?} {p2:?}");
+}

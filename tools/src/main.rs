@@ -94,7 +94,7 @@ enum Command {
         contract: Option<String>,
     },
     /// Every movement of a contract with running balances, totals and a roll-forward that
-    /// reconciles; --from/--to bound the period by effective time.
+    /// reconciles; --from/--to bound the period by effective time, half-open (from ≤ t < to).
     Audit {
         /// The contract id.
         contract: String,
