@@ -94,6 +94,13 @@ pub enum Error {
         cause: String,
     },
 
+    /// This handle runs no writer: it mirrors a replicated log, or its writer was stopped.
+    #[error("this instance mirrors the replicated log and is not its writer: {detail}")]
+    NotWriter {
+        /// What was asked of it.
+        detail: String,
+    },
+
     /// The stream index stopped following the log (its write failed). The log is unharmed;
     /// reopening the store indexes it again from its checkpoint.
     #[error("the stream index has stopped ({cause}); reopen the store to index the log again")]

@@ -90,7 +90,7 @@ impl IndexProgress {
             .expect("index progress lock");
     }
 
-    fn advance(&self, position: u64) {
+    pub(crate) fn advance(&self, position: u64) {
         self.state.lock().expect("index progress lock").indexed_to = position;
         self.advanced.notify_all();
     }

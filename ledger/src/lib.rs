@@ -15,14 +15,16 @@ mod error;
 mod index;
 pub mod limits;
 mod projection_store;
+pub mod replica;
 mod store;
 mod subscribe;
 mod verify;
 mod writer;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
@@ -33,6 +35,7 @@ use uuid::Uuid;
 pub use envelope::{GENESIS_HASH, Hash, Metadata, NewEvent, RecordedEvent};
 pub use error::{Error, Result};
 pub use projection_store::{Checkpoint, ProjectionStore};
+pub use replica::{Replicator, WireBatch};
 pub use store::STORE_FORMAT;
 pub use subscribe::Subscription;
 pub use verify::{VerifyProblem, VerifyReport};
@@ -301,12 +304,16 @@ impl BackgroundWork {
 pub struct LedgerOptions {
     /// Stamps recorded times; the system clock by default.
     pub clock: Clock,
+    /// Start the writer at open (the default). Off: the handle is a mirror of a replicated log
+    /// ([`Ledger::apply_replicated`]) until [`Ledger::start_writer`].
+    pub writer: bool,
 }
 
 impl Default for LedgerOptions {
     fn default() -> LedgerOptions {
         LedgerOptions {
             clock: Arc::new(Utc::now),
+            writer: true,
         }
     }
 }
@@ -333,8 +340,13 @@ pub struct Ledger {
 struct Inner {
     path: PathBuf,
     store: Store,
-    queue: Option<mpsc::Sender<writer::Request>>,
-    writer: Option<JoinHandle<()>>,
+    /// The writer's queue while a writer runs.
+    queue: RwLock<Option<mpsc::Sender<writer::Request>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Taken by whoever starts or stops the writer or applies a replicated batch.
+    role: Mutex<()>,
+    clock: Clock,
+    committed_tx: Arc<watch::Sender<u64>>,
     committed: watch::Receiver<u64>,
     stopped: Arc<Mutex<Option<String>>>,
     index_progress: Arc<index::IndexProgress>,
@@ -345,8 +357,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the queue lets the writer finish what it holds and exit; joining it means the
         // next open of the same directory, even in this process, finds it closed.
-        self.queue.take();
-        if let Some(handle) = self.writer.take() {
+        self.queue.get_mut().expect("queue lock").take();
+        if let Some(handle) = self.writer.get_mut().expect("writer lock").take() {
             let _ = handle.join();
         }
     }
@@ -379,33 +391,189 @@ impl Ledger {
         let indexed_to = index::catch_up(&store, head)?;
         let index_progress = Arc::new(index::IndexProgress::new(indexed_to));
         let (committed_tx, committed_rx) = watch::channel(head);
+        let ledger = Ledger {
+            inner: Arc::new(Inner {
+                path,
+                store,
+                queue: RwLock::new(None),
+                writer: Mutex::new(None),
+                role: Mutex::new(()),
+                clock: options.clock,
+                committed_tx: Arc::new(committed_tx),
+                committed: committed_rx,
+                stopped,
+                index_progress,
+                _lock: lock,
+            }),
+        };
+        if options.writer {
+            ledger.start_writer(None)?;
+        }
+        Ok(ledger)
+    }
+
+    /// Starts the single writer from the log's head, replicating each batch through
+    /// `replicator` before its local commit when one is given.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when a writer runs already; [`Error::Storage`] / [`Error::Io`].
+    pub fn start_writer(&self, replicator: Option<Arc<dyn Replicator>>) -> Result<()> {
+        let _role = self.inner.role.lock().expect("role lock");
+        let mut queue = self.inner.queue.write().expect("queue lock");
+        if queue.is_some() {
+            return Err(Error::invalid("writer", "a writer runs already"));
+        }
+        *self.inner.stopped.lock().expect("stopped flag lock") = None;
         let writer = writer::Writer::new(
-            store.clone(),
-            options.clock,
-            committed_tx,
-            stopped.clone(),
-            index_progress.clone(),
+            self.inner.store.clone(),
+            self.inner.clock.clone(),
+            self.inner.committed_tx.clone(),
+            self.inner.stopped.clone(),
+            self.inner.index_progress.clone(),
+            replicator,
         )?;
         let (queue_tx, queue_rx) = mpsc::channel(APPEND_QUEUE_MAX);
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(queue_rx))
             .map_err(|source| Error::Io {
-                path: path.clone(),
+                path: self.inner.path.clone(),
                 source,
             })?;
-        Ok(Ledger {
-            inner: Arc::new(Inner {
-                path,
-                store,
-                queue: Some(queue_tx),
-                writer: Some(handle),
-                committed: committed_rx,
-                stopped,
-                index_progress,
-                _lock: lock,
+        *queue = Some(queue_tx);
+        *self.inner.writer.lock().expect("writer lock") = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the writer, if one runs: what it holds is committed (or fails) and answered, then
+    /// its threads end. Later appends fail with [`Error::NotWriter`] until [`Ledger::start_writer`].
+    pub fn stop_writer(&self) {
+        let _role = self.inner.role.lock().expect("role lock");
+        self.inner.queue.write().expect("queue lock").take();
+        let handle = self.inner.writer.lock().expect("writer lock").take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+
+    /// Whether a writer runs (it may have stopped after a failure).
+    pub fn is_writer(&self) -> bool {
+        self.inner.queue.read().expect("queue lock").is_some()
+    }
+
+    /// The replicated log's sequence of the last batch in this store (0: none, or embedded).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read.
+    pub fn replicated_sequence(&self) -> Result<u64> {
+        let stored = self
+            .inner
+            .store
+            .meta
+            .get(store::REPLICATED_SEQUENCE_KEY)
+            .map_err(Error::storage("reading the replicated sequence"))?;
+        match stored {
+            None => Ok(0),
+            Some(bytes) => store::decode_u64(&bytes).ok_or_else(|| Error::Corrupt {
+                position: 0,
+                detail: "the replicated sequence is not 8 bytes".into(),
             }),
-        })
+        }
+    }
+
+    /// Applies one replicated batch (see [`replica`]) at the log's head, as a mirror: checks
+    /// that its events continue the log (positions, the hash chain, each envelope's hash, each
+    /// stream's next version) and its dedup records point into it, then writes it with
+    /// `SyncAll`, indexes it and wakes subscribers. Writes nothing when any check fails.
+    /// Returns the position of the batch's last event.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] while a writer runs; [`Error::Corrupt`] naming the first position that
+    /// does not follow; [`Error::Storage`].
+    pub fn apply_replicated(&self, sequence: u64, bytes: &[u8]) -> Result<u64> {
+        let _role = self.inner.role.lock().expect("role lock");
+        if self.is_writer() {
+            return Err(Error::invalid(
+                "replicated batch",
+                "this handle runs the writer; only a mirror applies batches",
+            ));
+        }
+        let store = &self.inner.store;
+        let (mut position, mut hash) = self.head()?;
+        let corrupt = |position: u64, detail: String| Error::Corrupt { position, detail };
+        let decoded = replica::decode(bytes).map_err(|detail| {
+            corrupt(
+                position + 1,
+                format!("replicated batch {sequence}: {detail}"),
+            )
+        })?;
+        if decoded.envelopes.is_empty() {
+            return Err(corrupt(
+                position + 1,
+                format!("replicated batch {sequence} holds no event"),
+            ));
+        }
+        let first = position + 1;
+        let mut items = store
+            .db
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncAll));
+        let mut versions: HashMap<String, u64> = HashMap::new();
+        for bytes in decoded.envelopes {
+            position += 1;
+            let event = envelope::decode(position, bytes)?;
+            let computed: Hash = Sha256::digest(&bytes[..bytes.len().saturating_sub(32)]).into();
+            if event.prev_hash != hash || computed != event.hash {
+                return Err(corrupt(
+                    position,
+                    format!("replicated batch {sequence} breaks the hash chain"),
+                ));
+            }
+            let current = match versions.get(&event.stream) {
+                Some(version) => *version,
+                None => store.stream_version(&event.stream)?,
+            };
+            if event.version != current + 1 {
+                return Err(corrupt(
+                    position,
+                    format!(
+                        "replicated batch {sequence}: {} version {} follows version {current}",
+                        event.stream, event.version
+                    ),
+                ));
+            }
+            versions.insert(event.stream.clone(), event.version);
+            items.insert(&store.log, position.to_be_bytes(), bytes);
+            hash = event.hash;
+        }
+        for (command_id, record) in decoded.records {
+            let parsed = store::DedupRecord::decode(record).filter(|r| {
+                r.first_position >= first
+                    && r.count > 0
+                    && r.first_position + u64::from(r.count) - 1 <= position
+            });
+            if parsed.is_none() {
+                return Err(corrupt(
+                    first,
+                    format!(
+                        "replicated batch {sequence}: the record of {command_id:?} points outside it"
+                    ),
+                ));
+            }
+            items.insert(&store.dedup, command_id.as_bytes(), record);
+        }
+        items.insert(
+            &store.meta,
+            store::REPLICATED_SEQUENCE_KEY,
+            sequence.to_be_bytes(),
+        );
+        items.commit().map_err(Error::storage(format!(
+            "writing replicated batch {sequence}"
+        )))?;
+        let indexed = index::catch_up(store, position)?;
+        self.inner.index_progress.advance(indexed);
+        self.inner.committed_tx.send_replace(position);
+        Ok(position)
     }
 
     /// The data directory.
@@ -442,11 +610,32 @@ impl Ledger {
         answer.blocking_recv().map_err(|_| self.stopped_error())?
     }
 
-    fn queue(&self) -> Result<&mpsc::Sender<writer::Request>> {
+    fn queue(&self) -> Result<mpsc::Sender<writer::Request>> {
+        let queue = self.inner.queue.read().expect("queue lock");
+        match queue.as_ref() {
+            Some(queue) => Ok(queue.clone()),
+            None if self
+                .inner
+                .stopped
+                .lock()
+                .expect("stopped flag lock")
+                .is_some() =>
+            {
+                Err(self.stopped_error())
+            }
+            None => Err(Error::NotWriter {
+                detail: "an append".into(),
+            }),
+        }
+    }
+
+    /// Why the writer stopped, when it failed.
+    pub(crate) fn stop_cause(&self) -> Option<String> {
         self.inner
-            .queue
-            .as_ref()
-            .ok_or_else(|| self.stopped_error())
+            .stopped
+            .lock()
+            .expect("stopped flag lock")
+            .clone()
     }
 
     fn stopped_error(&self) -> Error {

@@ -8,6 +8,8 @@
 //!   log      position u64 BE                 -> envelope (see `envelope`)
 //!   dedup    command id                      -> content hash [32], first position u64, count u32
 //!   meta     "format"                        -> u32 BE
+//!            "replicated_sequence"           -> u64 BE (replicated stores: the last batch's
+//!                                               sequence in LEDGER_LOG)
 //! DIR/index/          the stream index: derived from the log, never fsync'd, caught up at open
 //!   streams  stream id, 0x00, version u64 BE -> position u64 BE
 //!   meta     "indexed_to"                    -> position u64 BE, that event's hash [32]
@@ -35,6 +37,10 @@ pub const STORE_FORMAT: u32 = 2;
 const STORE_FORMAT_STREAMS_IN_LOG: u32 = 1;
 
 const FORMAT_KEY: &[u8] = b"format";
+
+/// In `meta`: the replicated log's sequence of the last batch written here (replicated stores
+/// only), written in the same fjall batch as the events.
+pub(crate) const REPLICATED_SEQUENCE_KEY: &[u8] = b"replicated_sequence";
 
 /// The index's checkpoint key in its `meta` keyspace.
 pub(crate) const INDEXED_TO_KEY: &[u8] = b"indexed_to";

@@ -61,6 +61,9 @@ impl Subscription {
                 self.page.extend(page);
                 continue;
             }
+            if let Some(cause) = self.ledger.stop_cause() {
+                return Err(Error::WriterStopped { cause });
+            }
             if self.committed.changed().await.is_err() {
                 return Err(Error::WriterStopped {
                     cause: "the log was closed".into(),

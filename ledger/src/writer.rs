@@ -27,7 +27,8 @@ use crate::envelope::{self, EnvelopeParts, Hash};
 use crate::error::{Error, Result};
 use crate::index::{self, IndexBatch, IndexProgress};
 use crate::limits::{EVENTS_PER_BATCH_MAX, INDEX_QUEUE_BATCHES_MAX};
-use crate::store::{DedupRecord, Store, stream_key};
+use crate::replica::{Replicator, WIRE_EVENT_OVERHEAD, WireBatch, WireBuilder};
+use crate::store::{DedupRecord, REPLICATED_SEQUENCE_KEY, Store, stream_key};
 use crate::{Append, Appended, AppendedEvent, Clock, ExpectedVersion};
 
 pub(crate) struct Request {
@@ -56,6 +57,10 @@ struct Batch {
     /// The stream index entries of its events, for the indexer once the batch is durable.
     index_entries: Vec<(Vec<u8>, u64)>,
     outcomes: Vec<(Reply, Result<Appended>)>,
+    /// The position of its first event (0: none yet).
+    first_position: u64,
+    /// Its bytes as replicated, when a replicator is set.
+    wire: Option<WireBuilder>,
 }
 
 /// The hand-over between the two threads.
@@ -107,24 +112,32 @@ struct Stager {
     in_flight_by_batch: VecDeque<(u64, Vec<String>)>,
     next_sequence: u64,
     ids: EventIds,
+    /// The replicated batch's size limit, when a replicator is set.
+    wire_bytes_max: Option<usize>,
 }
 
 struct Committer {
-    committed: watch::Sender<u64>,
+    committed: Arc<watch::Sender<u64>>,
     stopped: Arc<Mutex<Option<String>>>,
     /// Set when the committer runs.
     indexer: Option<std::sync::mpsc::SyncSender<IndexBatch>>,
+    /// The durable step before the local commit, when the log is replicated.
+    replicator: Option<Arc<dyn Replicator>>,
+    meta: fjall::Keyspace,
 }
 
 impl Writer {
     pub fn new(
         store: Store,
         clock: Clock,
-        committed: watch::Sender<u64>,
+        committed: Arc<watch::Sender<u64>>,
         stopped: Arc<Mutex<Option<String>>>,
         index_progress: Arc<IndexProgress>,
+        replicator: Option<Arc<dyn Replicator>>,
     ) -> Result<Writer> {
         let (last_position, last_hash, last_recorded_nanos) = store.head()?;
+        let wire_bytes_max = replicator.as_ref().map(|r| r.batch_bytes_max());
+        let meta = store.meta.clone();
         Ok(Writer {
             stager: Stager {
                 store,
@@ -139,11 +152,14 @@ impl Writer {
                 in_flight_by_batch: VecDeque::new(),
                 next_sequence: 1,
                 ids: EventIds::seeded(),
+                wire_bytes_max,
             },
             committer: Committer {
                 committed,
                 stopped,
                 indexer: None,
+                replicator,
+                meta,
             },
             index_progress,
         })
@@ -218,13 +234,37 @@ impl Stager {
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             };
             staged_since_idle += 1;
-            let mut state = slot.lock();
-            while state.failed.is_none()
-                && state
-                    .open
-                    .as_ref()
-                    .is_some_and(|batch| batch.events >= EVENTS_PER_BATCH_MAX)
+            let wire_len = self.wire_bytes_max.map(|_| wire_estimate(&request.append));
+            if let (Some(len), Some(max)) = (wire_len, self.wire_bytes_max)
+                && len > max
             {
+                let _ = request.reply.send(Err(Error::invalid(
+                    "append size",
+                    format!("about {len} bytes; a replicated batch carries at most {max} bytes"),
+                )));
+                continue;
+            }
+            let mut state = slot.lock();
+            loop {
+                if state.failed.is_some() {
+                    break;
+                }
+                let Some(batch) = state.open.as_ref() else {
+                    break;
+                };
+                let bytes_full = match (&batch.wire, wire_len, self.wire_bytes_max) {
+                    (Some(wire), Some(len), Some(max)) => {
+                        batch.events > 0 && wire.len() + len > max
+                    }
+                    _ => false,
+                };
+                if batch.events < EVENTS_PER_BATCH_MAX && !bytes_full {
+                    break;
+                }
+                if !state.open_ready {
+                    state.open_ready = true;
+                    slot.ready.notify_one();
+                }
                 state = slot.room.wait(state).expect("writer slot lock");
             }
             if let Some(cause) = state.failed.clone() {
@@ -254,6 +294,8 @@ impl Stager {
                     last_hash: [0; 32],
                     index_entries: Vec::new(),
                     outcomes: Vec::new(),
+                    first_position: 0,
+                    wire: self.wire_bytes_max.map(|_| WireBuilder::new()),
                 }
             });
             let outcome = self.stage(&request.append, batch);
@@ -345,6 +387,12 @@ impl Stager {
                 event,
                 prev_hash: &tail.last_hash,
             });
+            if let Some(wire) = batch.wire.as_mut() {
+                wire.push_event(&bytes);
+            }
+            if batch.first_position == 0 {
+                batch.first_position = position;
+            }
             batch
                 .items
                 .insert(&self.store.log, position.to_be_bytes(), bytes);
@@ -381,11 +429,13 @@ impl Stager {
                 first_position: result.events[0].position,
                 count: u32::try_from(result.events.len()).expect("events per append are limited"),
             };
-            batch.items.insert(
-                &self.store.dedup,
-                idempotency.command_id.as_bytes(),
-                record.encode(),
-            );
+            let record = record.encode();
+            if let Some(wire) = batch.wire.as_mut() {
+                wire.push_record(&idempotency.command_id, &record);
+            }
+            batch
+                .items
+                .insert(&self.store.dedup, idempotency.command_id.as_bytes(), record);
             self.in_flight.insert(
                 idempotency.command_id.clone(),
                 (idempotency.content_hash, result.clone()),
@@ -401,6 +451,26 @@ impl Stager {
         }
         Ok(result)
     }
+}
+
+/// An upper bound on what an append adds to a replicated batch.
+fn wire_estimate(append: &Append) -> usize {
+    let per_event: usize = append
+        .events
+        .iter()
+        .map(|event| {
+            WIRE_EVENT_OVERHEAD
+                + append.stream.len()
+                + event.event_type.len()
+                + event.payload.len()
+                + event.metadata.bytes_len()
+        })
+        .sum();
+    per_event
+        + append
+            .idempotency
+            .as_ref()
+            .map_or(0, |i| i.command_id.len() + 46)
 }
 
 /// Commits the open batch on the calling thread when no batch is being committed.
@@ -465,6 +535,8 @@ impl Committer {
             if let Err(cause) = self.commit(batch) {
                 tracing::error!(%cause, "event log writer stopped");
                 *self.stopped.lock().expect("stopped flag lock") = Some(cause.clone());
+                // Wake subscribers so that they see the stop instead of waiting for ever.
+                self.committed.send_modify(|_| {});
                 let mut state = slot.lock();
                 state.failed = Some(cause.clone());
                 // A batch staged after the failure was decided on events that will never
@@ -494,17 +566,38 @@ impl Committer {
     /// writer, after telling every caller of this batch that nothing of theirs was acknowledged.
     fn commit(&self, batch: Batch) -> Result<(), String> {
         let Batch {
-            items,
+            mut items,
             last_position,
             last_hash,
             index_entries,
             outcomes,
+            first_position,
+            wire,
             ..
         } = batch;
-        if !items.is_empty()
-            && let Err(source) = items.commit()
-        {
-            let cause = format!("write or fsync failed: {source}");
+        let replicated = match (&self.replicator, wire) {
+            (Some(replicator), Some(wire)) if last_position > 0 => replicator
+                .replicate(&WireBatch {
+                    first_position,
+                    last_position,
+                    last_hash,
+                    bytes: wire.finish(),
+                })
+                .map(|sequence| {
+                    items.insert(&self.meta, REPLICATED_SEQUENCE_KEY, sequence.to_be_bytes());
+                })
+                .map_err(|cause| format!("replicating failed: {cause}")),
+            _ => Ok(()),
+        };
+        let written = replicated.and_then(|()| {
+            if items.is_empty() {
+                return Ok(());
+            }
+            items
+                .commit()
+                .map_err(|source| format!("write or fsync failed: {source}"))
+        });
+        if let Err(cause) = written {
             for (reply, outcome) in outcomes {
                 let answer = match outcome {
                     // A rejection stays a rejection: it wrote nothing either way.

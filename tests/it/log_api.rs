@@ -429,6 +429,7 @@ fn recorded_time_never_goes_backwards_even_when_the_clock_does() {
     let clock_times = times.clone();
     let options = LedgerOptions {
         clock: Arc::new(move || clock_times.lock().unwrap().remove(0)),
+        ..LedgerOptions::default()
     };
     let ledger = Ledger::open_with(dir.path(), options).unwrap();
     for _ in 0..3 {
