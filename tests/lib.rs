@@ -226,6 +226,174 @@ impl Drop for NatsServer {
     }
 }
 
+/// A free loopback TCP port (bound and released; the OS does not hand it out again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A plain HTTP/1.0 GET on loopback: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(socket, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut response = String::new();
+    socket.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_owned()))
+}
+
+/// Three nats-server nodes clustered on loopback, JetStream on every node with
+/// `sync_interval: always` (unless a node is started without it), each with its HTTP monitoring
+/// port. Killed on drop; a node can be SIGKILLed and restarted with its store.
+pub struct NatsCluster {
+    dir: tempfile::TempDir,
+    /// Per node: client, monitoring and route ports.
+    ports: Vec<(u16, u16, u16)>,
+    children: Vec<Option<std::process::Child>>,
+}
+
+impl NatsCluster {
+    /// Starts three nodes, all fsyncing every write, and waits until JetStream is healthy on each.
+    pub fn start() -> NatsCluster {
+        Self::start_with_sync(&[true, true, true])
+    }
+
+    /// Starts one node per entry; `false`: that node keeps nats-server's default sync interval.
+    pub fn start_with_sync(sync_always: &[bool]) -> NatsCluster {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let ports: Vec<(u16, u16, u16)> = sync_always
+            .iter()
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, _, route)| format!("nats-route://127.0.0.1:{route}"))
+            .collect();
+        for (i, (&(client, http, route), &sync)) in ports.iter().zip(sync_always).enumerate() {
+            let store = dir.path().join(format!("n{}", i + 1));
+            let sync_line = if sync { "sync_interval: always" } else { "" };
+            let config = format!(
+                "server_name: n{n}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
+                 max_payload: 8MB\n\
+                 jetstream {{ store_dir: \"{store}\", {sync_line} }}\n\
+                 cluster {{ name: ledger, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n",
+                n = i + 1,
+                store = store.display(),
+                routes = routes.join(", "),
+            );
+            std::fs::write(dir.path().join(format!("n{}.conf", i + 1)), config).expect("config");
+        }
+        let mut cluster = NatsCluster {
+            dir,
+            children: ports.iter().map(|_| None).collect(),
+            ports,
+        };
+        for node in 0..cluster.ports.len() {
+            cluster.spawn(node);
+        }
+        for node in 0..cluster.ports.len() {
+            cluster.wait_healthy(node);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, node: usize) {
+        let binary = std::env::var_os("NATS_SERVER").unwrap_or_else(|| "nats-server".into());
+        let log = self.dir.path().join(format!("n{}.log", node + 1));
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(self.dir.path().join(format!("n{}.conf", node + 1)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log"))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting nats-server failed: {e} (tools/test.sh installs it)")
+            });
+        self.children[node] = Some(child);
+    }
+
+    /// Waits until the node answers `/healthz` with JetStream current (meta leader known).
+    pub fn wait_healthy(&self, node: usize) {
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok((200, _)) = http_get(self.ports[node].1, "/healthz") {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "node n{} did not become healthy: {}",
+                node + 1,
+                std::fs::read_to_string(self.dir.path().join(format!("n{}.log", node + 1)))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Every node's client URL, comma-separated (what `--nats` takes).
+    pub fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|(client, _, _)| format!("nats://127.0.0.1:{client}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// One node's client URL.
+    pub fn url(&self, node: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.ports[node].0)
+    }
+
+    /// Every node's monitoring URL, comma-separated (what `--nats-monitor` takes).
+    pub fn monitors(&self) -> String {
+        self.ports
+            .iter()
+            .map(|(_, http, _)| format!("http://127.0.0.1:{http}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node named `n<k>` (as nats-server names it in stream info), 0-based.
+    pub fn node_named(&self, name: &str) -> usize {
+        name.trim_start_matches('n')
+            .parse::<usize>()
+            .expect("a node name")
+            - 1
+    }
+
+    /// SIGKILLs one node (its store stays).
+    pub fn kill(&mut self, node: usize) {
+        if let Some(mut child) = self.children[node].take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Starts a killed node again with its store and waits until it is healthy.
+    pub fn restart(&mut self, node: usize) {
+        self.kill(node);
+        self.spawn(node);
+        self.wait_healthy(node);
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for node in 0..self.children.len() {
+            self.kill(node);
+        }
+    }
+}
+
 /// A `ledgerctl serve` child process, SIGKILLed on drop unless stopped.
 pub struct Serve {
     /// The process.
@@ -264,6 +432,18 @@ impl Serve {
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    /// Waits until its stderr contains `text` (true), or until `within` passed (false).
+    pub fn wait_for_log(&self, text: &str, within: std::time::Duration) -> bool {
+        let started = std::time::Instant::now();
+        while started.elapsed() < within {
+            if self.log().contains(text) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
     }
 
     /// What it wrote to stderr so far.

@@ -454,6 +454,7 @@ impl Ledger {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+        *self.inner.stopped.lock().expect("stopped flag lock") = None;
     }
 
     /// Whether a writer runs (it may have stopped after a failure).
@@ -629,8 +630,9 @@ impl Ledger {
         }
     }
 
-    /// Why the writer stopped, when it failed.
-    pub(crate) fn stop_cause(&self) -> Option<String> {
+    /// Why the writer stopped, when it failed (a write, an fsync or a replication); `None` while
+    /// it runs, and after [`Ledger::stop_writer`] or a fresh [`Ledger::start_writer`].
+    pub fn writer_stop_cause(&self) -> Option<String> {
         self.inner
             .stopped
             .lock()
@@ -647,6 +649,20 @@ impl Ledger {
             .clone()
             .unwrap_or_else(|| "the log was closed".to_owned());
         Error::WriterStopped { cause }
+    }
+
+    /// Waits until the log holds `position` (acknowledged by the writer or applied by a mirror).
+    /// Returns false when the log was closed first.
+    pub async fn wait_for(&self, position: u64) -> bool {
+        let mut committed = self.inner.committed.clone();
+        loop {
+            if *committed.borrow_and_update() >= position {
+                return true;
+            }
+            if committed.changed().await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// The position of the last acknowledged event (0 when the log is empty).

@@ -61,7 +61,7 @@ impl Subscription {
                 self.page.extend(page);
                 continue;
             }
-            if let Some(cause) = self.ledger.stop_cause() {
+            if let Some(cause) = self.ledger.writer_stop_cause() {
                 return Err(Error::WriterStopped { cause });
             }
             if self.committed.changed().await.is_err() {

@@ -10,6 +10,7 @@ mod html;
 mod load;
 mod nats;
 mod raw;
+mod replicated;
 mod serve;
 mod views;
 

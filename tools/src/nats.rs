@@ -19,7 +19,7 @@ pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct NatsArgs {
     /// Talk to a `ledgerctl serve` through this NATS server instead of opening --data, e.g.
-    /// nats://127.0.0.1:4222.
+    /// nats://127.0.0.1:4222; a cluster's URLs comma-separated.
     #[arg(long, global = true, env = "NATS_URL")]
     pub nats: Option<String>,
     /// NATS user (with --nats-password).
@@ -124,8 +124,14 @@ impl NatsArgs {
                     }
                 })
         };
+        // A cluster's URLs, comma-separated: the client fails over between them.
+        let servers = url
+            .split(',')
+            .map(|one| one.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("--nats {url}: not a NATS URL (or a comma-separated list)"))?;
         let client = options
-            .connect(url)
+            .connect(servers)
             .await
             .with_context(|| format!("connecting to NATS at {url}"))?;
         Ok(client)

@@ -64,18 +64,23 @@ pub struct ServeArgs {
     /// Seconds between scheduler ticks; 0 turns the scheduler off.
     #[arg(long, default_value_t = 60)]
     pub tick_seconds: u64,
+    #[command(flatten)]
+    pub replicated: crate::replicated::ReplicatedArgs,
 }
 
 pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        nats.nats.is_some(),
+        "serve needs a NATS server: --nats URL (or NATS_URL)"
+    );
+    if args.replicated.replicated {
+        return crate::replicated::run(data, nats, args);
+    }
     let fixed_now = args
         .now
         .as_deref()
         .map(|t| crate::contract::parse_time("--now", t))
         .transpose()?;
-    anyhow::ensure!(
-        nats.nats.is_some(),
-        "serve needs a NATS server: --nats URL (or NATS_URL)"
-    );
     let ledger = crate::open_ledger(data)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -98,7 +103,7 @@ async fn serve(
     let (reconnects_tx, reconnects) = watch::channel(0u64);
     let client = nats.connect("ledger serve", Some(reconnects_tx)).await?;
     let js = jetstream::new(client.clone());
-    set_up_jetstream(&js).await?;
+    set_up_jetstream(&js, 1).await?;
 
     let service = client
         .service_builder()
@@ -174,12 +179,13 @@ async fn serve(
 }
 
 /// Creates (or updates) the KV bucket and the streams the publisher writes to.
-pub async fn set_up_jetstream(js: &jetstream::Context) -> anyhow::Result<()> {
+pub async fn set_up_jetstream(js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
     js.create_or_update_key_value(kv::Config {
         bucket: BALANCES_BUCKET.to_owned(),
         description: "Contract Ledger: current balance per <contract>.<bucket>".to_owned(),
         history: 64,
         max_age: RETENTION,
+        num_replicas: replicas,
         republish: Some(stream::Republish {
             source: format!("$KV.{BALANCES_BUCKET}.>"),
             destination: "ledger.balance.>".to_owned(),
@@ -230,6 +236,7 @@ pub async fn set_up_jetstream(js: &jetstream::Context) -> anyhow::Result<()> {
             retention: stream::RetentionPolicy::Limits,
             max_age: RETENTION,
             duplicate_window: DUPLICATE_WINDOW,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await
@@ -276,7 +283,7 @@ fn refusal(command_id: Option<String>, code: &str, message: String) -> serde_jso
     .expect("refusals serialize")
 }
 
-async fn answer_command(handler: &Handler, request: async_nats::service::Request) {
+pub(crate) async fn answer_command(handler: &Handler, request: async_nats::service::Request) {
     let subject = request.message.subject.to_string();
     let verb = subject.rsplit('.').next().unwrap_or_default().to_owned();
     let payload = request.message.payload.clone();
@@ -321,6 +328,10 @@ async fn answer_command(handler: &Handler, request: async_nats::service::Request
     let error = result.error.as_ref().map(|rejection| {
         if rejection.code == "invalid_command" {
             (400, "invalid_command")
+        } else if rejection.code == "storage_failure" {
+            // Not the command's fault: the log could not record it (a full disk, a writer that
+            // stopped or lost its lease). A retry with the same command_id is safe.
+            (500, "internal")
         } else {
             (422, "rejected")
         }
@@ -407,9 +418,16 @@ struct Query {
     from: Option<String>,
     to: Option<String>,
     until: Option<String>,
+    /// Read your writes: answer only once the log holds this position (a command's
+    /// `Ledger-Position`), waiting up to 5 s; on a replicated instance the mirror may lag.
+    min_position: Option<u64>,
 }
 
-async fn answer_query(ledger: &Ledger, views: &Mutex<()>, request: async_nats::service::Request) {
+pub(crate) async fn answer_query(
+    ledger: &Ledger,
+    views: &Mutex<()>,
+    request: async_nats::service::Request,
+) {
     let subject = request.message.subject.to_string();
     let view = subject.rsplit('.').next().unwrap_or_default().to_owned();
     let payload = request.message.payload.clone();
@@ -430,10 +448,32 @@ async fn answer_query(ledger: &Ledger, views: &Mutex<()>, request: async_nats::s
             from: None,
             to: None,
             until: None,
+            min_position: None,
         })
     } else {
         serde_json::from_slice::<Query>(&payload).map_err(|e| format!("bad query: {e}"))
     };
+    if let Ok(Query {
+        min_position: Some(position),
+        ..
+    }) = &query
+        && tokio::time::timeout(
+            crate::replicated::READ_YOUR_WRITES_WAIT,
+            ledger.wait_for(*position),
+        )
+        .await
+        .is_err()
+    {
+        let body = refusal(
+            None,
+            "not_yet_replicated",
+            format!(
+                "this instance has the log up to position {} and did not reach {position} within 5 s",
+                ledger.committed_position()
+            ),
+        );
+        return reply(&request, &body, Some((503, "not_yet_replicated")), None).await;
+    }
     // Views catch their projections up first; one at a time keeps two catch-ups of the same
     // projection from racing.
     let _one_at_a_time = views.lock().await;
@@ -467,7 +507,7 @@ fn query_args(query: Query) -> crate::views::QueryArgs {
     }
 }
 
-async fn schedule_loop(
+pub(crate) async fn schedule_loop(
     handler: Handler,
     clock: ledger::Clock,
     every: Duration,
@@ -515,7 +555,7 @@ fn stream_of(kind: &str) -> &'static str {
 /// stream's last `Ledger-Position` with what it recorded as acknowledged there, and when a
 /// stream is behind it rewinds to that position and publishes again from there (messages the
 /// stream still has are dropped as duplicates by their ids; lost ones are appended in order).
-async fn publish_loop(
+pub(crate) async fn publish_loop(
     ledger: Ledger,
     js: jetstream::Context,
     mut reconnects: watch::Receiver<u64>,

@@ -1,0 +1,797 @@
+//! `ledgerctl serve --replicated`: one of N instances of the ledger on a JetStream cluster.
+//! The log's durable copy is the stream `LEDGER_LOG` (R3, file storage, `deny_delete`,
+//! `deny_purge`, `discard: new`), on nodes that fsync every write (`sync_interval: always`,
+//! checked at start). DIR is this instance's mirror of it. Not the rules, the index or the read
+//! side: those are the embedded code, above the log's commit seam (`ledger::Replicator`).
+//!
+//! - **One writer, fenced.** The instance holding the lease (key `writer` in the KV bucket
+//!   `ledger_writer`, whose entries live `--lease-seconds`; taken with create, renewed with a
+//!   revision check every third of that) runs the log's writer, answers `ledger.cmd.*`, and runs
+//!   the scheduler and the publisher. Its commit step publishes each group-committed batch as one
+//!   message with `Nats-Expected-Last-Sequence` (the batch before) and `Nats-Msg-Id: log-<first
+//!   position>`, awaits the R3 ack, and only then writes the batch locally and acknowledges its
+//!   callers. A deposed writer's late publish fails the sequence check, so the log cannot fork;
+//!   a writer that cannot renew its lease stops answering commands at once.
+//! - **Every instance a mirror.** When not the writer, an ordered consumer applies `LEDGER_LOG`
+//!   batch by batch, each checked (positions, hashes, versions) by `Ledger::apply_replicated`;
+//!   a batch that does not follow stops the instance loudly. Queries are answered by every
+//!   instance; a query with `min_position` waits (up to 5 s) until the mirror has it.
+//! - **Failover.** When the lease expires, another instance takes it, applies the stream up to
+//!   its last sequence, and starts the writer there. Clients retry with the same `command_id`
+//!   (R14) and get the first result.
+//! - **Status.** Every instance records its role and mirror position in the KV bucket
+//!   `ledger_instances` each lease period (`ledgerctl --nats URL status` reads it).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, kv, stream};
+use async_nats::service::ServiceExt;
+use chrono::Utc;
+use commands::Handler;
+use futures::StreamExt;
+use ledger::{Ledger, LedgerOptions, Replicator, WireBatch};
+use tokio::sync::{Mutex, watch};
+
+use crate::nats::NatsArgs;
+use crate::serve::{ServeArgs, answer_command, answer_query, publish_loop, schedule_loop};
+
+/// The replicated log's stream and its one subject.
+pub const LOG_STREAM: &str = "LEDGER_LOG";
+pub const LOG_SUBJECT: &str = "ledger.log";
+/// The writer lease's bucket and key.
+pub const LEASE_BUCKET: &str = "ledger_writer";
+pub const LEASE_KEY: &str = "writer";
+/// Each instance's role and position, for `status`.
+pub const INSTANCES_BUCKET: &str = "ledger_instances";
+/// Room left in a message for its headers, below the server's max_payload.
+const HEADER_ROOM_BYTES: usize = 4 * 1024;
+/// How long the writer keeps retrying one batch's publish (no quorum, a leader election) before
+/// it gives up and stops. A leader election took 4–8 s here.
+const REPLICATE_DEADLINE: Duration = Duration::from_secs(30);
+/// How long one publish waits for its ack before it is sent again (same id: no duplicate).
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a query with `min_position` waits for the mirror.
+pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
+
+/// The replicated commit: one JetStream publish per batch, fenced by the expected sequence.
+struct JetStreamCommit {
+    js: jetstream::Context,
+    runtime: tokio::runtime::Handle,
+    /// The stream's sequence of the last batch this writer knows of.
+    last_sequence: std::sync::Mutex<u64>,
+    bytes_max: usize,
+}
+
+impl JetStreamCommit {
+    async fn publish(&self, batch: &WireBatch, expected: u64) -> Result<u64, String> {
+        let mut headers = HeaderMap::new();
+        let id = format!("log-{}", batch.first_position);
+        headers.insert("Nats-Msg-Id", id.as_str());
+        headers.insert("Nats-Expected-Last-Sequence", expected.to_string().as_str());
+        headers.insert(
+            "Ledger-Positions",
+            format!("{}-{}", batch.first_position, batch.last_position).as_str(),
+        );
+        let payload = &batch.bytes;
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = async {
+                let ack = self
+                    .js
+                    .publish_with_headers(LOG_SUBJECT, headers.clone(), payload.clone().into())
+                    .await
+                    .map_err(|e| (PublishErrorKind::Other, e.to_string()))?;
+                match tokio::time::timeout(ACK_TIMEOUT, ack).await {
+                    Err(_) => Err((PublishErrorKind::TimedOut, "no ack".to_owned())),
+                    Ok(Err(e)) => Err((e.kind(), e.to_string())),
+                    Ok(Ok(ack)) => Ok(ack),
+                }
+            };
+            let outcome = attempt.await;
+            let landed_at = match &outcome {
+                Ok(ack) if !ack.duplicate => return Ok(ack.sequence),
+                // Our own earlier attempt (its ack was lost), or another writer's batch with
+                // the same first position: only the bytes tell.
+                Ok(ack) => Some(ack.sequence),
+                Err((PublishErrorKind::WrongLastSequence, _)) => Some(expected + 1),
+                Err((PublishErrorKind::MaxPayloadExceeded, message)) => {
+                    return Err(format!("batch too large for the server: {message}"));
+                }
+                Err(_) => None,
+            };
+            if let Some(sequence) = landed_at {
+                return match self.is_ours(sequence, payload).await {
+                    Ok(true) => Ok(sequence),
+                    Ok(false) => Err(format!(
+                        "fenced: another writer appended at LEDGER_LOG sequence {sequence}; \
+                         this instance is no longer the writer"
+                    )),
+                    Err(error) => Err(format!("reading back sequence {sequence}: {error}")),
+                };
+            }
+            let (_, message) = outcome.expect_err("only failures reach here");
+            if started.elapsed() > REPLICATE_DEADLINE {
+                return Err(format!(
+                    "no ack from LEDGER_LOG within {}s: {message}",
+                    REPLICATE_DEADLINE.as_secs()
+                ));
+            }
+            tracing::warn!(%message, expected, "replicating a batch failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn is_ours(&self, sequence: u64, payload: &[u8]) -> anyhow::Result<bool> {
+        let stream = self.js.get_stream(LOG_STREAM).await?;
+        match stream.get_raw_message(sequence).await {
+            Ok(message) => Ok(message.payload.as_ref() == payload),
+            Err(error) => Err(anyhow::anyhow!("{error}")),
+        }
+    }
+}
+
+impl Replicator for JetStreamCommit {
+    fn replicate(&self, batch: &WireBatch) -> Result<u64, String> {
+        let expected = *self.last_sequence.lock().expect("sequence lock");
+        let sequence = self.runtime.block_on(self.publish(batch, expected))?;
+        *self.last_sequence.lock().expect("sequence lock") = sequence;
+        Ok(sequence)
+    }
+
+    fn batch_bytes_max(&self) -> usize {
+        self.bytes_max
+    }
+}
+
+/// `serve --replicated`'s own flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReplicatedArgs {
+    /// Join the replicated log on a JetStream cluster (LEDGER_LOG) instead of owning --data
+    /// alone; --data is this instance's mirror.
+    #[arg(long)]
+    pub replicated: bool,
+    /// Each cluster node's HTTP monitoring URL (comma-separated), to check that every node
+    /// fsyncs each write (sync_interval: always). Required with --replicated.
+    #[arg(long, value_delimiter = ',')]
+    pub nats_monitor: Vec<String>,
+    /// Replicas of LEDGER_LOG and of the buckets and streams the ledger creates.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    /// This instance's name in the lease and in `status` (default: host name and pid).
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// How long the writer lease lives without a renewal; failover takes about this long.
+    #[arg(long, default_value_t = 3)]
+    pub lease_seconds: u64,
+}
+
+pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let replicated = &args.replicated;
+    anyhow::ensure!(
+        !replicated.nats_monitor.is_empty(),
+        "--replicated needs --nats-monitor URL[,URL…]: each node's HTTP monitoring port, to \
+         check that it fsyncs every write (sync_interval: always)"
+    );
+    anyhow::ensure!(
+        replicated.lease_seconds >= 1,
+        "--lease-seconds must be at least 1"
+    );
+    let fixed_now = args
+        .now
+        .as_deref()
+        .map(|t| crate::contract::parse_time("--now", t))
+        .transpose()?;
+    let clock: ledger::Clock = match fixed_now {
+        Some(now) => Arc::new(move || now),
+        None => Arc::new(Utc::now),
+    };
+    let ledger = Ledger::open_with(
+        data,
+        LedgerOptions {
+            writer: false,
+            ..LedgerOptions::default()
+        },
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(
+        ledger,
+        nats,
+        replicated.clone(),
+        clock,
+        args.tick_seconds,
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a cluster whose nodes do not fsync every write, naming the node.
+fn check_nodes_sync(monitors: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for url in monitors {
+        let body = http_get(url, "/varz").with_context(|| format!("reading {url}/varz"))?;
+        let varz: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("{url}/varz is not JSON"))?;
+        let name = varz["server_name"].as_str().unwrap_or(url).to_owned();
+        let config = &varz["jetstream"]["config"];
+        anyhow::ensure!(
+            !config.is_null(),
+            "node {name} ({url}) runs without JetStream"
+        );
+        anyhow::ensure!(
+            config["sync_always"].as_bool() == Some(true),
+            "node {name} ({url}) does not fsync each write: set `sync_interval: always` in its \
+             jetstream block (found sync_interval {} ns); the replicated log is only as durable \
+             as its least durable node",
+            config["sync_interval"]
+        );
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// A plain HTTP/1.0 GET of a monitoring endpoint (loopback or a private network; no TLS).
+fn http_get(base: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let authority = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    anyhow::ensure!(
+        !base.starts_with("https://"),
+        "{base}: only http:// monitoring URLs are read"
+    );
+    let address = std::net::ToSocketAddrs::to_socket_addrs(&authority)?
+        .next()
+        .with_context(|| format!("{authority} resolves to nothing"))?;
+    let mut socket = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+    socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        socket,
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    socket.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("no HTTP header in the answer")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.") && head.split(' ').nth(1) == Some("200"),
+        "{}",
+        head.lines().next().unwrap_or_default()
+    );
+    Ok(body.to_owned())
+}
+
+async fn set_up_log(js: &jetstream::Context, replicas: usize) -> anyhow::Result<stream::Stream> {
+    let config = stream::Config {
+        name: LOG_STREAM.to_owned(),
+        description: Some(
+            "Contract Ledger: the replicated event log, one batch per message".into(),
+        ),
+        subjects: vec![LOG_SUBJECT.to_owned()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        discard: stream::DiscardPolicy::New,
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let stream = match js.get_stream(LOG_STREAM).await {
+        Ok(mut stream) => {
+            let found = stream.info().await?.config.clone();
+            anyhow::ensure!(
+                found.deny_delete && found.deny_purge && found.subjects == config.subjects,
+                "stream {LOG_STREAM} exists but is not a ledger log (deny_delete, deny_purge, \
+                 subject {LOG_SUBJECT})"
+            );
+            stream
+        }
+        Err(_) => js
+            .create_stream(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the stream {LOG_STREAM}: {e}"))?,
+    };
+    Ok(stream)
+}
+
+/// Checks that every replica of the log is on a node whose sync was checked.
+async fn check_log_placement(
+    stream: &mut stream::Stream,
+    checked: &[String],
+) -> anyhow::Result<()> {
+    let info = stream.info().await?;
+    if let Some(cluster) = &info.cluster {
+        let peers = cluster
+            .leader
+            .iter()
+            .cloned()
+            .chain(cluster.replicas.iter().map(|peer| peer.name.clone()));
+        for peer in peers {
+            anyhow::ensure!(
+                checked.contains(&peer),
+                "node {peer} holds a replica of {LOG_STREAM} but was not given to --nats-monitor, \
+                 so its sync_interval is unchecked"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Applies the stream to the local store from its replicated sequence on, until `stop`.
+/// Returns an error only when a batch does not follow the local log (the mirror must stop).
+async fn mirror_loop(
+    ledger: Ledger,
+    stream: stream::Stream,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let from = ledger.replicated_sequence()? + 1;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                },
+                ..Default::default()
+            })
+            .await;
+        let mut messages = match consumer {
+            Ok(consumer) => match consumer.messages().await {
+                Ok(messages) => messages,
+                Err(error) => {
+                    tracing::warn!(%error, "mirror: reading LEDGER_LOG failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "mirror: creating a consumer on LEDGER_LOG failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = stop.changed() => return Ok(()),
+            };
+            let message = match next {
+                None => break,
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "mirror: the consumer failed; recreating it");
+                    break;
+                }
+                Some(Ok(message)) => message,
+            };
+            let sequence = message
+                .info()
+                .map_err(|e| anyhow::anyhow!("a LEDGER_LOG message without its info: {e}"))?
+                .stream_sequence;
+            apply(&ledger, sequence, message.payload.to_vec()).await?;
+            backoff = Duration::from_millis(100);
+        }
+    }
+}
+
+/// Applies one batch, unless the store has it already; refuses a gap.
+async fn apply(ledger: &Ledger, sequence: u64, payload: Vec<u8>) -> anyhow::Result<()> {
+    let local = ledger.replicated_sequence()?;
+    if sequence <= local {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        sequence == local + 1,
+        "mirror: LEDGER_LOG sequence {sequence} follows {local}; a batch is missing"
+    );
+    let ledger = ledger.clone();
+    tokio::task::spawn_blocking(move || ledger.apply_replicated(sequence, &payload))
+        .await
+        .context("the mirror's apply task")?
+        .with_context(|| {
+            format!("mirror: LEDGER_LOG sequence {sequence} does not follow this store; stopped")
+        })?;
+    Ok(())
+}
+
+/// Applies every batch up to the stream's last sequence; returns that sequence.
+async fn catch_up(ledger: &Ledger, stream: &mut stream::Stream) -> anyhow::Result<u64> {
+    let last = stream.info().await?.state.last_sequence;
+    let mut sequence = ledger.replicated_sequence()?;
+    while sequence < last {
+        sequence += 1;
+        let message = stream
+            .get_raw_message(sequence)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading LEDGER_LOG sequence {sequence}: {e}"))?;
+        apply(ledger, sequence, message.payload.to_vec()).await?;
+    }
+    Ok(last)
+}
+
+/// What the instance runs while it holds the lease.
+struct WriterTerm {
+    revision: u64,
+    renewed: Instant,
+    handler: Handler,
+    commands: async_nats::service::endpoint::Endpoint,
+    stop: watch::Sender<bool>,
+    publisher: tokio::task::JoinHandle<anyhow::Result<ledger::Checkpoint>>,
+    scheduler: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What it runs otherwise.
+struct MirrorTerm {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+enum Role {
+    Writer(Box<WriterTerm>),
+    Mirror(MirrorTerm),
+}
+
+/// What woke the serve loop.
+enum Event {
+    Command(Option<async_nats::service::Request>),
+    Query(async_nats::service::Request),
+    MirrorEnded(anyhow::Result<()>),
+    LeaseTick,
+}
+
+/// An instance's key in `ledger_instances` (KV keys allow `[-/_=.a-zA-Z0-9]`).
+pub fn instance_key(instance: &str) -> String {
+    instance.replace(
+        |c: char| !c.is_ascii_alphanumeric() && !matches!(c, '-' | '_'),
+        "_",
+    )
+}
+
+fn start_mirror(ledger: &Ledger, stream: &stream::Stream) -> MirrorTerm {
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(mirror_loop(ledger.clone(), stream.clone(), stop_rx));
+    MirrorTerm { stop, task }
+}
+
+async fn stop_mirror(term: MirrorTerm) -> anyhow::Result<()> {
+    term.stop.send(true).ok();
+    term.task.await.context("the mirror task")?
+}
+
+fn instance_name(given: Option<&str>) -> String {
+    given.map(str::to_owned).unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "host".to_owned());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+#[allow(clippy::too_many_lines)]
+async fn serve(
+    ledger: Ledger,
+    nats: &NatsArgs,
+    args: ReplicatedArgs,
+    clock: ledger::Clock,
+    tick_seconds: u64,
+) -> anyhow::Result<()> {
+    let instance = instance_name(args.instance.as_deref());
+    let monitors = args.nats_monitor.clone();
+    let checked = tokio::task::spawn_blocking(move || check_nodes_sync(&monitors))
+        .await
+        .context("the sync check")??;
+    let (reconnects_tx, reconnects) = watch::channel(0u64);
+    let client = nats
+        .connect("ledger serve --replicated", Some(reconnects_tx))
+        .await?;
+    let js = jetstream::new(client.clone());
+    let mut log = set_up_log(&js, args.replicas).await?;
+    check_log_placement(&mut log, &checked).await?;
+    crate::serve::set_up_jetstream(&js, args.replicas).await?;
+    let lease_ttl = Duration::from_secs(args.lease_seconds);
+    let lease = js
+        .create_key_value(kv::Config {
+            bucket: LEASE_BUCKET.to_owned(),
+            description: "Contract Ledger: the writer lease of the replicated log".to_owned(),
+            history: 1,
+            max_age: lease_ttl,
+            num_replicas: args.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the KV bucket {LEASE_BUCKET}: {e}"))?;
+    let instances = js
+        .create_key_value(kv::Config {
+            bucket: INSTANCES_BUCKET.to_owned(),
+            description: "Contract Ledger: each instance's role and mirror position".to_owned(),
+            history: 1,
+            max_age: Duration::from_secs(60),
+            num_replicas: args.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the KV bucket {INSTANCES_BUCKET}: {e}"))?;
+    let bytes_max = client
+        .server_info()
+        .max_payload
+        .saturating_sub(HEADER_ROOM_BYTES);
+
+    let service = client
+        .service_builder()
+        .description("Contract Ledger: commands (the writer) and queries (every instance)")
+        .start("ledger", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the NATS service: {e}"))?;
+    let mut queries = service
+        .endpoint_builder()
+        .name("qry")
+        .add("ledger.qry.*")
+        .await
+        .map_err(|e| anyhow::anyhow!("adding ledger.qry.*: {e}"))?;
+    let views = Arc::new(Mutex::new(()));
+    let mut role = Role::Mirror(start_mirror(&ledger, &log));
+    eprintln!(
+        "ledgerctl serve: serving (pid {}) as instance {instance}, replicated on {LOG_STREAM}",
+        std::process::id()
+    );
+    let mut lease_tick = tokio::time::interval(lease_ttl / 3);
+    lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut in_flight = tokio::task::JoinSet::new();
+    let value = || instance.clone().into_bytes().into();
+    loop {
+        let event = {
+            let role_event = async {
+                match &mut role {
+                    Role::Writer(term) => Event::Command(term.commands.next().await),
+                    Role::Mirror(term) => Event::MirrorEnded(
+                        (&mut term.task)
+                            .await
+                            .context("the mirror task")
+                            .and_then(|ended| ended),
+                    ),
+                }
+            };
+            tokio::select! {
+                event = role_event => event,
+                Some(request) = queries.next() => Event::Query(request),
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+                _ = lease_tick.tick() => Event::LeaseTick,
+                _ = terminate.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        };
+        match event {
+            Event::Command(None) => {}
+            Event::Command(Some(request)) => {
+                if let Role::Writer(term) = &role {
+                    let handler = term.handler.clone();
+                    in_flight.spawn(async move { answer_command(&handler, request).await });
+                }
+            }
+            Event::Query(request) => {
+                let ledger = ledger.clone();
+                let views = views.clone();
+                in_flight.spawn(async move { answer_query(&ledger, &views, request).await });
+            }
+            Event::MirrorEnded(outcome) => {
+                // A mirror ends by itself only when the stream does not follow this store.
+                return Err(outcome
+                    .err()
+                    .unwrap_or_else(|| anyhow::anyhow!("the mirror ended")));
+            }
+            Event::LeaseTick => {
+                role = match role {
+                    Role::Mirror(term) => match lease.create(LEASE_KEY, value()).await {
+                        Ok(revision) => {
+                            stop_mirror(term).await?;
+                            let started = become_writer(
+                                &ledger,
+                                &js,
+                                &mut log,
+                                &service,
+                                revision,
+                                bytes_max,
+                                &clock,
+                                tick_seconds,
+                                reconnects.clone(),
+                            )
+                            .await;
+                            match started {
+                                Ok(term) => {
+                                    let term = Box::new(term);
+                                    eprintln!(
+                                        "ledgerctl serve: instance {instance} is the writer \
+                                         (lease revision {revision}, position {})",
+                                        ledger.committed_position()
+                                    );
+                                    Role::Writer(term)
+                                }
+                                Err(error) => {
+                                    tracing::error!(%error, "could not become the writer; staying a mirror");
+                                    let _ = lease
+                                        .delete_expect_revision(LEASE_KEY, Some(revision))
+                                        .await;
+                                    Role::Mirror(start_mirror(&ledger, &log))
+                                }
+                            }
+                        }
+                        Err(_) => Role::Mirror(term),
+                    },
+                    Role::Writer(mut term) => {
+                        let healthy = ledger.is_writer() && !writer_failed(&ledger);
+                        let renewed = if healthy {
+                            lease.update(LEASE_KEY, value(), term.revision).await.ok()
+                        } else {
+                            None
+                        };
+                        match renewed {
+                            Some(revision) => {
+                                term.revision = revision;
+                                term.renewed = Instant::now();
+                                Role::Writer(term)
+                            }
+                            // One missed renewal is tolerated while well inside the lease.
+                            None if healthy && term.renewed.elapsed() < lease_ttl / 2 => {
+                                Role::Writer(term)
+                            }
+                            None => {
+                                eprintln!(
+                                    "ledgerctl serve: instance {instance} is no longer the writer \
+                                     ({}); stepping down to a mirror",
+                                    ledger
+                                        .writer_stop_cause()
+                                        .unwrap_or_else(|| "its lease could not be renewed".into())
+                                );
+                                let revision = term.revision;
+                                step_down(&ledger, term).await;
+                                // Free it at once when it is still ours (the writer failed).
+                                let _ = lease
+                                    .delete_expect_revision(LEASE_KEY, Some(revision))
+                                    .await;
+                                Role::Mirror(start_mirror(&ledger, &log))
+                            }
+                        }
+                    }
+                };
+                let status = serde_json::json!({
+                    "instance": instance,
+                    "role": match role { Role::Writer(_) => "writer", Role::Mirror(_) => "mirror" },
+                    "position": ledger.committed_position(),
+                    "sequence": ledger.replicated_sequence().unwrap_or(0),
+                    "updated_at": Utc::now(),
+                });
+                instances
+                    .put(instance_key(&instance), serde_json::to_vec(&status)?.into())
+                    .await
+                    .ok();
+            }
+        }
+    }
+    tracing::info!("stopping: draining requests in flight");
+    queries.stop().await.ok();
+    match role {
+        Role::Writer(mut term) => {
+            let revision = term.revision;
+            term.commands.stop().await.ok();
+            while in_flight.join_next().await.is_some() {}
+            step_down(&ledger, term).await;
+            // Hand the lease over now rather than after it expires.
+            let _ = lease
+                .delete_expect_revision(LEASE_KEY, Some(revision))
+                .await;
+        }
+        Role::Mirror(term) => {
+            while in_flight.join_next().await.is_some() {}
+            stop_mirror(term).await?;
+        }
+    }
+    client.flush().await.context("flushing NATS")?;
+    eprintln!(
+        "ledgerctl serve: stopped at position {}",
+        ledger.committed_position()
+    );
+    Ok(())
+}
+
+fn writer_failed(ledger: &Ledger) -> bool {
+    // An append that fails with WriterStopped has a cause; a running writer has none.
+    ledger.writer_stop_cause().is_some()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn become_writer(
+    ledger: &Ledger,
+    js: &jetstream::Context,
+    log: &mut stream::Stream,
+    service: &async_nats::service::Service,
+    revision: u64,
+    bytes_max: usize,
+    clock: &ledger::Clock,
+    tick_seconds: u64,
+    reconnects: watch::Receiver<u64>,
+) -> anyhow::Result<WriterTerm> {
+    let last = catch_up(ledger, log).await?;
+    let commit = Arc::new(JetStreamCommit {
+        js: js.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        last_sequence: std::sync::Mutex::new(last),
+        bytes_max,
+    });
+    ledger.start_writer(Some(commit))?;
+    let handler = Handler::new(ledger.clone(), clock.clone(), "ledger-service");
+    let commands = service
+        .endpoint_builder()
+        .name("cmd")
+        .add("ledger.cmd.*")
+        .await
+        .map_err(|e| anyhow::anyhow!("adding ledger.cmd.*: {e}"))?;
+    let (stop, stop_rx) = watch::channel(false);
+    let publisher = tokio::spawn(publish_loop(
+        ledger.clone(),
+        js.clone(),
+        reconnects,
+        stop_rx.clone(),
+    ));
+    let scheduler = (tick_seconds > 0).then(|| {
+        tokio::spawn(schedule_loop(
+            handler.clone(),
+            clock.clone(),
+            Duration::from_secs(tick_seconds),
+            stop_rx.clone(),
+        ))
+    });
+    Ok(WriterTerm {
+        revision,
+        renewed: Instant::now(),
+        handler,
+        commands,
+        stop,
+        publisher,
+        scheduler,
+    })
+}
+
+/// Stops answering commands at once, then the scheduler, the publisher and the writer.
+async fn step_down(ledger: &Ledger, mut term: Box<WriterTerm>) {
+    term.commands.stop().await.ok();
+    term.stop.send(true).ok();
+    if let Some(scheduler) = term.scheduler {
+        scheduler.await.ok();
+    }
+    // The publisher drains to the head unless NATS is gone; it resumes from its checkpoint
+    // on whichever instance writes next.
+    match tokio::time::timeout(Duration::from_secs(5), &mut term.publisher).await {
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "the publisher stopped"),
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!("the publisher did not drain within 5 s; stopped where it was");
+            term.publisher.abort();
+        }
+    }
+    let ledger = ledger.clone();
+    tokio::task::spawn_blocking(move || ledger.stop_writer())
+        .await
+        .ok();
+}
