@@ -378,6 +378,20 @@ impl NatsCluster {
         }
     }
 
+    /// SIGKILLs every node, starts them all again with their stores, and waits until each is
+    /// healthy (a node alone has no quorum: they must come up together).
+    pub fn restart_all(&mut self) {
+        for node in 0..self.children.len() {
+            self.kill(node);
+        }
+        for node in 0..self.children.len() {
+            self.spawn(node);
+        }
+        for node in 0..self.children.len() {
+            self.wait_healthy(node);
+        }
+    }
+
     /// Starts a killed node again with its store and waits until it is healthy.
     pub fn restart(&mut self, node: usize) {
         self.kill(node);
@@ -460,6 +474,15 @@ impl Serve {
         let status = self.child.wait().expect("wait for serve");
         std::mem::forget(self);
         status
+    }
+
+    /// SIGSTOPs the process (it keeps its sockets and answers nothing), or SIGCONTs it.
+    pub fn pause(&self, paused: bool) {
+        Command::new("kill")
+            .arg(if paused { "-STOP" } else { "-CONT" })
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill -STOP/-CONT");
     }
 
     /// SIGKILL, then waits.

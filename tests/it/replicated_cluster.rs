@@ -158,15 +158,241 @@ fn a_node_that_does_not_fsync_each_write_is_refused_by_name() {
     });
 }
 
+/// Clients that open a contract each and buy `purchases` times, every command retried with the
+/// same id until answered; `answered` counts purchases answered, `answer_times` when each was.
+struct Load {
+    answered: Arc<AtomicUsize>,
+    answer_times: Arc<std::sync::Mutex<Vec<Instant>>>,
+    task: tokio::task::JoinHandle<Vec<serde_json::Value>>,
+    clients: usize,
+    purchases: usize,
+    prefix: String,
+}
+
+impl Load {
+    fn start(
+        runtime: &tokio::runtime::Runtime,
+        urls: &str,
+        prefix: &str,
+        clients: usize,
+        purchases: usize,
+    ) -> Load {
+        let answered = Arc::new(AtomicUsize::new(0));
+        let answer_times = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let urls = urls.to_owned();
+        let task = {
+            let answered = answered.clone();
+            let answer_times = answer_times.clone();
+            let prefix = prefix.to_owned();
+            runtime.spawn(async move {
+                let servers: Vec<async_nats::ServerAddr> =
+                    urls.split(',').map(|u| u.parse().unwrap()).collect();
+                let client = async_nats::ConnectOptions::new()
+                    .max_reconnects(None)
+                    .connect(servers)
+                    .await
+                    .unwrap();
+                let mut tasks = Vec::new();
+                for c in 0..clients {
+                    let client = client.clone();
+                    let answered = answered.clone();
+                    let answer_times = answer_times.clone();
+                    let contract = format!("{prefix}{c}");
+                    tasks.push(tokio::spawn(async move {
+                        submit_until_answered(&client, "open_contract", &open_contract(&contract))
+                            .await;
+                        let mut results = Vec::new();
+                        for i in 0..purchases {
+                            let body = purchase(&contract, i);
+                            let first = submit_until_answered(&client, "purchase", &body).await;
+                            answered.fetch_add(1, Ordering::SeqCst);
+                            answer_times.lock().unwrap().push(Instant::now());
+                            // A retry after the answer gives the first result (R14).
+                            if i % 10 == 0 {
+                                let again = submit_until_answered(&client, "purchase", &body).await;
+                                assert_eq!(again["events"], first["events"], "{again}");
+                            }
+                            results.push(first);
+                        }
+                        results
+                    }));
+                }
+                let mut all = Vec::new();
+                for task in tasks {
+                    all.extend(task.await.unwrap());
+                }
+                all
+            })
+        };
+        Load {
+            answered,
+            answer_times,
+            task,
+            clients,
+            purchases,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// Waits until `share` of all purchases were answered.
+    fn wait_for_share(&self, numerator: usize, denominator: usize) {
+        let started = Instant::now();
+        while self.answered.load(Ordering::SeqCst)
+            < self.clients * self.purchases * numerator / denominator
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the load made no progress"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for every answer; returns the longest gap between two answers.
+    fn finish(&mut self, runtime: &tokio::runtime::Runtime) -> Duration {
+        let results = runtime.block_on(&mut self.task).unwrap();
+        assert_eq!(results.len(), self.clients * self.purchases);
+        let times = self.answer_times.lock().unwrap();
+        let mut sorted = times.clone();
+        sorted.sort();
+        sorted
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Each of its commands has its events exactly once in `ledger`.
+    fn check_once(
+        &self,
+        ledger: &ledger::Ledger,
+        per_command: &HashMap<String, usize>,
+        what: &str,
+    ) {
+        for c in 0..self.clients {
+            let contract = format!("{}{c}", self.prefix);
+            assert_eq!(
+                per_command.get(&format!("{contract}-open")),
+                Some(&1),
+                "{contract} in {what}"
+            );
+            for i in 0..self.purchases {
+                assert_eq!(
+                    per_command.get(&format!("{contract}-buy-{i}")),
+                    Some(&1),
+                    "{contract}-buy-{i} in {what}"
+                );
+            }
+            assert_eq!(
+                ledger
+                    .stream_version(&format!("contract-{contract}"))
+                    .unwrap(),
+                1 + self.purchases as u64
+            );
+        }
+    }
+}
+
+/// The position of the last event in LEDGER_LOG (from its last batch's header).
+async fn stream_head(js: &async_nats::jetstream::Context) -> u64 {
+    let mut log = js.get_stream("LEDGER_LOG").await.unwrap();
+    let last = log.info().await.unwrap().state.last_sequence;
+    let message = log.get_raw_message(last).await.unwrap();
+    let positions = message.headers.get("Ledger-Positions").unwrap().to_string();
+    positions.rsplit('-').next().unwrap().parse().unwrap()
+}
+
+/// Every batch in LEDGER_LOG, read back in order: their positions tile 1..=head with no gap and
+/// no overlap.
+async fn check_stream_dense(js: &async_nats::jetstream::Context) -> u64 {
+    let mut log = js.get_stream("LEDGER_LOG").await.unwrap();
+    let last = log.info().await.unwrap().state.last_sequence;
+    let mut next = 1u64;
+    for sequence in 1..=last {
+        let message = log.get_raw_message(sequence).await.unwrap();
+        let positions = message.headers.get("Ledger-Positions").unwrap().to_string();
+        let (first, end) = positions.split_once('-').unwrap();
+        assert_eq!(first.parse::<u64>().unwrap(), next, "batch {sequence}");
+        next = end.parse::<u64>().unwrap() + 1;
+    }
+    next - 1
+}
+
+fn connect_js(runtime: &tokio::runtime::Runtime, urls: &str) -> async_nats::jetstream::Context {
+    runtime.block_on(async {
+        let servers: Vec<async_nats::ServerAddr> =
+            urls.split(',').map(|u| u.parse().unwrap()).collect();
+        let client = async_nats::ConnectOptions::new()
+            .max_reconnects(None)
+            .connect(servers)
+            .await
+            .unwrap();
+        async_nats::jetstream::new(client)
+    })
+}
+
+/// Stops every instance (SIGTERM, exit 0) and checks that each holds the same verified log,
+/// ending at `head`, with every command of `loads` once.
+fn stop_and_check(
+    instances: &mut [Option<Serve>],
+    data: &[std::path::PathBuf],
+    head: u64,
+    loads: &[&Load],
+) {
+    for serve in instances.iter_mut() {
+        let status = serve.take().unwrap().terminate();
+        assert!(status.success(), "serve exited with {status}");
+    }
+    let mut heads = Vec::new();
+    for dir in data {
+        let ledger = ledger::Ledger::open(dir).unwrap();
+        let report = ledger.verify().unwrap();
+        assert!(report.is_ok(), "{}: {report:?}", dir.display());
+        heads.push(ledger.head().unwrap());
+        assert_eq!(ledger.committed_position(), head, "{}", dir.display());
+        let mut per_command: HashMap<String, usize> = HashMap::new();
+        for event in ledger.scan(1) {
+            let event = event.unwrap();
+            if let Some(id) = event.metadata.command_id.clone() {
+                *per_command.entry(id).or_default() += 1;
+            }
+        }
+        for load in loads {
+            load.check_once(&ledger, &per_command, &dir.display().to_string());
+        }
+    }
+    assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
+}
+
+struct Instances {
+    data: Vec<std::path::PathBuf>,
+    serves: Vec<Option<Serve>>,
+    _dirs: tempfile::TempDir,
+}
+
+const NAMES: [&str; 3] = ["i1", "i2", "i3"];
+
+fn start_instances(cluster: &NatsCluster) -> Instances {
+    let dirs = tempfile::tempdir().unwrap();
+    let data: Vec<_> = NAMES.iter().map(|name| dirs.path().join(name)).collect();
+    let serves = (0..3)
+        .map(|i| Some(replicated_serve(&data[i], cluster, NAMES[i])))
+        .collect();
+    Instances {
+        data,
+        serves,
+        _dirs: dirs,
+    }
+}
+
 #[test]
 fn the_writer_is_killed_under_load_and_every_command_lands_once_on_every_instance() {
     let cluster = NatsCluster::start();
-    let dirs = tempfile::tempdir().unwrap();
-    let data: Vec<_> = (1..=3).map(|i| dirs.path().join(format!("i{i}"))).collect();
-    let names = ["i1", "i2", "i3"];
-    let mut instances: Vec<Option<Serve>> = (0..3)
-        .map(|i| Some(replicated_serve(&data[i], &cluster, names[i])))
-        .collect();
+    let Instances {
+        data,
+        serves: mut instances,
+        _dirs,
+    } = start_instances(&cluster);
     let first_writer = wait_for_writer(&instances, None);
 
     // The worked example through the CLI, over the cluster's URLs: eight accepted, the two
@@ -192,68 +418,19 @@ fn the_writer_is_killed_under_load_and_every_command_lands_once_on_every_instanc
         instances[first_writer].as_ref().unwrap().log()
     );
 
-    // Four clients, each opening a contract and buying 30 times, retrying with the same ids.
-    const CLIENTS: usize = 4;
-    const PURCHASES: usize = 30;
-    let answered = Arc::new(AtomicUsize::new(0));
+    // Four clients, each opening a contract and buying 30 times; the writer is killed once a
+    // third of the purchases are in.
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let urls = cluster.urls();
-    let load = {
-        let answered = answered.clone();
-        runtime.spawn(async move {
-            let servers: Vec<async_nats::ServerAddr> =
-                urls.split(',').map(|u| u.parse().unwrap()).collect();
-            let client = async_nats::ConnectOptions::new()
-                .connect(servers)
-                .await
-                .unwrap();
-            let mut tasks = Vec::new();
-            for c in 0..CLIENTS {
-                let client = client.clone();
-                let answered = answered.clone();
-                tasks.push(tokio::spawn(async move {
-                    let contract = format!("C-L{c}");
-                    submit_until_answered(&client, "open_contract", &open_contract(&contract))
-                        .await;
-                    let mut results = Vec::new();
-                    for i in 0..PURCHASES {
-                        let body = purchase(&contract, i);
-                        let first = submit_until_answered(&client, "purchase", &body).await;
-                        answered.fetch_add(1, Ordering::SeqCst);
-                        // A retry after the answer gives the first result (R14).
-                        if i % 10 == 0 {
-                            let again = submit_until_answered(&client, "purchase", &body).await;
-                            assert_eq!(again["events"], first["events"], "{again}");
-                        }
-                        results.push(first);
-                    }
-                    results
-                }));
-            }
-            let mut all = Vec::new();
-            for task in tasks {
-                all.extend(task.await.unwrap());
-            }
-            all
-        })
-    };
-    // Kill the writer once a third of the purchases are in.
-    let started = Instant::now();
-    while answered.load(Ordering::SeqCst) < CLIENTS * PURCHASES / 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the load made no progress"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut load = Load::start(&runtime, &cluster.urls(), "C-L", 4, 30);
+    load.wait_for_share(1, 3);
     let killed_at = Instant::now();
     instances[first_writer].take().unwrap().kill();
     let second_writer = wait_for_writer(&instances, Some(first_writer));
     let failover = killed_at.elapsed();
-    let results = runtime.block_on(load).unwrap();
-    assert_eq!(results.len(), CLIENTS * PURCHASES);
+    let gap = load.finish(&runtime);
     eprintln!(
-        "failover: the writer was killed; {failover:?} until another instance was the writer"
+        "failover: the writer was killed; {failover:?} until another instance was the writer, \
+         {gap:?} the longest wait between two answers"
     );
     assert!(
         failover < Duration::from_secs(10),
@@ -264,60 +441,132 @@ fn the_writer_is_killed_under_load_and_every_command_lands_once_on_every_instanc
     instances[first_writer] = Some(replicated_serve(
         &data[first_writer],
         &cluster,
-        names[first_writer],
+        NAMES[first_writer],
     ));
+    let js = connect_js(&runtime, &cluster.urls());
     let head = runtime.block_on(async {
-        let client = async_nats::connect(cluster.urls().split(',').next().unwrap())
-            .await
-            .unwrap();
-        let js = async_nats::jetstream::new(client);
-        let mut log = js.get_stream("LEDGER_LOG").await.unwrap();
-        let last = log.info().await.unwrap().state.last_sequence;
-        let message = log.get_raw_message(last).await.unwrap();
-        let positions = message.headers.get("Ledger-Positions").unwrap().to_string();
-        let head: u64 = positions.rsplit('-').next().unwrap().parse().unwrap();
-        wait_all_at(&js, &names, head).await;
+        let head = check_stream_dense(&js).await;
+        assert_eq!(head, stream_head(&js).await);
+        wait_all_at(&js, &NAMES, head).await;
         // The lease names the writer that took over.
         let lease = js.get_key_value("ledger_writer").await.unwrap();
         let holder = lease.get("writer").await.unwrap().unwrap();
-        assert_eq!(std::str::from_utf8(&holder).unwrap(), names[second_writer]);
+        assert_eq!(std::str::from_utf8(&holder).unwrap(), NAMES[second_writer]);
         head
     });
-    for serve in instances.iter_mut() {
-        let status = serve.take().unwrap().terminate();
-        assert!(status.success(), "serve exited with {status}");
-    }
+    stop_and_check(&mut instances, &data, head, &[&load]);
+}
 
-    // Every instance holds the same verified log, and each command's events are there once.
-    let mut heads = Vec::new();
-    for dir in &data {
-        let ledger = ledger::Ledger::open(dir).unwrap();
-        let report = ledger.verify().unwrap();
-        assert!(report.is_ok(), "{}: {report:?}", dir.display());
-        heads.push(ledger.head().unwrap());
-        assert_eq!(ledger.committed_position(), head);
-        let mut per_command: HashMap<String, usize> = HashMap::new();
-        for event in ledger.scan(1) {
-            let event = event.unwrap();
-            if let Some(id) = event.metadata.command_id.clone() {
-                *per_command.entry(id).or_default() += 1;
-            }
-        }
-        for c in 0..CLIENTS {
-            assert_eq!(per_command.get(&format!("C-L{c}-open")), Some(&1));
-            for i in 0..PURCHASES {
-                assert_eq!(
-                    per_command.get(&format!("C-L{c}-buy-{i}")),
-                    Some(&1),
-                    "C-L{c}-buy-{i} in {}",
-                    dir.display()
-                );
-            }
-            assert_eq!(
-                ledger.stream_version(&format!("contract-C-L{c}")).unwrap(),
-                1 + PURCHASES as u64
-            );
-        }
-    }
-    assert!(heads.windows(2).all(|w| w[0] == w[1]), "{heads:?}");
+#[test]
+fn a_stalled_writer_that_wakes_up_appends_nothing_and_steps_down() {
+    let cluster = NatsCluster::start();
+    let Instances {
+        data,
+        serves: mut instances,
+        _dirs,
+    } = start_instances(&cluster);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut before = Load::start(&runtime, &cluster.urls(), "C-B", 2, 5);
+    before.finish(&runtime);
+    let old = wait_for_writer(&instances, None);
+
+    // Stalled past its lease, with a command waiting in its socket: only it subscribes to
+    // commands, so the request reaches it and gets no answer.
+    instances[old].as_ref().unwrap().pause(true);
+    let js = connect_js(&runtime, &cluster.urls());
+    let stale = open_contract("C-S");
+    runtime.block_on(async {
+        let answer = tokio::time::timeout(
+            Duration::from_millis(500),
+            js.client().request(
+                "ledger.cmd.purchase",
+                serde_json::to_vec(&stale).unwrap().into(),
+            ),
+        )
+        .await;
+        assert!(!matches!(answer, Ok(Ok(_))), "a stopped writer answered");
+    });
+    let new = wait_for_writer(&instances, Some(old));
+    // The new writer takes commands, the stale one among them (its client retries).
+    let mut after = Load::start(&runtime, &cluster.urls(), "C-A", 2, 5);
+    after.finish(&runtime);
+    let client = js.client();
+    runtime.block_on(submit_until_answered(&client, "open_contract", &stale));
+
+    // Woken up, the old writer handles the stale request and renews: both fail, it appends
+    // nothing and steps down to a mirror.
+    instances[old].as_ref().unwrap().pause(false);
+    assert!(
+        instances[old]
+            .as_ref()
+            .unwrap()
+            .wait_for_log("stepping down to a mirror", Duration::from_secs(20)),
+        "{}",
+        instances[old].as_ref().unwrap().log()
+    );
+    let head = runtime.block_on(async {
+        let head = check_stream_dense(&js).await;
+        wait_all_at(&js, &NAMES, head).await;
+        let lease = js.get_key_value("ledger_writer").await.unwrap();
+        let holder = lease.get("writer").await.unwrap().unwrap();
+        assert_eq!(std::str::from_utf8(&holder).unwrap(), NAMES[new]);
+        head
+    });
+    stop_and_check(&mut instances, &data, head, &[&before, &after]);
+    let ledger = ledger::Ledger::open(&data[old]).unwrap();
+    let stale_events = ledger
+        .scan(1)
+        .map(|e| e.unwrap())
+        .filter(|e| e.metadata.command_id.as_deref() == Some("C-S-open"))
+        .count();
+    assert_eq!(stale_events, 1);
+}
+
+#[test]
+fn the_logs_leader_node_is_killed_under_load_then_the_whole_cluster_restarts() {
+    let mut cluster = NatsCluster::start();
+    let Instances {
+        data,
+        serves: mut instances,
+        _dirs,
+    } = start_instances(&cluster);
+    wait_for_writer(&instances, None);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let js = connect_js(&runtime, &cluster.urls());
+    let mut load = Load::start(&runtime, &cluster.urls(), "C-N", 4, 30);
+    load.wait_for_share(1, 3);
+    let leader = runtime.block_on(async {
+        let mut log = js.get_stream("LEDGER_LOG").await.unwrap();
+        let info = log.info().await.unwrap();
+        info.cluster.as_ref().unwrap().leader.clone().unwrap()
+    });
+    let node = cluster.node_named(&leader);
+    cluster.kill(node);
+    let gap = load.finish(&runtime);
+    eprintln!("leader node {leader} killed: the longest wait between two answers was {gap:?}");
+    assert!(gap < Duration::from_secs(10), "unavailable for {gap:?}");
+    cluster.restart(node);
+    let head = runtime.block_on(async {
+        let head = check_stream_dense(&js).await;
+        wait_all_at(&js, &NAMES, head).await;
+        head
+    });
+
+    // The whole cluster restarts (every node SIGKILLed): the instances reconnect, one becomes
+    // the writer, and the log goes on from where it was.
+    cluster.restart_all();
+    let mut later = Load::start(&runtime, &cluster.urls(), "C-R", 2, 5);
+    later.finish(&runtime);
+    let js = connect_js(&runtime, &cluster.urls());
+    let end = runtime.block_on(async {
+        let end = check_stream_dense(&js).await;
+        wait_all_at(&js, &NAMES, end).await;
+        end
+    });
+    assert_eq!(
+        end,
+        head + 2 * 6,
+        "two more contracts, opened and bought five times each"
+    );
+    stop_and_check(&mut instances, &data, end, &[&load, &later]);
 }

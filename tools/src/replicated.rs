@@ -603,60 +603,67 @@ async fn serve(
             }
             Event::LeaseTick => {
                 role = match role {
-                    Role::Mirror(term) => match lease.create(LEASE_KEY, value()).await {
-                        Ok(revision) => {
-                            stop_mirror(term).await?;
-                            let started = become_writer(
-                                &ledger,
-                                &js,
-                                &mut log,
-                                &service,
-                                revision,
-                                bytes_max,
-                                &clock,
-                                tick_seconds,
-                                reconnects.clone(),
-                            )
-                            .await;
-                            match started {
-                                Ok(term) => {
-                                    let term = Box::new(term);
-                                    eprintln!(
-                                        "ledgerctl serve: instance {instance} is the writer \
+                    Role::Mirror(term) => {
+                        match tokio::time::timeout(lease_ttl / 3, lease.create(LEASE_KEY, value()))
+                            .await
+                        {
+                            Ok(Ok(revision)) => {
+                                stop_mirror(term).await?;
+                                let started = become_writer(
+                                    &ledger,
+                                    &js,
+                                    &mut log,
+                                    &service,
+                                    revision,
+                                    bytes_max,
+                                    &clock,
+                                    tick_seconds,
+                                    reconnects.clone(),
+                                )
+                                .await;
+                                match started {
+                                    Ok(term) => {
+                                        let term = Box::new(term);
+                                        eprintln!(
+                                            "ledgerctl serve: instance {instance} is the writer \
                                          (lease revision {revision}, position {})",
-                                        ledger.committed_position()
-                                    );
-                                    Role::Writer(term)
-                                }
-                                Err(error) => {
-                                    tracing::error!(%error, "could not become the writer; staying a mirror");
-                                    let _ = lease
-                                        .delete_expect_revision(LEASE_KEY, Some(revision))
-                                        .await;
-                                    Role::Mirror(start_mirror(&ledger, &log))
+                                            ledger.committed_position()
+                                        );
+                                        Role::Writer(term)
+                                    }
+                                    Err(error) => {
+                                        tracing::error!(%error, "could not become the writer; staying a mirror");
+                                        let _ = lease
+                                            .delete_expect_revision(LEASE_KEY, Some(revision))
+                                            .await;
+                                        Role::Mirror(start_mirror(&ledger, &log))
+                                    }
                                 }
                             }
+                            _ => Role::Mirror(term),
                         }
-                        Err(_) => Role::Mirror(term),
-                    },
+                    }
                     Role::Writer(mut term) => {
                         let healthy = ledger.is_writer() && !writer_failed(&ledger);
-                        let renewed = if healthy {
-                            lease.update(LEASE_KEY, value(), term.revision).await.ok()
+                        let asked = Instant::now();
+                        let renewal = if healthy {
+                            renew(&lease, &instance, term.revision, lease_ttl / 3).await
                         } else {
-                            None
+                            Renewal::Lost
                         };
-                        match renewed {
-                            Some(revision) => {
+                        match renewal {
+                            Renewal::Renewed(revision) => {
                                 term.revision = revision;
-                                term.renewed = Instant::now();
+                                // The entry's age counts from no earlier than the request.
+                                term.renewed = asked;
                                 Role::Writer(term)
                             }
-                            // One missed renewal is tolerated while well inside the lease.
-                            None if healthy && term.renewed.elapsed() < lease_ttl / 2 => {
+                            // The bucket did not answer (a leader election): the lease is still
+                            // ours until it could have expired; keep a margin.
+                            Renewal::Unknown if term.renewed.elapsed() < lease_ttl * 3 / 4 => {
                                 Role::Writer(term)
                             }
-                            None => {
+                            Renewal::Unknown | Renewal::Lost => {
                                 eprintln!(
                                     "ledgerctl serve: instance {instance} is no longer the writer \
                                      ({}); stepping down to a mirror",
@@ -713,6 +720,34 @@ async fn serve(
         ledger.committed_position()
     );
     Ok(())
+}
+
+/// What a renewal found.
+enum Renewal {
+    Renewed(u64),
+    /// Another instance holds the lease (or it is gone): step down now.
+    Lost,
+    /// The bucket did not answer in time.
+    Unknown,
+}
+
+async fn renew(lease: &kv::Store, instance: &str, revision: u64, within: Duration) -> Renewal {
+    let value = instance.as_bytes().to_vec();
+    match tokio::time::timeout(within, lease.update(LEASE_KEY, value.into(), revision)).await {
+        Ok(Ok(revision)) => return Renewal::Renewed(revision),
+        Ok(Err(error)) => tracing::warn!(%error, "renewing the writer lease failed"),
+        Err(_) => tracing::warn!("renewing the writer lease timed out"),
+    }
+    // Tell "someone else has it" from "no answer".
+    match tokio::time::timeout(within, lease.entry(LEASE_KEY)).await {
+        Ok(Ok(Some(entry)))
+            if entry.revision == revision && entry.value.as_ref() == instance.as_bytes() =>
+        {
+            Renewal::Unknown
+        }
+        Ok(Ok(_)) => Renewal::Lost,
+        _ => Renewal::Unknown,
+    }
 }
 
 fn writer_failed(ledger: &Ledger) -> bool {
