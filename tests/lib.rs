@@ -253,7 +253,8 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
 
 /// Three nats-server nodes clustered on loopback, JetStream on every node with
 /// `sync_interval: always` (unless a node is started without it), each with its HTTP monitoring
-/// port. Killed on drop; a node can be SIGKILLed and restarted with its store.
+/// port. Pings every second, two missed: a frozen client (a SIGSTOPped writer) loses its
+/// subscriptions within about 3 s, so requests stop going to it. Killed on drop; a node can be SIGKILLed and restarted with its store.
 pub struct NatsCluster {
     dir: tempfile::TempDir,
     /// Per node: client, monitoring and route ports.
@@ -283,7 +284,7 @@ impl NatsCluster {
             let sync_line = if sync { "sync_interval: always" } else { "" };
             let config = format!(
                 "server_name: n{n}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
-                 max_payload: 8MB\n\
+                 max_payload: 8MB\nping_interval: \"1s\"\nping_max: 2\n\
                  jetstream {{ store_dir: \"{store}\", {sync_line} }}\n\
                  cluster {{ name: ledger, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n",
                 n = i + 1,

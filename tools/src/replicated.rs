@@ -53,8 +53,11 @@ const HEADER_ROOM_BYTES: usize = 4 * 1024;
 /// How long the writer keeps retrying one batch's publish (no quorum, a leader election) before
 /// it gives up and stops. A leader election took 4–8 s here.
 const REPLICATE_DEADLINE: Duration = Duration::from_secs(30);
-/// How long one publish waits for its ack before it is sent again (same id: no duplicate).
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one publish waits for its ack before it is sent again (same id: the stream drops a
+/// second copy). Short, so that a leader election costs little more than itself.
+const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a mirror's consumer may deliver nothing before the mirror checks the stream.
+const MIRROR_IDLE_CHECK: Duration = Duration::from_secs(2);
 /// How long a query with `min_position` waits for the mirror.
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
 
@@ -372,11 +375,26 @@ async fn mirror_loop(
                 continue;
             }
         };
+        // A consumer can go quiet for good when the whole cluster restarted under it: when
+        // nothing arrived for a while, compare with the stream and recreate it if behind.
+        let mut idle = tokio::time::interval(MIRROR_IDLE_CHECK);
+        idle.reset();
         loop {
             let next = tokio::select! {
                 next = messages.next() => next,
                 _ = stop.changed() => return Ok(()),
+                _ = idle.tick() => {
+                    let local = ledger.replicated_sequence()?;
+                    match stream.get_info().await {
+                        Ok(info) if info.state.last_sequence > local => {
+                            tracing::warn!(local, last = info.state.last_sequence, "mirror: the consumer is behind and quiet; recreating it");
+                            break;
+                        }
+                        _ => continue,
+                    }
+                }
             };
+            idle.reset();
             let message = match next {
                 None => break,
                 Some(Err(error)) => {
