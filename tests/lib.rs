@@ -441,7 +441,7 @@ impl Serve {
                 return;
             }
             assert!(
-                started.elapsed() < std::time::Duration::from_secs(20),
+                started.elapsed() < std::time::Duration::from_secs(60),
                 "serve did not start: {}",
                 self.log()
             );

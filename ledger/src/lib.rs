@@ -482,6 +482,73 @@ impl Ledger {
         }
     }
 
+    /// Records that this store holds the replicated log up to batch `sequence` (after a
+    /// migration relayed it there), durably.
+    ///
+    /// # Errors
+    /// [`Error::Storage`].
+    pub fn mark_replicated(&self, sequence: u64) -> Result<()> {
+        let store = &self.inner.store;
+        store
+            .meta
+            .insert(store::REPLICATED_SEQUENCE_KEY, sequence.to_be_bytes())
+            .map_err(Error::storage("writing the replicated sequence"))?;
+        store
+            .db
+            .persist(fjall::PersistMode::SyncAll)
+            .map_err(Error::storage("persisting the replicated sequence"))
+    }
+
+    /// The log from `from_position` to the committed head as replicated batches of at most
+    /// `events_max` events and about `bytes_max` bytes, each carrying the dedup records of the
+    /// appends that start in it: the writer's own bytes, for relaying an embedded store into a
+    /// replicated log. An idempotent append's events never straddle two batches. Reads the
+    /// command ids once, then the log one batch at a time.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`] when the store cannot be read.
+    pub fn export_batches(
+        &self,
+        from_position: u64,
+        events_max: usize,
+        bytes_max: usize,
+    ) -> Result<impl Iterator<Item = Result<WireBatch>> + use<>> {
+        let store = self.inner.store.clone();
+        let end = self.committed_position();
+        let from = from_position.max(1);
+        // Which command ids start where, and how many events their append holds.
+        let mut records: StartingAppends = HashMap::new();
+        for entry in store.dedup.iter() {
+            let (key, value) = entry
+                .into_inner()
+                .map_err(Error::storage("reading the command ids"))?;
+            let record = store::DedupRecord::decode(&value).ok_or_else(|| Error::Corrupt {
+                position: 0,
+                detail: "a dedup record is not 44 bytes".into(),
+            })?;
+            if record.first_position >= from && record.first_position <= end {
+                records.entry(record.first_position).or_default().push((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    record.encode(),
+                    record.count,
+                ));
+            }
+        }
+        let mut next = from;
+        let mut failed = false;
+        Ok(std::iter::from_fn(move || {
+            if failed || next > end {
+                return None;
+            }
+            let batch = export_one(&store, &mut records, next, end, events_max, bytes_max);
+            match &batch {
+                Ok(batch) => next = batch.last_position + 1,
+                Err(_) => failed = true,
+            }
+            Some(batch)
+        }))
+    }
+
     /// Applies one replicated batch (see [`replica`]) at the log's head, as a mirror: checks
     /// that its events continue the log (positions, the hash chain, each envelope's hash, each
     /// stream's next version) and its dedup records point into it, then writes it with
@@ -925,6 +992,62 @@ impl Ledger {
         self.index_current()?;
         verify::verify(&self.inner.store, Some(self.committed_position()))
     }
+}
+
+/// Per first position, the idempotent appends that start there: command id, dedup record, events.
+type StartingAppends = HashMap<u64, Vec<(String, [u8; 44], u32)>>;
+
+/// The next exported batch from `first` (see [`Ledger::export_batches`]).
+fn export_one(
+    store: &Store,
+    records: &mut StartingAppends,
+    first: u64,
+    end: u64,
+    events_max: usize,
+    bytes_max: usize,
+) -> Result<WireBatch> {
+    let mut wire = replica::WireBuilder::new();
+    let mut events = 0usize;
+    let mut last_hash = GENESIS_HASH;
+    // The position up to which an idempotent append begun in this batch runs.
+    let mut append_ends_at = 0u64;
+    let mut position = first - 1;
+    for entry in store.log.range(first.to_be_bytes()..=end.to_be_bytes()) {
+        let (key, value) = entry
+            .into_inner()
+            .map_err(Error::storage("reading the log to export it"))?;
+        if store::decode_u64(&key) != Some(position + 1) {
+            return Err(Error::Corrupt {
+                position: position + 1,
+                detail: "the log has a gap".into(),
+            });
+        }
+        let full = events >= events_max || wire.len() + value.len() + 256 > bytes_max;
+        if events > 0 && full && position >= append_ends_at {
+            break;
+        }
+        position += 1;
+        let event = envelope::decode(position, &value)?;
+        wire.push_event(&value);
+        for (command_id, record, count) in records.remove(&position).into_iter().flatten() {
+            wire.push_record(&command_id, &record);
+            append_ends_at = append_ends_at.max(position + u64::from(count) - 1);
+        }
+        last_hash = event.hash;
+        events += 1;
+    }
+    if events == 0 {
+        return Err(Error::Corrupt {
+            position: first,
+            detail: "the log ends before its committed position".into(),
+        });
+    }
+    Ok(WireBatch {
+        first_position: first,
+        last_position: position,
+        last_hash,
+        bytes: wire.finish(),
+    })
 }
 
 /// One log entry read by `scan`: its key checked and its envelope decoded.

@@ -97,6 +97,13 @@ impl WireBuilder {
     }
 }
 
+/// The hash of a batch's last event, when the bytes are a well-formed batch with events.
+pub fn last_hash(bytes: &[u8]) -> Option<Hash> {
+    let decoded = decode(bytes).ok()?;
+    let last = decoded.envelopes.last()?;
+    last.get(last.len().checked_sub(32)?..)?.try_into().ok()
+}
+
 /// A batch's parts, borrowed from its bytes.
 pub(crate) struct Decoded<'a> {
     pub envelopes: Vec<&'a [u8]>,

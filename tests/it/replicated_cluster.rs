@@ -12,6 +12,16 @@ use std::time::{Duration, Instant};
 
 use tests::{NatsCluster, Serve};
 
+/// One cluster test at a time: each runs six processes (three nodes, three instances) and
+/// measures failover; on two cores, two at once would measure each other.
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_CLUSTER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn replicated_serve(data: &Path, cluster: &NatsCluster, instance: &str) -> Serve {
     Serve::start(
         data,
@@ -65,7 +75,7 @@ async fn submit_until_answered(
             "{verb} {body} was never answered"
         );
         let answer = tokio::time::timeout(
-            Duration::from_secs(2),
+            Duration::from_secs(1),
             client.request(format!("ledger.cmd.{verb}"), bytes.clone().into()),
         )
         .await;
@@ -130,6 +140,7 @@ async fn wait_all_at(js: &async_nats::jetstream::Context, names: &[&str], positi
 
 #[test]
 fn a_node_that_does_not_fsync_each_write_is_refused_by_name() {
+    let _one = one_cluster_at_a_time();
     let cluster = NatsCluster::start_with_sync(&[true, true, false]);
     let data = tempfile::tempdir().unwrap();
     let output = tests::ledgerctl(&data.path().join("d"))
@@ -387,6 +398,7 @@ fn start_instances(cluster: &NatsCluster) -> Instances {
 
 #[test]
 fn the_writer_is_killed_under_load_and_every_command_lands_once_on_every_instance() {
+    let _one = one_cluster_at_a_time();
     let cluster = NatsCluster::start();
     let Instances {
         data,
@@ -459,6 +471,7 @@ fn the_writer_is_killed_under_load_and_every_command_lands_once_on_every_instanc
 
 #[test]
 fn a_stalled_writer_that_wakes_up_appends_nothing_and_steps_down() {
+    let _one = one_cluster_at_a_time();
     let cluster = NatsCluster::start();
     let Instances {
         data,
@@ -524,6 +537,7 @@ fn a_stalled_writer_that_wakes_up_appends_nothing_and_steps_down() {
 
 #[test]
 fn the_logs_leader_node_is_killed_under_load_then_the_whole_cluster_restarts() {
+    let _one = one_cluster_at_a_time();
     let mut cluster = NatsCluster::start();
     let Instances {
         data,
@@ -574,4 +588,132 @@ fn the_logs_leader_node_is_killed_under_load_then_the_whole_cluster_restarts() {
         "two more contracts, opened and bought five times each"
     );
     stop_and_check(&mut instances, &data, end, &[&load, &later]);
+}
+
+fn data_file(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("data")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn migrate(data: &Path, cluster: &NatsCluster) -> std::process::Output {
+    tests::ledgerctl(data)
+        .args([
+            "migrate",
+            "--nats",
+            &cluster.urls(),
+            "--nats-monitor",
+            &cluster.monitors(),
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_embedded_store_migrates_goes_on_after_more_writes_and_a_foreign_store_is_refused() {
+    let _one = one_cluster_at_a_time();
+    let cluster = NatsCluster::start();
+    let dirs = tempfile::tempdir().unwrap();
+    let source = dirs.path().join("i1");
+    // An embedded store with the worked example, relayed; then more written while embedded, and
+    // relayed again: the second run goes on from the stream's end.
+    tests::run_ledgerctl(
+        &source,
+        &["submit", "-"],
+        &data_file("worked-example.jsonl"),
+    );
+    let first = migrate(&source, &cluster);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    tests::run_ledgerctl(
+        &source,
+        &["submit", "-"],
+        &data_file("sample-contracts.jsonl"),
+    );
+    let second = migrate(&source, &cluster);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stderr.contains("positions 1-8 already"), "{stderr}");
+    let head = ledger::Ledger::open(&source).unwrap().head().unwrap();
+
+    // A store with another history is not relayed into that log.
+    let foreign = dirs.path().join("foreign");
+    tests::run_ledgerctl(
+        &foreign,
+        &["submit", "-"],
+        &data_file("sample-contracts.jsonl"),
+    );
+    let refused = migrate(&foreign, &cluster);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a prefix"), "{stderr}");
+
+    // The migrated directory and two empty ones serve as instances; all reach the head, and a
+    // command lands after it.
+    let data: Vec<_> = NAMES.iter().map(|name| dirs.path().join(name)).collect();
+    let mut instances: Vec<Option<Serve>> = (0..3)
+        .map(|i| Some(replicated_serve(&data[i], &cluster, NAMES[i])))
+        .collect();
+    wait_for_writer(&instances, None);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let js = connect_js(&runtime, &cluster.urls());
+    runtime.block_on(async {
+        assert_eq!(check_stream_dense(&js).await, head.0);
+        wait_all_at(&js, &NAMES, head.0).await;
+    });
+    let mut later = Load::start(&runtime, &cluster.urls(), "C-M", 1, 3);
+    later.finish(&runtime);
+    let end = runtime.block_on(async {
+        let end = check_stream_dense(&js).await;
+        wait_all_at(&js, &NAMES, end).await;
+        end
+    });
+    assert_eq!(end, head.0 + 4);
+
+    // `status` names the writer, the log's leader and every instance at the head.
+    let status = tests::ledgerctl(&data[0])
+        .args(["--nats", &cluster.urls(), "--format", "json", "status"])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        NAMES.contains(&status["writer"].as_str().unwrap()),
+        "{status}"
+    );
+    assert_eq!(status["log"]["head_position"], end, "{status}");
+    assert_eq!(status["log"]["replicas"], 3, "{status}");
+    assert!(
+        status["log"]["leader"].as_str().unwrap().starts_with('n'),
+        "{status}"
+    );
+    let instances_status = status["instances"].as_array().unwrap();
+    assert_eq!(instances_status.len(), 3, "{status}");
+    assert!(instances_status.iter().all(|i| i["lag"] == 0), "{status}");
+    assert_eq!(
+        instances_status
+            .iter()
+            .filter(|i| i["role"] == "writer")
+            .count(),
+        1,
+        "{status}"
+    );
+    stop_and_check(&mut instances, &data, end, &[&later]);
+    let ledger = ledger::Ledger::open(&data[1]).unwrap();
+    let relayed = ledger.read_all(head.0, 1).unwrap();
+    assert_eq!(
+        (relayed[0].position, relayed[0].hash),
+        head,
+        "the relayed log keeps its hashes"
+    );
 }

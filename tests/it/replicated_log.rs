@@ -158,3 +158,54 @@ fn a_mirror_holds_the_writers_log_and_takes_over_where_it_stopped() {
     let report = mirror.verify().unwrap();
     assert!(report.is_ok(), "{report:?}");
 }
+
+#[test]
+fn an_exported_store_applies_to_an_empty_mirror_batch_by_batch_with_the_same_bytes() {
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source = Ledger::open(dirs.0.path()).unwrap();
+    for i in 0..50 {
+        let events = (0..1 + i % 4).map(|k| event(&format!("{i}-{k}"))).collect();
+        let append = Append::new(format!("s-{}", i % 3), ExpectedVersion::Any, events);
+        let append = if i % 2 == 0 {
+            append.command_id(format!("c-{i}"))
+        } else {
+            append
+        };
+        source.append_blocking(append).unwrap();
+    }
+    let mirror = Ledger::open_with(dirs.1.path(), mirror_options()).unwrap();
+    let mut sequence = 0;
+    let mut previous_end = 0;
+    for batch in source.export_batches(1, 7, 64 * 1024).unwrap() {
+        let batch = batch.unwrap();
+        assert_eq!(batch.first_position, previous_end + 1);
+        assert!(
+            batch.last_position - batch.first_position < 7 + 3,
+            "{batch:?}"
+        );
+        previous_end = batch.last_position;
+        sequence += 1;
+        assert_eq!(
+            mirror.apply_replicated(sequence, &batch.bytes).unwrap(),
+            batch.last_position
+        );
+    }
+    assert_eq!(previous_end, source.committed_position());
+    assert_eq!(log_of(&source), log_of(&mirror));
+    for i in (0..50).step_by(2) {
+        let id = format!("c-{i}");
+        assert_eq!(
+            source.command(&id).unwrap(),
+            mirror.command(&id).unwrap(),
+            "{id}"
+        );
+    }
+    // Resuming from the middle gives the same tail.
+    let tail: Vec<_> = source
+        .export_batches(40, 1000, 64 * 1024)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    assert_eq!(tail.first().unwrap().first_position, 40);
+    assert_eq!(tail.last().unwrap().last_position, previous_end);
+}

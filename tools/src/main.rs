@@ -145,6 +145,12 @@ enum Command {
     },
     /// Check the whole log's hash chain and indexes; exit 1 and the first bad position when broken.
     Verify,
+    /// Over --nats, a replicated log's state: the writer, LEDGER_LOG's leader and replicas, and
+    /// each instance's role, mirror position and lag.
+    Status,
+    /// Relay a verified embedded store (--data) into an empty LEDGER_LOG on the cluster at
+    /// --nats, same positions and hashes; run again after an interruption to go on.
+    Migrate(replicated::MigrateArgs),
     /// Append and read raw events (no contract rules): for inspecting and seeding a store.
     #[command(subcommand)]
     Log(raw::LogCommand),
@@ -173,6 +179,12 @@ fn main() -> ExitCode {
     if format == Format::Html && !matches!(cli.command, Command::Audit { .. }) {
         eprintln!("ledgerctl: --format html is for audit; use table, json or csv here");
         return ExitCode::from(2);
+    }
+    if let Command::Status = cli.command {
+        return finish(replicated::status(&cli.nats, format == Format::Json));
+    }
+    if let Command::Migrate(args) = &cli.command {
+        return finish(replicated::migrate(&cli.data, &cli.nats, args));
     }
     if cli.nats.nats.is_some() && !matches!(cli.command, Command::Serve(_)) {
         let outcome = remote(&cli.nats, cli.command, format);
@@ -230,7 +242,13 @@ fn main() -> ExitCode {
         Command::Log(command) => raw::run(&cli.data, command, format),
         Command::Bench(command) => bench::run(&cli.data, command),
         Command::Load(args) => load::run(&cli.data, args),
+        Command::Status | Command::Migrate(_) => unreachable!("handled above"),
     };
+    finish(outcome)
+}
+
+/// The exit code of a verb's outcome; an error is printed and exits 2.
+fn finish(outcome: anyhow::Result<ExitCode>) -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {

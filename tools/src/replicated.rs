@@ -448,6 +448,20 @@ async fn catch_up(ledger: &Ledger, stream: &mut stream::Stream) -> anyhow::Resul
     Ok(last)
 }
 
+/// Refuses a store that holds events past the stream's head (written while it was not part of
+/// the replicated log): as writer it would publish batches that do not follow the stream.
+async fn ensure_no_local_tail(ledger: &Ledger, log: &mut stream::Stream) -> anyhow::Result<()> {
+    let (sequence, position, _) = log_tail(log).await?;
+    let local = ledger.committed_position();
+    anyhow::ensure!(
+        local <= position,
+        "this store holds positions up to {local} but LEDGER_LOG only up to {position} \
+         ({sequence} batches): it was written outside the replicated log; relay it with \
+         `ledgerctl migrate` or give the instance an empty --data"
+    );
+    Ok(())
+}
+
 /// What the instance runs while it holds the lease.
 struct WriterTerm {
     revision: u64,
@@ -526,6 +540,9 @@ async fn serve(
     let js = jetstream::new(client.clone());
     let mut log = set_up_log(&js, args.replicas).await?;
     check_log_placement(&mut log, &checked).await?;
+    if ledger.replicated_sequence()? == log.info().await?.state.last_sequence {
+        ensure_no_local_tail(&ledger, &mut log).await?;
+    }
     crate::serve::set_up_jetstream(&js, args.replicas).await?;
     let lease_ttl = Duration::from_secs(args.lease_seconds);
     let lease = js
@@ -676,12 +693,19 @@ async fn serve(
                                 term.renewed = asked;
                                 Role::Writer(term)
                             }
-                            // The bucket did not answer (a leader election): the lease is still
-                            // ours until it could have expired; keep a margin.
-                            Renewal::Unknown if term.renewed.elapsed() < lease_ttl * 3 / 4 => {
+                            // The bucket did not answer (its leader is being elected): nobody
+                            // can take the lease meanwhile, and should another have it later,
+                            // the next renewal finds out; the log's fence holds either way.
+                            Renewal::Unknown => {
+                                if term.renewed.elapsed() > lease_ttl {
+                                    tracing::warn!(
+                                        since = ?term.renewed.elapsed(),
+                                        "the writer lease could not be renewed; writing on (fenced by LEDGER_LOG's sequence)"
+                                    );
+                                }
                                 Role::Writer(term)
                             }
-                            Renewal::Unknown | Renewal::Lost => {
+                            Renewal::Lost => {
                                 eprintln!(
                                     "ledgerctl serve: instance {instance} is no longer the writer \
                                      ({}); stepping down to a mirror",
@@ -786,6 +810,7 @@ async fn become_writer(
     reconnects: watch::Receiver<u64>,
 ) -> anyhow::Result<WriterTerm> {
     let last = catch_up(ledger, log).await?;
+    ensure_no_local_tail(ledger, log).await?;
     let commit = Arc::new(JetStreamCommit {
         js: js.clone(),
         runtime: tokio::runtime::Handle::current(),
@@ -847,4 +872,216 @@ async fn step_down(ledger: &Ledger, mut term: Box<WriterTerm>) {
     tokio::task::spawn_blocking(move || ledger.stop_writer())
         .await
         .ok();
+}
+
+/// `migrate`'s flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MigrateArgs {
+    /// Each cluster node's HTTP monitoring URL (comma-separated): every node must fsync each
+    /// write (sync_interval: always) before the log moves there.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nats_monitor: Vec<String>,
+    /// Replicas of LEDGER_LOG when it is created.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+}
+
+/// The events per batch a migration publishes (as the writer's group commits would).
+const MIGRATE_BATCH_EVENTS: usize = 1_000;
+
+/// The last position in LEDGER_LOG and its hash, from its last batch (0 and genesis: empty).
+async fn log_tail(log: &mut stream::Stream) -> anyhow::Result<(u64, u64, ledger::Hash)> {
+    let last = log.info().await?.state.last_sequence;
+    if last == 0 {
+        return Ok((0, 0, ledger::GENESIS_HASH));
+    }
+    let message = log
+        .get_raw_message(last)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading LEDGER_LOG sequence {last}: {e}"))?;
+    let position = message
+        .headers
+        .get("Ledger-Positions")
+        .and_then(|v| v.as_str().rsplit('-').next()?.parse::<u64>().ok())
+        .with_context(|| format!("LEDGER_LOG sequence {last} has no Ledger-Positions header"))?;
+    let hash = ledger::replica::last_hash(&message.payload)
+        .with_context(|| format!("LEDGER_LOG sequence {last} is not a ledger batch"))?;
+    Ok((last, position, hash))
+}
+
+/// `ledgerctl --data DIR migrate --nats URLS --nats-monitor URLS`: relays a verified embedded
+/// store into LEDGER_LOG with the same positions and hashes, batch by batch; run again after an
+/// interruption, it goes on from the stream's last batch. Refuses a stream that is not a prefix
+/// of the store. Afterwards DIR can be an instance's mirror (`serve --replicated`).
+pub fn migrate(data: &Path, nats: &NatsArgs, args: &MigrateArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        data.join("store").exists(),
+        "no store at {} (set --data or LEDGER_DATA)",
+        data.display()
+    );
+    let ledger = Ledger::open(data)?;
+    let report = ledger.verify()?;
+    anyhow::ensure!(
+        report.is_ok(),
+        "{} does not verify (position {}: {}); refusing to migrate it",
+        data.display(),
+        report.problem.as_ref().map_or(0, |p| p.position),
+        report.problem.as_ref().map_or("", |p| p.detail.as_str())
+    );
+    let head = ledger.committed_position();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let monitors = args.nats_monitor.clone();
+        tokio::task::spawn_blocking(move || check_nodes_sync(&monitors))
+            .await
+            .context("the sync check")??;
+        let client = nats.connect("ledger migrate", None).await?;
+        let js = jetstream::new(client.clone());
+        let mut log = set_up_log(&js, args.replicas).await?;
+        let (mut sequence, position, hash) = log_tail(&mut log).await?;
+        let local = if position == 0 {
+            Some(ledger::GENESIS_HASH)
+        } else {
+            ledger.read_all(position, 1)?.first().filter(|e| e.position == position).map(|e| e.hash)
+        };
+        anyhow::ensure!(
+            local == Some(hash),
+            "LEDGER_LOG holds {sequence} batches up to position {position} that are not a prefix \
+             of {} (its head is {head}); refusing to migrate into it",
+            data.display()
+        );
+        if position > 0 {
+            eprintln!("ledgerctl migrate: LEDGER_LOG has positions 1-{position} already; going on from {}", position + 1);
+        }
+        let bytes_max = client.server_info().max_payload.saturating_sub(HEADER_ROOM_BYTES);
+        let commit = JetStreamCommit {
+            js: js.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            last_sequence: std::sync::Mutex::new(sequence),
+            bytes_max,
+        };
+        let started = Instant::now();
+        let mut reported = Instant::now();
+        let mut relayed = 0u64;
+        for batch in ledger.export_batches(position + 1, MIGRATE_BATCH_EVENTS, bytes_max)? {
+            let batch = batch?;
+            sequence = commit
+                .publish(&batch, sequence)
+                .await
+                .map_err(|cause| anyhow::anyhow!("publishing positions {}-{}: {cause}", batch.first_position, batch.last_position))?;
+            relayed += batch.last_position - batch.first_position + 1;
+            if reported.elapsed() > Duration::from_secs(1) {
+                reported = Instant::now();
+                eprintln!(
+                    "ledgerctl migrate: position {} of {head} ({} events/s)",
+                    batch.last_position,
+                    u128::from(relayed) * 1000 / started.elapsed().as_millis().max(1)
+                );
+            }
+        }
+        ledger.mark_replicated(sequence)?;
+        eprintln!(
+            "ledgerctl migrate: LEDGER_LOG holds positions 1-{head} in {sequence} batches \
+             ({relayed} relayed now); {} can be an instance's mirror",
+            data.display()
+        );
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ledgerctl --nats URLS status`: the writer, the log's replicas and leader, and every
+/// instance's role, mirror position and lag.
+pub fn status(nats: &NatsArgs, json: bool) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(async {
+        let client = nats.connect("ledger status", None).await?;
+        let js = jetstream::new(client);
+        let mut log = js.get_stream(LOG_STREAM).await.map_err(|e| {
+            anyhow::anyhow!("no replicated log on this cluster ({LOG_STREAM}: {e})")
+        })?;
+        let (last_sequence, head, _) = log_tail(&mut log).await?;
+        let info = log.info().await?.clone();
+        let writer = match js.get_key_value(LEASE_BUCKET).await {
+            Ok(lease) => lease
+                .get(LEASE_KEY)
+                .await
+                .ok()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
+            Err(_) => None,
+        };
+        let mut instances = Vec::new();
+        if let Ok(bucket) = js.get_key_value(INSTANCES_BUCKET).await
+            && let Ok(mut keys) = bucket.keys().await
+        {
+            while let Some(Ok(key)) = keys.next().await {
+                if let Ok(Some(value)) = bucket.get(&key).await
+                    && let Ok(mut entry) = serde_json::from_slice::<serde_json::Value>(&value)
+                {
+                    let position = entry["position"].as_u64().unwrap_or(0);
+                    entry["lag"] = serde_json::json!(head.saturating_sub(position));
+                    instances.push(entry);
+                }
+            }
+        }
+        let cluster = info.cluster.as_ref();
+        anyhow::Ok(serde_json::json!({
+            "writer": writer,
+            "log": {
+                "stream": LOG_STREAM,
+                "last_sequence": last_sequence,
+                "head_position": head,
+                "replicas": info.config.num_replicas,
+                "leader": cluster.and_then(|c| c.leader.clone()),
+                "followers": cluster.map(|c| c.replicas.iter().map(|p| serde_json::json!({
+                    "node": p.name, "current": p.current, "offline": p.offline, "lag": p.lag,
+                })).collect::<Vec<_>>()),
+            },
+            "instances": instances,
+        }))
+    })?;
+    if json {
+        println!("{status}");
+    } else {
+        let log = &status["log"];
+        println!(
+            "writer      {}",
+            status["writer"]
+                .as_str()
+                .unwrap_or("(none: the lease is free)")
+        );
+        println!(
+            "log         {} R{}: leader {}, head position {}, {} batches",
+            LOG_STREAM,
+            log["replicas"],
+            log["leader"].as_str().unwrap_or("(none)"),
+            log["head_position"],
+            log["last_sequence"]
+        );
+        for follower in log["followers"].as_array().into_iter().flatten() {
+            println!(
+                "  replica   {} current={} offline={} lag={}",
+                follower["node"].as_str().unwrap_or_default(),
+                follower["current"],
+                follower["offline"],
+                follower["lag"]
+            );
+        }
+        for instance in status["instances"].as_array().into_iter().flatten() {
+            println!(
+                "instance    {} {} position {} lag {} (as of {})",
+                instance["instance"].as_str().unwrap_or_default(),
+                instance["role"].as_str().unwrap_or_default(),
+                instance["position"],
+                instance["lag"],
+                instance["updated_at"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
