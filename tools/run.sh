@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ "${1:-}" = "--cluster" ]; then exec bash tools/run-cluster.sh; fi
+
 source tools/nats-server.sh
 cargo build --release --bin ledgerctl --locked
 ledgerctl=$PWD/target/release/ledgerctl
