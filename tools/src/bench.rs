@@ -35,6 +35,9 @@ pub enum BenchCommand {
     /// Durable appends with 1, 16 and 256 writers beside PostgreSQL 15 (one insert per
     /// transaction, the same expected-version check, synchronous_commit on), started here.
     Postgres(crate::bench_pg::PostgresBenchArgs),
+    /// The replicated log on a 3-node JetStream cluster started here: appends with 1, 16, 256
+    /// writers beside a raw R3 publish pipeline and the embedded ledger, mirror lag, failover.
+    Replicated(crate::bench_replicated::ReplicatedBenchArgs),
     /// The whole suite in one run, printing one table: appends, commands, rebuild and as-of at
     /// each log size beside raw fsync, raw fjall and PostgreSQL 15; the NATS service; versions
     /// and the machine.
@@ -95,6 +98,7 @@ pub fn run(_data: &Path, command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Projections(args) => projections_bench(args),
         BenchCommand::Nats(args) => crate::bench_nats::run(args),
         BenchCommand::Postgres(args) => crate::bench_pg::run(args),
+        BenchCommand::Replicated(args) => crate::bench_replicated::run(args),
         BenchCommand::Suite(args) => crate::bench_suite::run(args),
     }
 }

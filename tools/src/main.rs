@@ -10,6 +10,7 @@ mod html;
 mod load;
 mod nats;
 mod raw;
+mod bench_replicated;
 mod replicated;
 mod serve;
 mod views;

@@ -62,12 +62,15 @@ const MIRROR_IDLE_CHECK: Duration = Duration::from_secs(2);
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
 
 /// The replicated commit: one JetStream publish per batch, fenced by the expected sequence.
-struct JetStreamCommit {
-    js: jetstream::Context,
-    runtime: tokio::runtime::Handle,
+pub(crate) struct JetStreamCommit {
+    pub js: jetstream::Context,
+    /// The log's stream and subject (LEDGER_LOG, ledger.log; benchmarks use their own).
+    pub stream: String,
+    pub subject: String,
+    pub runtime: tokio::runtime::Handle,
     /// The stream's sequence of the last batch this writer knows of.
-    last_sequence: std::sync::Mutex<u64>,
-    bytes_max: usize,
+    pub last_sequence: std::sync::Mutex<u64>,
+    pub bytes_max: usize,
 }
 
 impl JetStreamCommit {
@@ -87,7 +90,7 @@ impl JetStreamCommit {
             let attempt = async {
                 let ack = self
                     .js
-                    .publish_with_headers(LOG_SUBJECT, headers.clone(), payload.clone().into())
+                    .publish_with_headers(self.subject.clone(), headers.clone(), payload.clone().into())
                     .await
                     .map_err(|e| (PublishErrorKind::Other, e.to_string()))?;
                 match tokio::time::timeout(ACK_TIMEOUT, ack).await {
@@ -132,7 +135,7 @@ impl JetStreamCommit {
     }
 
     async fn is_ours(&self, sequence: u64, payload: &[u8]) -> anyhow::Result<bool> {
-        let stream = self.js.get_stream(LOG_STREAM).await?;
+        let stream = self.js.get_stream(&self.stream).await?;
         match stream.get_raw_message(sequence).await {
             Ok(message) => Ok(message.payload.as_ref() == payload),
             Err(error) => Err(anyhow::anyhow!("{error}")),
@@ -216,7 +219,7 @@ pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<Exi
 }
 
 /// Refuses a cluster whose nodes do not fsync every write, naming the node.
-fn check_nodes_sync(monitors: &[String]) -> anyhow::Result<Vec<String>> {
+pub(crate) fn check_nodes_sync(monitors: &[String]) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for url in monitors {
         let body = http_get(url, "/varz").with_context(|| format!("reading {url}/varz"))?;
@@ -241,7 +244,7 @@ fn check_nodes_sync(monitors: &[String]) -> anyhow::Result<Vec<String>> {
 }
 
 /// A plain HTTP/1.0 GET of a monitoring endpoint (loopback or a private network; no TLS).
-fn http_get(base: &str, path: &str) -> anyhow::Result<String> {
+pub(crate) fn http_get(base: &str, path: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};
     let authority = base
         .trim_start_matches("http://")
@@ -274,12 +277,22 @@ fn http_get(base: &str, path: &str) -> anyhow::Result<String> {
 }
 
 async fn set_up_log(js: &jetstream::Context, replicas: usize) -> anyhow::Result<stream::Stream> {
+    set_up_log_named(js, replicas, LOG_STREAM, LOG_SUBJECT).await
+}
+
+/// Gets or creates a replicated log's stream (LEDGER_LOG, or a benchmark's own).
+pub(crate) async fn set_up_log_named(
+    js: &jetstream::Context,
+    replicas: usize,
+    name: &str,
+    subject: &str,
+) -> anyhow::Result<stream::Stream> {
     let config = stream::Config {
-        name: LOG_STREAM.to_owned(),
+        name: name.to_owned(),
         description: Some(
             "Contract Ledger: the replicated event log, one batch per message".into(),
         ),
-        subjects: vec![LOG_SUBJECT.to_owned()],
+        subjects: vec![subject.to_owned()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         num_replicas: replicas,
@@ -290,20 +303,20 @@ async fn set_up_log(js: &jetstream::Context, replicas: usize) -> anyhow::Result<
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     };
-    let stream = match js.get_stream(LOG_STREAM).await {
+    let stream = match js.get_stream(name).await {
         Ok(mut stream) => {
             let found = stream.info().await?.config.clone();
             anyhow::ensure!(
                 found.deny_delete && found.deny_purge && found.subjects == config.subjects,
-                "stream {LOG_STREAM} exists but is not a ledger log (deny_delete, deny_purge, \
-                 subject {LOG_SUBJECT})"
+                "stream {name} exists but is not a ledger log (deny_delete, deny_purge, \
+                 subject {subject})"
             );
             stream
         }
         Err(_) => js
             .create_stream(config)
             .await
-            .map_err(|e| anyhow::anyhow!("creating the stream {LOG_STREAM}: {e}"))?,
+            .map_err(|e| anyhow::anyhow!("creating the stream {name}: {e}"))?,
     };
     Ok(stream)
 }
@@ -333,7 +346,7 @@ async fn check_log_placement(
 
 /// Applies the stream to the local store from its replicated sequence on, until `stop`.
 /// Returns an error only when a batch does not follow the local log (the mirror must stop).
-async fn mirror_loop(
+pub(crate) async fn mirror_loop(
     ledger: Ledger,
     stream: stream::Stream,
     mut stop: watch::Receiver<bool>,
@@ -813,6 +826,8 @@ async fn become_writer(
     ensure_no_local_tail(ledger, log).await?;
     let commit = Arc::new(JetStreamCommit {
         js: js.clone(),
+        stream: LOG_STREAM.to_owned(),
+        subject: LOG_SUBJECT.to_owned(),
         runtime: tokio::runtime::Handle::current(),
         last_sequence: std::sync::Mutex::new(last),
         bytes_max,
@@ -958,6 +973,8 @@ pub fn migrate(data: &Path, nats: &NatsArgs, args: &MigrateArgs) -> anyhow::Resu
         let bytes_max = client.server_info().max_payload.saturating_sub(HEADER_ROOM_BYTES);
         let commit = JetStreamCommit {
             js: js.clone(),
+            stream: LOG_STREAM.to_owned(),
+            subject: LOG_SUBJECT.to_owned(),
             runtime: tokio::runtime::Handle::current(),
             last_sequence: std::sync::Mutex::new(sequence),
             bytes_max,
