@@ -51,7 +51,9 @@ struct Cluster {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Cluster {
@@ -127,10 +129,8 @@ impl Drop for Cluster {
 }
 
 async fn connect(urls: &str) -> anyhow::Result<async_nats::Client> {
-    let servers: Vec<async_nats::ServerAddr> = urls
-        .split(',')
-        .map(str::parse)
-        .collect::<Result<_, _>>()?;
+    let servers: Vec<async_nats::ServerAddr> =
+        urls.split(',').map(str::parse).collect::<Result<_, _>>()?;
     Ok(async_nats::ConnectOptions::new()
         .max_reconnects(None)
         .connect(servers)
@@ -235,12 +235,8 @@ pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
         let raw_rate = raw_messages * events_per_batch;
         if raw_16.is_none() {
             let per_event = (batch_bytes as f64 / events_per_batch).max(1.0) as usize;
-            let raw = runtime.block_on(raw_pipeline(
-                &js,
-                "BENCH_RAW_16",
-                per_event * 16,
-                duration,
-            ))?;
+            let raw =
+                runtime.block_on(raw_pipeline(&js, "BENCH_RAW_16", per_event * 16, duration))?;
             raw_16 = Some(raw * 16.0);
             Line {
                 workload: "raw_jetstream_r3_pipeline_batch_16".into(),
@@ -275,7 +271,10 @@ pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
                 ),
                 None,
             ),
-            ((format!("embedded_append_writers_{writers}"), embedded_rate), None),
+            (
+                (format!("embedded_append_writers_{writers}"), embedded_rate),
+                None,
+            ),
         ] {
             Line {
                 workload: workload.clone(),
@@ -297,7 +296,13 @@ pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
         writer.stop_writer();
     }
     if !args.no_failover {
-        let (to_first_command, killed) = failover(work.path(), &cluster, &runtime, &client)?;
+        // On a cluster of its own, as the tests do: the benchmark streams above stay out of it.
+        drop(cluster);
+        let dir = work.path().join("failover");
+        std::fs::create_dir_all(&dir)?;
+        let cluster = Cluster::start(&dir)?;
+        let client = runtime.block_on(connect(&cluster.urls))?;
+        let (to_first_command, killed) = failover(&dir, &cluster, &runtime, &client)?;
         println!(
             "BENCH workload=failover_writer_sigkill_to_first_accepted_command millis={} writer_killed={killed}",
             to_first_command.as_millis()
@@ -307,7 +312,11 @@ pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Samples how long after the writer had a position the mirror had it too, for `duration`.
-async fn measure_lag(writer: Ledger, mirror: Ledger, duration: Duration) -> anyhow::Result<Vec<u64>> {
+async fn measure_lag(
+    writer: Ledger,
+    mirror: Ledger,
+    duration: Duration,
+) -> anyhow::Result<Vec<u64>> {
     let start = Instant::now();
     let mut lags = Vec::new();
     while start.elapsed() < duration {
@@ -344,9 +353,22 @@ fn failover(
         let child = Command::new(&exe)
             .arg("--data")
             .arg(work.join(name))
-            .args(["serve", "--replicated", "--nats", &cluster.urls, "--nats-monitor"])
+            .args([
+                "serve",
+                "--replicated",
+                "--nats",
+                &cluster.urls,
+                "--nats-monitor",
+            ])
             .arg(&cluster.monitors)
-            .args(["--instance", name, "--lease-seconds", "3", "--tick-seconds", "0"])
+            .args([
+                "--instance",
+                name,
+                "--lease-seconds",
+                "3",
+                "--tick-seconds",
+                "0",
+            ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;
@@ -359,7 +381,18 @@ fn failover(
         }) {
             break i;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "no writer");
+        if started.elapsed() > Duration::from_secs(60) {
+            let logs: Vec<String> = children
+                .iter()
+                .map(|(name, _, log)| {
+                    format!(
+                        "{name}: {}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    )
+                })
+                .collect();
+            anyhow::bail!("no instance became the writer:\n{}", logs.join("\n"));
+        }
         std::thread::sleep(Duration::from_millis(20));
     };
     let open = r#"{"type":"open_contract","command_id":"failover-open","contract_id":"C-F","customer":"Failover Ltd","package":"advanced","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC","holidays":[],"cancellation_fee_rate":"1.00","sab_commitments":[]}"#;
@@ -381,7 +414,10 @@ fn failover(
 async fn accepted(client: &async_nats::Client, verb: &str, body: String) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "{verb} never accepted");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "{verb} never accepted"
+        );
         let answer = tokio::time::timeout(
             Duration::from_millis(500),
             client.request(format!("ledger.cmd.{verb}"), body.clone().into()),

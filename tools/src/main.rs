@@ -4,13 +4,13 @@
 mod bench;
 mod bench_nats;
 mod bench_pg;
+mod bench_replicated;
 mod bench_suite;
 mod contract;
 mod html;
 mod load;
 mod nats;
 mod raw;
-mod bench_replicated;
 mod replicated;
 mod serve;
 mod views;

@@ -90,7 +90,11 @@ impl JetStreamCommit {
             let attempt = async {
                 let ack = self
                     .js
-                    .publish_with_headers(self.subject.clone(), headers.clone(), payload.clone().into())
+                    .publish_with_headers(
+                        self.subject.clone(),
+                        headers.clone(),
+                        payload.clone().into(),
+                    )
                     .await
                     .map_err(|e| (PublishErrorKind::Other, e.to_string()))?;
                 match tokio::time::timeout(ACK_TIMEOUT, ack).await {
@@ -461,6 +465,43 @@ async fn catch_up(ledger: &Ledger, stream: &mut stream::Stream) -> anyhow::Resul
     Ok(last)
 }
 
+/// How long an instance keeps trying to set up the cluster's streams and buckets at start.
+const SET_UP_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Creates (or finds) LEDGER_LOG, the publisher's streams and bucket, the lease bucket and the
+/// instances bucket.
+async fn set_up_cluster(
+    js: &jetstream::Context,
+    args: &ReplicatedArgs,
+    lease_ttl: Duration,
+) -> anyhow::Result<(stream::Stream, kv::Store, kv::Store)> {
+    let log = set_up_log(js, args.replicas).await?;
+    crate::serve::set_up_jetstream(js, args.replicas).await?;
+    let lease = js
+        .create_key_value(kv::Config {
+            bucket: LEASE_BUCKET.to_owned(),
+            description: "Contract Ledger: the writer lease of the replicated log".to_owned(),
+            history: 1,
+            max_age: lease_ttl,
+            num_replicas: args.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the KV bucket {LEASE_BUCKET}: {e}"))?;
+    let instances = js
+        .create_key_value(kv::Config {
+            bucket: INSTANCES_BUCKET.to_owned(),
+            description: "Contract Ledger: each instance's role and mirror position".to_owned(),
+            history: 1,
+            max_age: Duration::from_secs(60),
+            num_replicas: args.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the KV bucket {INSTANCES_BUCKET}: {e}"))?;
+    Ok((log, lease, instances))
+}
+
 /// Refuses a store that holds events past the stream's head (written while it was not part of
 /// the replicated log): as writer it would publish batches that do not follow the stream.
 async fn ensure_no_local_tail(ledger: &Ledger, log: &mut stream::Stream) -> anyhow::Result<()> {
@@ -551,35 +592,28 @@ async fn serve(
         .connect("ledger serve --replicated", Some(reconnects_tx))
         .await?;
     let js = jetstream::new(client.clone());
-    let mut log = set_up_log(&js, args.replicas).await?;
+    let lease_ttl = Duration::from_secs(args.lease_seconds);
+    // Instances started together race to create the same streams and buckets; the cluster
+    // answers some of those requests late (a meta-leader proposal at a time): try again.
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    let mut set_up_js = js.clone();
+    set_up_js.set_timeout(Duration::from_secs(5));
+    let (mut log, lease, instances) = loop {
+        match set_up_cluster(&set_up_js, &args, lease_ttl).await {
+            Ok(set_up) => break set_up,
+            Err(error) if started.elapsed() < SET_UP_DEADLINE => {
+                tracing::warn!(%error, "setting up the cluster's streams and buckets; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(3));
+            }
+            Err(error) => return Err(error),
+        }
+    };
     check_log_placement(&mut log, &checked).await?;
     if ledger.replicated_sequence()? == log.info().await?.state.last_sequence {
         ensure_no_local_tail(&ledger, &mut log).await?;
     }
-    crate::serve::set_up_jetstream(&js, args.replicas).await?;
-    let lease_ttl = Duration::from_secs(args.lease_seconds);
-    let lease = js
-        .create_key_value(kv::Config {
-            bucket: LEASE_BUCKET.to_owned(),
-            description: "Contract Ledger: the writer lease of the replicated log".to_owned(),
-            history: 1,
-            max_age: lease_ttl,
-            num_replicas: args.replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the KV bucket {LEASE_BUCKET}: {e}"))?;
-    let instances = js
-        .create_key_value(kv::Config {
-            bucket: INSTANCES_BUCKET.to_owned(),
-            description: "Contract Ledger: each instance's role and mirror position".to_owned(),
-            history: 1,
-            max_age: Duration::from_secs(60),
-            num_replicas: args.replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the KV bucket {INSTANCES_BUCKET}: {e}"))?;
     let bytes_max = client
         .server_info()
         .max_payload
