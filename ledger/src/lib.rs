@@ -551,8 +551,8 @@ impl Ledger {
 
     /// Applies one replicated batch (see [`replica`]) at the log's head, as a mirror: checks
     /// that its events continue the log (positions, the hash chain, each envelope's hash, each
-    /// stream's next version) and its dedup records point into it, then writes it with
-    /// `SyncAll`, indexes it and wakes subscribers. Writes nothing when any check fails.
+    /// stream's next version) and its dedup records point into it, then writes it (to the OS,
+    /// not fsync'd: the replicated log is the durable copy), indexes it and wakes subscribers. Writes nothing when any check fails.
     /// Returns the position of the batch's last event.
     ///
     /// # Errors
@@ -582,10 +582,12 @@ impl Ledger {
             ));
         }
         let first = position + 1;
+        // Not fsync'd: the batch is durable in the replicated log, and a mirror that loses a
+        // suffix in a power failure applies it again from there (its sequence is in the batch).
         let mut items = store
             .db
             .batch()
-            .durability(Some(fjall::PersistMode::SyncAll));
+            .durability(Some(fjall::PersistMode::Buffer));
         let mut versions: HashMap<String, u64> = HashMap::new();
         for bytes in decoded.envelopes {
             position += 1;

@@ -34,6 +34,42 @@ pub trait Replicator: Send + Sync {
     /// The largest batch, in bytes, one call may carry (e.g. the server's max_payload less
     /// headroom for headers).
     fn batch_bytes_max(&self) -> usize;
+
+    /// How many batches may be submitted and not yet written locally. Above 1, the committer
+    /// calls [`Replicator::submit`] for each batch as soon as it is ready, and waits on the
+    /// returned [`Pending`] values in order. 1 (the default): [`Replicator::replicate`] each.
+    fn window(&self) -> usize {
+        1
+    }
+
+    /// Starts replicating `batch` after every batch submitted before it, without waiting for
+    /// the outcome. The default replicates at once.
+    fn submit(&self, batch: WireBatch) -> Pending {
+        Pending::ready(self.replicate(&batch))
+    }
+}
+
+/// A submitted batch's outcome, to wait for: its sequence in the replicated log, or the cause.
+pub struct Pending(Box<dyn FnOnce() -> Result<u64, String> + Send>);
+
+impl Pending {
+    /// An outcome known already.
+    pub fn ready(outcome: Result<u64, String>) -> Pending {
+        Pending(Box::new(move || outcome))
+    }
+
+    /// An outcome that `wait` produces (it may block).
+    pub fn new(wait: impl FnOnce() -> Result<u64, String> + Send + 'static) -> Pending {
+        Pending(Box::new(wait))
+    }
+
+    /// Blocks until the outcome is known.
+    ///
+    /// # Errors
+    /// The replication's failure.
+    pub fn wait(self) -> Result<u64, String> {
+        (self.0)()
+    }
 }
 
 /// One group-committed batch as it is replicated.

@@ -27,7 +27,7 @@ use crate::envelope::{self, EnvelopeParts, Hash};
 use crate::error::{Error, Result};
 use crate::index::{self, IndexBatch, IndexProgress};
 use crate::limits::{EVENTS_PER_BATCH_MAX, INDEX_QUEUE_BATCHES_MAX};
-use crate::replica::{Replicator, WIRE_EVENT_OVERHEAD, WireBatch, WireBuilder};
+use crate::replica::{Pending, Replicator, WIRE_EVENT_OVERHEAD, WireBatch, WireBuilder};
 use crate::store::{DedupRecord, REPLICATED_SEQUENCE_KEY, Store, stream_key};
 use crate::{Append, Appended, AppendedEvent, Clock, ExpectedVersion};
 
@@ -221,7 +221,7 @@ impl Stager {
                     // Nothing more to gather now: the open batch may go. A lone request that
                     // woke an idle writer is committed here, saving the hand-over; anything
                     // gathered under load goes to the committer so that staging goes on.
-                    if staged_since_idle == 1 {
+                    if staged_since_idle == 1 && committer.replicator.is_none() {
                         commit_if_idle(slot, committer);
                     }
                     mark_ready(slot);
@@ -288,7 +288,16 @@ impl Stager {
                     sequence,
                     // SyncAll on the batch itself: fjall fsyncs the journal before the batch
                     // becomes visible, so no reader can see an event that is not durable yet.
-                    items: self.store.db.batch().durability(Some(PersistMode::SyncAll)),
+                    // Replicated, the batch is durable once the replicated log acknowledged it
+                    // (fsync'd on a quorum of nodes); the local store is a copy that a restart
+                    // completes from the stream, so it is written to the OS, not fsync'd.
+                    items: self.store.db.batch().durability(Some(
+                        if self.wire_bytes_max.is_some() {
+                            PersistMode::Buffer
+                        } else {
+                            PersistMode::SyncAll
+                        },
+                    )),
                     events: 0,
                     last_position: 0,
                     last_hash: [0; 32],
@@ -453,6 +462,19 @@ impl Stager {
     }
 }
 
+/// Answers every caller of a batch that will not be written: rejections stay rejections.
+fn answer_stopped(batch: Batch, cause: &str) {
+    for (reply, outcome) in batch.outcomes {
+        let answer = match outcome {
+            Err(rejection) => Err(rejection),
+            Ok(_) => Err(Error::WriterStopped {
+                cause: cause.to_owned(),
+            }),
+        };
+        let _ = reply.send(answer);
+    }
+}
+
 /// An upper bound on what an append adds to a replicated batch.
 fn wire_estimate(append: &Append) -> usize {
     let per_event: usize = append
@@ -500,6 +522,11 @@ fn mark_ready(slot: &Slot) {
 
 impl Committer {
     fn run(&self, slot: &Slot) {
+        if let Some(replicator) = &self.replicator
+            && replicator.window() > 1
+        {
+            return self.run_pipelined(slot, replicator.as_ref());
+        }
         loop {
             let batch = {
                 let mut state = slot.lock();
@@ -533,24 +560,7 @@ impl Committer {
         {
             let sequence = batch.sequence;
             if let Err(cause) = self.commit(batch) {
-                tracing::error!(%cause, "event log writer stopped");
-                *self.stopped.lock().expect("stopped flag lock") = Some(cause.clone());
-                // Wake subscribers so that they see the stop instead of waiting for ever.
-                self.committed.send_modify(|_| {});
-                let mut state = slot.lock();
-                state.failed = Some(cause.clone());
-                // A batch staged after the failure was decided on events that will never
-                // exist: nothing in it is answered but with the failure.
-                if let Some(later) = state.open.take() {
-                    for (reply, _) in later.outcomes {
-                        let _ = reply.send(Err(Error::WriterStopped {
-                            cause: cause.clone(),
-                        }));
-                    }
-                }
-                state.committing = false;
-                slot.room.notify_one();
-                slot.ready.notify_all();
+                self.fail(slot, &cause);
                 return false;
             }
             let mut state = slot.lock();
@@ -562,32 +572,136 @@ impl Committer {
         true
     }
 
+    /// Stops the writer after a failed commit: records the cause, wakes subscribers, and answers
+    /// the open batch (decided on events that will never exist) with the failure.
+    fn fail(&self, slot: &Slot, cause: &str) {
+        tracing::error!(%cause, "event log writer stopped");
+        *self.stopped.lock().expect("stopped flag lock") = Some(cause.to_owned());
+        // Wake subscribers so that they see the stop instead of waiting for ever.
+        self.committed.send_modify(|_| {});
+        let mut state = slot.lock();
+        state.failed = Some(cause.to_owned());
+        if let Some(later) = state.open.take() {
+            answer_stopped(later, cause);
+        }
+        state.committing = false;
+        slot.room.notify_one();
+        slot.ready.notify_all();
+    }
+
+    /// The pipelined commit for a replicator with a window: this thread takes each ready batch
+    /// and submits it at once (the replicated log keeps them in order, each fenced by its
+    /// predecessor's sequence); a completer thread waits for each batch's replication in order,
+    /// writes it locally and answers its callers. At most `window` batches are submitted and
+    /// not yet written. A failed batch stops the writer; the batches submitted after it are
+    /// answered with the failure (what of them reached the replicated log is found there by a
+    /// retry with the same command id).
+    fn run_pipelined(&self, slot: &Slot, replicator: &dyn Replicator) {
+        let (to_completer, submitted) =
+            std::sync::mpsc::sync_channel::<(Batch, Option<Pending>)>(replicator.window() - 1);
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("ledger-complete".into())
+                .spawn_scoped(scope, move || {
+                    let mut failed: Option<String> = None;
+                    for (batch, pending) in submitted {
+                        if let Some(cause) = &failed {
+                            answer_stopped(batch, cause);
+                            continue;
+                        }
+                        let sequence = batch.sequence;
+                        let replicated = pending.map(|p| {
+                            p.wait()
+                                .map_err(|cause| format!("replicating failed: {cause}"))
+                        });
+                        match self.finish(batch, replicated) {
+                            Ok(()) => {
+                                let mut state = slot.lock();
+                                state.committed_sequence = sequence;
+                                slot.ready.notify_all();
+                            }
+                            Err(cause) => {
+                                self.fail(slot, &cause);
+                                failed = Some(cause);
+                            }
+                        }
+                    }
+                })
+                .expect("spawning the ledger's completer thread");
+            // Owned here: returning drops it, which ends the completer's loop.
+            let to_completer = to_completer;
+            loop {
+                let mut batch = {
+                    let mut state = slot.lock();
+                    loop {
+                        if state.failed.is_some() {
+                            return;
+                        }
+                        if state.open_ready && state.open.is_some() {
+                            break;
+                        }
+                        if state.stager_done && state.open.is_none() {
+                            return;
+                        }
+                        state = slot.ready.wait(state).expect("writer slot lock");
+                    }
+                    state.open_ready = false;
+                    let batch = state.open.take().expect("a ready batch");
+                    slot.room.notify_one();
+                    batch
+                };
+                let pending = match batch.wire.take() {
+                    Some(wire) if batch.last_position > 0 => Some(replicator.submit(WireBatch {
+                        first_position: batch.first_position,
+                        last_position: batch.last_position,
+                        last_hash: batch.last_hash,
+                        bytes: wire.finish(),
+                    })),
+                    _ => None,
+                };
+                if to_completer.send((batch, pending)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
     /// Writes one batch and answers its callers. Returns the failure that must stop the
     /// writer, after telling every caller of this batch that nothing of theirs was acknowledged.
-    fn commit(&self, batch: Batch) -> Result<(), String> {
+    fn commit(&self, mut batch: Batch) -> Result<(), String> {
+        let replicated = match (&self.replicator, batch.wire.take()) {
+            (Some(replicator), Some(wire)) if batch.last_position > 0 => Some(
+                replicator
+                    .replicate(&WireBatch {
+                        first_position: batch.first_position,
+                        last_position: batch.last_position,
+                        last_hash: batch.last_hash,
+                        bytes: wire.finish(),
+                    })
+                    .map_err(|cause| format!("replicating failed: {cause}")),
+            ),
+            _ => None,
+        };
+        self.finish(batch, replicated)
+    }
+
+    /// Writes a batch locally once its replication (if any) succeeded, and answers its callers.
+    fn finish(&self, batch: Batch, replicated: Option<Result<u64, String>>) -> Result<(), String> {
         let Batch {
             mut items,
             last_position,
             last_hash,
             index_entries,
             outcomes,
-            first_position,
-            wire,
             ..
         } = batch;
-        let replicated = match (&self.replicator, wire) {
-            (Some(replicator), Some(wire)) if last_position > 0 => replicator
-                .replicate(&WireBatch {
-                    first_position,
-                    last_position,
-                    last_hash,
-                    bytes: wire.finish(),
-                })
-                .map(|sequence| {
-                    items.insert(&self.meta, REPLICATED_SEQUENCE_KEY, sequence.to_be_bytes());
-                })
-                .map_err(|cause| format!("replicating failed: {cause}")),
-            _ => Ok(()),
+        let replicated = match replicated {
+            Some(Ok(sequence)) => {
+                items.insert(&self.meta, REPLICATED_SEQUENCE_KEY, sequence.to_be_bytes());
+                Ok(())
+            }
+            Some(Err(cause)) => Err(cause),
+            None => Ok(()),
         };
         let written = replicated.and_then(|()| {
             if items.is_empty() {

@@ -34,6 +34,7 @@ use async_nats::service::ServiceExt;
 use chrono::Utc;
 use commands::Handler;
 use futures::StreamExt;
+use ledger::replica::Pending;
 use ledger::{Ledger, LedgerOptions, Replicator, WireBatch};
 use tokio::sync::{Mutex, watch};
 
@@ -53,6 +54,9 @@ const HEADER_ROOM_BYTES: usize = 4 * 1024;
 /// How long the writer keeps retrying one batch's publish (no quorum, a leader election) before
 /// it gives up and stops. A leader election took 4–8 s here.
 const REPLICATE_DEADLINE: Duration = Duration::from_secs(30);
+/// Batches submitted to LEDGER_LOG and not yet written locally: while one batch's R3 ack is
+/// on its way, the next ones are already sent (each fenced by its predecessor's sequence).
+const REPLICATE_WINDOW: usize = 4;
 /// How long one publish waits for its ack before it is sent again (same id: the stream drops a
 /// second copy). Short, so that a leader election costs little more than itself.
 const ACK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -74,7 +78,8 @@ pub(crate) struct JetStreamCommit {
 }
 
 impl JetStreamCommit {
-    async fn publish(&self, batch: &WireBatch, expected: u64) -> Result<u64, String> {
+    /// The headers of a batch's message.
+    fn headers(batch: &WireBatch, expected: u64) -> HeaderMap {
         let mut headers = HeaderMap::new();
         let id = format!("log-{}", batch.first_position);
         headers.insert("Nats-Msg-Id", id.as_str());
@@ -83,20 +88,41 @@ impl JetStreamCommit {
             "Ledger-Positions",
             format!("{}-{}", batch.first_position, batch.last_position).as_str(),
         );
+        headers
+    }
+
+    pub(crate) async fn publish(&self, batch: &WireBatch, expected: u64) -> Result<u64, String> {
+        self.publish_after(batch, expected, None).await
+    }
+
+    /// Publishes a batch (or first awaits an attempt already sent) until its ack, fenced by
+    /// `expected`; retries with the same id (the stream drops a second copy).
+    async fn publish_after(
+        &self,
+        batch: &WireBatch,
+        expected: u64,
+        sent: Option<async_nats::jetstream::context::PublishAckFuture>,
+    ) -> Result<u64, String> {
+        let headers = Self::headers(batch, expected);
         let payload = &batch.bytes;
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
+        let mut sent = sent;
         loop {
+            let already = sent.take();
             let attempt = async {
-                let ack = self
-                    .js
-                    .publish_with_headers(
-                        self.subject.clone(),
-                        headers.clone(),
-                        payload.clone().into(),
-                    )
-                    .await
-                    .map_err(|e| (PublishErrorKind::Other, e.to_string()))?;
+                let ack = match already {
+                    Some(ack) => ack,
+                    None => self
+                        .js
+                        .publish_with_headers(
+                            self.subject.clone(),
+                            headers.clone(),
+                            payload.clone().into(),
+                        )
+                        .await
+                        .map_err(|e| (PublishErrorKind::Other, e.to_string()))?,
+                };
                 match tokio::time::timeout(ACK_TIMEOUT, ack).await {
                     Err(_) => Err((PublishErrorKind::TimedOut, "no ack".to_owned())),
                     Ok(Err(e)) => Err((e.kind(), e.to_string())),
@@ -105,11 +131,26 @@ impl JetStreamCommit {
             };
             let outcome = attempt.await;
             let landed_at = match &outcome {
-                Ok(ack) if !ack.duplicate => return Ok(ack.sequence),
+                Ok(ack) if !ack.duplicate && ack.sequence == expected + 1 => {
+                    return Ok(ack.sequence);
+                }
+                Ok(ack) if !ack.duplicate => {
+                    return Err(format!(
+                        "LEDGER_LOG stored the batch at sequence {}, not {}",
+                        ack.sequence,
+                        expected + 1
+                    ));
+                }
                 // Our own earlier attempt (its ack was lost), or another writer's batch with
                 // the same first position: only the bytes tell.
                 Ok(ack) => Some(ack.sequence),
-                Err((PublishErrorKind::WrongLastSequence, _)) => Some(expected + 1),
+                // Something is at `expected + 1` already (ours, or another writer's), or our
+                // predecessor was not stored when this one arrived (a pipelined batch after a
+                // failed one): the stream's last sequence tells which.
+                Err((PublishErrorKind::WrongLastSequence, _)) => match self.last_sequence().await {
+                    Ok(last) if last > expected => Some(expected + 1),
+                    _ => None,
+                },
                 Err((PublishErrorKind::MaxPayloadExceeded, message)) => {
                     return Err(format!("batch too large for the server: {message}"));
                 }
@@ -138,6 +179,11 @@ impl JetStreamCommit {
         }
     }
 
+    async fn last_sequence(&self) -> anyhow::Result<u64> {
+        let stream = self.js.get_stream(&self.stream).await?;
+        Ok(stream.get_info().await?.state.last_sequence)
+    }
+
     async fn is_ours(&self, sequence: u64, payload: &[u8]) -> anyhow::Result<bool> {
         let stream = self.js.get_stream(&self.stream).await?;
         match stream.get_raw_message(sequence).await {
@@ -157,6 +203,44 @@ impl Replicator for JetStreamCommit {
 
     fn batch_bytes_max(&self) -> usize {
         self.bytes_max
+    }
+
+    fn window(&self) -> usize {
+        // For measuring: `LEDGER_REPLICATE_WINDOW=1` replicates one batch at a time.
+        std::env::var("LEDGER_REPLICATE_WINDOW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&w| w >= 1)
+            .unwrap_or(REPLICATE_WINDOW)
+    }
+
+    /// Sends the batch now, fenced by the sequence its predecessor will have, and returns the
+    /// wait for its ack (with the retries of `publish`).
+    fn submit(&self, batch: WireBatch) -> Pending {
+        let expected = {
+            let mut last = self.last_sequence.lock().expect("sequence lock");
+            let expected = *last;
+            *last += 1;
+            expected
+        };
+        let sent = self.runtime.block_on(self.js.publish_with_headers(
+            self.subject.clone(),
+            Self::headers(&batch, expected),
+            batch.bytes.clone().into(),
+        ));
+        let this = JetStreamCommit {
+            js: self.js.clone(),
+            stream: self.stream.clone(),
+            subject: self.subject.clone(),
+            runtime: self.runtime.clone(),
+            last_sequence: std::sync::Mutex::new(expected),
+            bytes_max: self.bytes_max,
+        };
+        Pending::new(move || {
+            this.runtime
+                .clone()
+                .block_on(this.publish_after(&batch, expected, sent.ok()))
+        })
     }
 }
 
