@@ -24,7 +24,7 @@ use clap::Args;
 use ledger::{Ledger, LedgerOptions};
 use tokio::sync::watch;
 
-use crate::bench::{Line, concurrent_appends, percentile, print_machine};
+use crate::bench::{Line, Row, concurrent_appends, percentile, print_machine, record};
 use crate::replicated::{JetStreamCommit, http_get, mirror_loop, set_up_log_named};
 
 #[derive(Args)]
@@ -293,6 +293,21 @@ pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
             percentile(&lags, 50),
             percentile(&lags, 99)
         );
+        record(Row {
+            step: String::new(),
+            workload: format!("replicated_mirror_lag_writers_{writers}"),
+            ledger: format!(
+                "p50 {} µs, p99 {} µs ({} samples)",
+                percentile(&lags, 50),
+                percentile(&lags, 99),
+                lags.len()
+            ),
+            baseline: "target p99 < 50 ms".into(),
+            baseline_figure: String::new(),
+            speedup: None,
+            target: None,
+            memory: String::new(),
+        });
         writer.stop_writer();
     }
     if !args.no_failover {
@@ -307,6 +322,16 @@ pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
             "BENCH workload=failover_writer_sigkill_to_first_accepted_command millis={} writer_killed={killed}",
             to_first_command.as_millis()
         );
+        record(Row {
+            step: String::new(),
+            workload: "replicated_failover_writer_sigkill_to_first_accepted_command".into(),
+            ledger: format!("{} ms (lease 3 s)", to_first_command.as_millis()),
+            baseline: "target ≤ 10 s".into(),
+            baseline_figure: String::new(),
+            speedup: None,
+            target: None,
+            memory: String::new(),
+        });
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -224,6 +224,13 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
             publish_events: 100_000,
             work_dir: work.path().to_owned(),
         })?;
+        progress("the replicated log on a 3-node JetStream cluster (bench replicated)");
+        crate::bench_replicated::run(crate::bench_replicated::ReplicatedBenchArgs {
+            millis: args.millis,
+            writers: WRITERS.to_vec(),
+            no_failover: false,
+            work_dir: work.path().to_owned(),
+        })?;
     }
 
     print_table(work.path(), &postgres_version, &nats_version, started);
