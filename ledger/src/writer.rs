@@ -12,6 +12,11 @@
 //! append arrives at an empty queue and nothing is being committed) the stager commits that
 //! batch itself: a lone writer then pays one thread hop per append, not two.
 //!
+//! With a [`Replicator`] (the replicated log), each batch is first made durable there: one batch
+//! at a time, or pipelined (`Replicator::window` > 1: this committer submits each ready batch at
+//! once, and a completer thread waits for the outcomes in order, writes each batch locally, to
+//! the OS without fsync, and answers its callers). The stager then never commits by itself.
+//!
 //! The stager decides on a state that includes batches not yet committed. That is sound because
 //! a failed commit stops the writer for good: every later batch is answered with
 //! [`Error::WriterStopped`] and nothing after the failure is acknowledged.
