@@ -39,7 +39,7 @@ use ledger::{Ledger, LedgerOptions, Replicator, WireBatch};
 use tokio::sync::{Mutex, watch};
 
 use crate::nats::NatsArgs;
-use crate::serve::{ServeArgs, answer_command, answer_query, publish_loop, schedule_loop};
+use crate::serve::{ServeArgs, answer_command, answer_query};
 
 /// The replicated log's stream and its one subject.
 pub const LOG_STREAM: &str = "LEDGER_LOG";
@@ -958,21 +958,11 @@ async fn become_writer(
         .add("ledger.cmd.*")
         .await
         .map_err(|e| anyhow::anyhow!("adding ledger.cmd.*: {e}"))?;
-    let (stop, stop_rx) = watch::channel(false);
-    let publisher = tokio::spawn(publish_loop(
-        ledger.clone(),
-        js.clone(),
-        reconnects,
-        stop_rx.clone(),
-    ));
-    let scheduler = (tick_seconds > 0).then(|| {
-        tokio::spawn(schedule_loop(
-            handler.clone(),
-            clock.clone(),
-            Duration::from_secs(tick_seconds),
-            stop_rx.clone(),
-        ))
-    });
+    let crate::serve::Background {
+        stop,
+        publisher,
+        scheduler,
+    } = crate::serve::start_background(ledger, js, reconnects, &handler, clock, tick_seconds);
     Ok(WriterTerm {
         revision,
         renewed: Instant::now(),

@@ -124,21 +124,11 @@ async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("adding ledger.qry.*: {e}"))?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let publisher = tokio::spawn(publish_loop(
-        ledger.clone(),
-        js.clone(),
-        reconnects,
-        stop_rx.clone(),
-    ));
-    let scheduler = (tick_seconds > 0).then(|| {
-        tokio::spawn(schedule_loop(
-            handler.clone(),
-            clock.clone(),
-            Duration::from_secs(tick_seconds),
-            stop_rx.clone(),
-        ))
-    });
+    let Background {
+        stop: stop_tx,
+        publisher,
+        scheduler,
+    } = start_background(&ledger, &js, reconnects, &handler, &clock, tick_seconds);
     let views = Arc::new(Mutex::new(()));
     tracing::info!("serving the ledger on NATS");
     eprintln!("ledgerctl serve: serving (pid {})", std::process::id());
@@ -176,6 +166,45 @@ async fn serve(
         checkpoint.position
     );
     Ok(())
+}
+
+/// What runs beside the endpoints of the log's writer: the publisher and the scheduler, with the
+/// switch that stops both.
+pub(crate) struct Background {
+    pub stop: watch::Sender<bool>,
+    pub publisher: tokio::task::JoinHandle<anyhow::Result<Checkpoint>>,
+    pub scheduler: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the publisher and, unless `tick_seconds` is 0, the scheduler.
+pub(crate) fn start_background(
+    ledger: &Ledger,
+    js: &jetstream::Context,
+    reconnects: watch::Receiver<u64>,
+    handler: &Handler,
+    clock: &ledger::Clock,
+    tick_seconds: u64,
+) -> Background {
+    let (stop, stop_rx) = watch::channel(false);
+    let publisher = tokio::spawn(publish_loop(
+        ledger.clone(),
+        js.clone(),
+        reconnects,
+        stop_rx.clone(),
+    ));
+    let scheduler = (tick_seconds > 0).then(|| {
+        tokio::spawn(schedule_loop(
+            handler.clone(),
+            clock.clone(),
+            Duration::from_secs(tick_seconds),
+            stop_rx,
+        ))
+    });
+    Background {
+        stop,
+        publisher,
+        scheduler,
+    }
 }
 
 /// Creates (or updates) the KV bucket and the streams the publisher writes to.
@@ -507,7 +536,7 @@ fn query_args(query: Query) -> crate::views::QueryArgs {
     }
 }
 
-pub(crate) async fn schedule_loop(
+async fn schedule_loop(
     handler: Handler,
     clock: ledger::Clock,
     every: Duration,
@@ -555,7 +584,7 @@ fn stream_of(kind: &str) -> &'static str {
 /// stream's last `Ledger-Position` with what it recorded as acknowledged there, and when a
 /// stream is behind it rewinds to that position and publishes again from there (messages the
 /// stream still has are dropped as duplicates by their ids; lost ones are appended in order).
-pub(crate) async fn publish_loop(
+async fn publish_loop(
     ledger: Ledger,
     js: jetstream::Context,
     mut reconnects: watch::Receiver<u64>,
