@@ -226,12 +226,29 @@ impl Drop for NatsServer {
     }
 }
 
-/// A free loopback TCP port (bound and released; the OS does not hand it out again at once).
+/// A free loopback TCP port below the kernel's ephemeral range (32768 and up on Linux), so that
+/// no outgoing connection of another test takes it while a killed node waits to be restarted
+/// on it: a random port from 20000 to 32767 that binds now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    loop {
+        let mut x = seed.wrapping_add(
+            DRAWS
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        x = (x ^ (x >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^= x >> 29;
+        let port = 20_000 + (x % 12_768) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A plain HTTP/1.0 GET on loopback: the status code and the body.
