@@ -243,7 +243,16 @@ impl Handler {
                 events: Some(events),
                 error: None,
             },
-            Err(rejection) => CommandResult::rejected(command_id, rejection),
+            Err(rejection) => {
+                // A retry that raced its own first attempt (it passed the lookup above while
+                // the first was still being written) must still get the first answer (R14).
+                if let Some(id) = &command_id
+                    && let Ok(Some(first)) = self.replay_answer(id, hash)
+                {
+                    return first;
+                }
+                CommandResult::rejected(command_id, rejection)
+            }
         }
     }
 
