@@ -228,23 +228,27 @@ impl Drop for NatsServer {
 
 /// A free loopback TCP port below the kernel's ephemeral range (32768 and up on Linux), so that
 /// no outgoing connection of another test takes it while a killed node waits to be restarted
-/// on it: a random port from 20000 to 32767 that binds now.
+/// on it: from 20000 to 32767, one that binds now. Draws walk that range from a start random to
+/// this process, so no two draws of one test run hand out the same port (two random draws did
+/// once: a node's monitor and route ports, and the node could not start).
 pub fn free_port() -> u16 {
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
+    const FIRST: u64 = 20_000;
+    const COUNT: u64 = 12_768;
+    static START: OnceLock<u64> = OnceLock::new();
     static DRAWS: AtomicU64 = AtomicU64::new(0);
-    let seed = u64::from(std::process::id())
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-    loop {
-        let mut x = seed.wrapping_add(
-            DRAWS
-                .fetch_add(1, Ordering::Relaxed)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+    let start = *START.get_or_init(|| {
+        let mut x = u64::from(std::process::id())
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
         x = (x ^ (x >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x ^= x >> 29;
-        let port = 20_000 + (x % 12_768) as u16;
+        x ^ (x >> 29)
+    });
+    loop {
+        let draw = DRAWS.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start.wrapping_add(draw)) % COUNT) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }

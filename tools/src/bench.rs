@@ -249,19 +249,15 @@ pub(crate) fn rate_text(per_sec: f64, p50_us: Option<u64>, p99_us: Option<u64>) 
 }
 
 /// CPU time this process has used so far: user plus system, every thread, finished ones
-/// included, from `/proc/self/stat`. Linux reports it there in USER_HZ ticks, fixed at 100 a
-/// second for this interface, so over a round of a second or more it is good to about 1 %.
+/// included, from the process CPU clock (`clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`), which
+/// counts in nanoseconds; `/proc/self/stat` counts in 10 ms ticks, and a short round of a small
+/// run can use less than one.
 pub(crate) fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields 14 and 15 (utime, stime); the command name before them may hold spaces.
-    let ticks: u64 = stat.rsplit_once(')').map_or(0, |(_, rest)| {
-        rest.split_whitespace()
-            .skip(11)
-            .take(2)
-            .filter_map(|field| field.parse::<u64>().ok())
-            .sum()
-    });
-    Duration::from_millis(ticks * 10)
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// CPU microseconds per event since `since` (a [`process_cpu`] reading): what the work cost
