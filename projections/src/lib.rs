@@ -12,6 +12,7 @@ pub mod disputes;
 pub mod notices;
 pub mod runner;
 pub mod shortfalls;
+pub mod time;
 pub mod timeline;
 
 pub use runner::{Fold, Projection, catch_up, fold_log, rebuild};

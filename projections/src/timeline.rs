@@ -40,7 +40,7 @@ pub struct Balances {
     pub contract_id: String,
     /// The last position counted (0 when none).
     pub position: u64,
-    /// Bucket → balance.
+    /// Bucket → balance, as shown (`schemas::display`: hours to 2 decimals, credits whole).
     pub balances: BTreeMap<String, Decimal>,
 }
 
@@ -171,7 +171,7 @@ pub fn balance(
         balances: Bucket::ALL
             .iter()
             .zip(sums)
-            .map(|(b, s)| (b.name().to_owned(), s.normalize()))
+            .map(|(b, s)| (b.name().to_owned(), schemas::display::quantity(*b, s)))
             .collect(),
     }))
 }

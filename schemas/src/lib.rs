@@ -5,6 +5,7 @@
 
 pub mod command;
 pub mod decimal;
+pub mod display;
 mod effects;
 pub mod event;
 pub mod json_schema;

@@ -83,7 +83,10 @@ fn the_worked_example_end_to_end() {
     // Step 2-3 and 6: 85 credits, 396.5 DSE hours.
     let now = balances(data, &[]);
     assert_eq!(now["balances"]["proactive_credits"], "85");
-    assert_eq!(now["balances"]["dse_hours"], "396.5");
+    assert_eq!(
+        now["balances"]["dse_hours"], "396.50",
+        "hours show 2 decimals"
+    );
 
     // Step 5: the shortfall, assessed at 2026-01-31T00:00 and not before.
     let early = run(data, &["tick", "--now", "2026-01-30T23:59:00Z"], None);
@@ -125,7 +128,7 @@ fn the_worked_example_end_to_end() {
     );
     let after = balances(data, &[]);
     assert_eq!(after["balances"]["proactive_credits"], "0");
-    assert_eq!(after["balances"]["dse_hours"], "0");
+    assert_eq!(after["balances"]["dse_hours"], "0.00");
 
     // Disputes: as of the last day of the term, and as of position 3 (both purchases).
     let as_of = balances(data, &["--as-of", "2026-12-31T23:59:59Z"]);
@@ -134,7 +137,7 @@ fn the_worked_example_end_to_end() {
             as_of["balances"]["proactive_credits"].as_str(),
             as_of["balances"]["dse_hours"].as_str()
         ),
-        (Some("85"), Some("396.5"))
+        (Some("85"), Some("396.50"))
     );
     let at_three = balances(data, &["--at-position", "3"]);
     assert_eq!(
@@ -142,7 +145,7 @@ fn the_worked_example_end_to_end() {
             at_three["balances"]["proactive_credits"].as_str(),
             at_three["balances"]["dse_hours"].as_str()
         ),
-        (Some("100"), Some("400"))
+        (Some("100"), Some("400.00"))
     );
     let known_before = balances(data, &["--known-at", "2000-01-01T00:00:00Z"]);
     assert_eq!(
@@ -267,7 +270,7 @@ fn bad_input_gets_a_coded_line_each_and_the_rest_still_runs() {
         2,
         "nothing was appended for the bad lines"
     );
-    assert_eq!(balances(dir.path(), &[])["balances"]["dse_hours"], "7");
+    assert_eq!(balances(dir.path(), &[])["balances"]["dse_hours"], "7.00");
 }
 
 #[test]

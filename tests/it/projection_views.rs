@@ -115,16 +115,23 @@ fn audit_of_late_entries_a_reversal_after_the_term_and_a_reschedule_fee_matches_
         snapshot(&format!("audit-C-4004.{format}"), &text);
         if format == "json" {
             let statement: serde_json::Value = serde_json::from_str(&text).unwrap();
-            let types: Vec<&str> = statement["lines"]
-                .as_array()
-                .unwrap()
+            let lines = statement["lines"].as_array().unwrap();
+            // Lines run by effective time (then position): the reversal after the term stands
+            // at the consumption's time, and says what it undid.
+            let effective: Vec<chrono::DateTime<chrono::FixedOffset>> = lines
                 .iter()
-                .map(|l| l["event_type"].as_str().unwrap())
+                .map(|l| l["effective_at"].as_str().unwrap().parse().unwrap())
                 .collect();
-            assert_eq!(
-                &types[types.len() - 2..],
-                ["event_reversed", "balances_forfeited"]
-            );
+            assert!(effective.windows(2).all(|w| w[0] <= w[1]), "{effective:?}");
+            let reversal = lines
+                .iter()
+                .find(|l| l["event_type"] == "event_reversed")
+                .unwrap();
+            assert_eq!(reversal["undoes"]["event_type"], "hours_consumed");
+            assert_eq!(reversal["effective_at"], "2026-03-02T11:00:00-05:00");
+            let last = lines.last().unwrap();
+            assert_eq!(last["event_type"], "balances_forfeited");
+            assert_eq!(last["position"], 15);
             assert_eq!(
                 statement["billables"]["uncovered_cancellation_fee"],
                 "2000.00"
@@ -544,7 +551,7 @@ fn quarters_tile_and_a_late_entry_never_spends_a_later_purchase() {
         "",
     );
     let balance: serde_json::Value = serde_json::from_slice(&as_of.stdout).unwrap();
-    assert_eq!(balance["balances"]["dse_hours"], "2", "{balance}");
+    assert_eq!(balance["balances"]["dse_hours"], "2.00", "{balance}");
     let quarter = |from: &str, to: &str| -> serde_json::Value {
         let output = run_ledgerctl(
             dir.path(),
@@ -563,8 +570,8 @@ fn quarters_tile_and_a_late_entry_never_spends_a_later_purchase() {
     let q1 = quarter("2026-01-01T00:00:00Z", "2026-04-01T00:00:00Z");
     let q2 = quarter("2026-04-01T00:00:00Z", "2026-07-01T00:00:00Z");
     assert_eq!(q1["closing"], q2["opening"]);
-    assert_eq!(q1["closing"]["dse_hours"], "2");
-    assert_eq!(q2["closing"]["dse_hours"], "12");
+    assert_eq!(q1["closing"]["dse_hours"], "2.00");
+    assert_eq!(q2["closing"]["dse_hours"], "12.00");
     let positions = |q: &serde_json::Value| -> Vec<u64> {
         q["lines"]
             .as_array()
@@ -575,4 +582,108 @@ fn quarters_tile_and_a_late_entry_never_spends_a_later_purchase() {
     };
     let (p1, p2) = (positions(&q1), positions(&q2));
     assert!(p1.iter().all(|p| !p2.contains(p)), "{p1:?} {p2:?}");
+}
+
+/// Issue 14: `audit --known-at K` reproduces the statement exactly as it was issued at K (same
+/// lines, totals and stamp), whatever was recorded after K, backdated entries and reversals
+/// included; and a date alone is 00:00 in the contract's zone (Berlin, across the change to
+/// summer time on 2026-03-29).
+#[test]
+fn a_statement_known_at_its_issue_time_is_the_statement_as_issued() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = [
+        r#"{"type":"open_contract","command_id":"b-open","contract_id":"C-B","customer":"Fabrikam","package":"core","term_start":"2026-02-01","term_end":"2027-01-31","currency":"EUR","time_zone":"Europe/Berlin"}"#,
+        r#"{"type":"purchase","command_id":"b-p1","contract_id":"C-B","item":"dse_hours","quantity":"10","unit_price":"100.00","effective_at":"2026-03-02T09:00:00+01:00"}"#,
+        r#"{"type":"consume_hours","command_id":"b-c1","contract_id":"C-B","bucket":"dse_hours","started_at":"2026-03-30T09:00:00+02:00","ended_at":"2026-03-30T12:20:00+02:00"}"#,
+    ]
+    .join("\n");
+    assert!(
+        run_ledgerctl(dir.path(), &["submit"], &first)
+            .status
+            .success()
+    );
+    let audit = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--format", "json", "audit", "C-B"];
+        args.extend(extra);
+        let output = run_ledgerctl(dir.path(), &args, "");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let issued = audit(&[]);
+    let read = run_ledgerctl(dir.path(), &["--format", "json", "log", "read"], "");
+    let last: serde_json::Value = serde_json::from_str(
+        String::from_utf8(read.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let issued_at = last["recorded_at"].as_str().unwrap().to_owned();
+
+    // After K: a backdated purchase, and the consumption reversed.
+    let consumption = issued["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["event_type"] == "hours_consumed")
+        .unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let later = [
+        r#"{"type":"purchase","command_id":"b-p0","contract_id":"C-B","item":"dse_hours","quantity":"5","unit_price":"90.00","effective_at":"2026-02-02T09:00:00+01:00"}"#.to_owned(),
+        format!(
+            r#"{{"type":"reverse","command_id":"b-r1","contract_id":"C-B","event_id":"{consumption}","reason":"billed twice"}}"#
+        ),
+    ]
+    .join("\n");
+    let output = run_ledgerctl(dir.path(), &["submit"], &later);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let now = audit(&[]);
+    assert_ne!(
+        now["lines"], issued["lines"],
+        "the history did change after K"
+    );
+
+    let mut reproduced = audit(&["--known-at", &issued_at]);
+    assert_eq!(
+        reproduced["known_at"]
+            .as_str()
+            .map(|k| k.parse::<chrono::DateTime<chrono::Utc>>().unwrap()),
+        Some(issued_at.parse().unwrap())
+    );
+    reproduced.as_object_mut().unwrap().remove("known_at");
+    assert_eq!(reproduced, issued, "the statement as issued at K");
+
+    // The Berlin statement: local times with their offset, CET before the change, CEST after.
+    let lines = issued["lines"].as_array().unwrap();
+    assert_eq!(issued["time_zone"], "Europe/Berlin");
+    assert_eq!(lines[0]["effective_at"], "2026-02-01T00:00:00+01:00");
+    assert_eq!(lines[2]["effective_at"], "2026-03-30T12:20:00+02:00");
+    assert_eq!(
+        lines[2]["delta"]["dse_hours"], "-3.33",
+        "200 minutes, to 2 decimals"
+    );
+    assert_eq!(lines[2]["delta_value"]["dse_hours"], "-333.00");
+
+    // A date alone is 00:00 contract time: 2026-03-30 starts at 22:00Z the day before (CEST).
+    let by_date = audit(&["--from", "2026-03-30", "--to", "2026-04-01"]);
+    let by_time = audit(&[
+        "--from",
+        "2026-03-29T22:00:00Z",
+        "--to",
+        "2026-03-31T22:00:00Z",
+    ]);
+    assert_eq!(by_date, by_time);
+    assert_eq!(by_date["from"], "2026-03-30T00:00:00+02:00");
+    assert_eq!(by_date["opening"]["dse_hours"], "15.00");
 }

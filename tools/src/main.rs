@@ -100,12 +100,18 @@ enum Command {
     Audit {
         /// The contract id.
         contract: String,
-        /// Period start (RFC 3339): earlier movements make up the opening balances.
+        /// Period start (RFC 3339, or a date: 00:00 contract time): earlier movements make up
+        /// the opening balances.
         #[arg(long)]
         from: Option<String>,
-        /// Period end (RFC 3339): later movements are left out.
+        /// Period end, excluded (RFC 3339, or a date: 00:00 contract time): movements at or
+        /// after it are left out.
         #[arg(long)]
         to: Option<String>,
+        /// Reproduce the statement as it was issued at this recorded time (RFC 3339 or a date):
+        /// only what was recorded by then, stamped with the log's head as it stood then.
+        #[arg(long)]
+        known_at: Option<String>,
     },
     /// Billable amounts (SAB shortfalls, adjustments, uncovered reschedule fees) with their
     /// derivation, for one contract or all.
@@ -222,9 +228,21 @@ fn main() -> ExitCode {
             },
             format,
         ),
-        Command::Audit { contract, from, to } => {
-            views::audit(&cli.data, &contract, from.as_deref(), to.as_deref(), format)
-        }
+        Command::Audit {
+            contract,
+            from,
+            to,
+            known_at,
+        } => views::audit(
+            &cli.data,
+            &views::AuditArgs {
+                contract: &contract,
+                from: from.as_deref(),
+                to: to.as_deref(),
+                known_at: known_at.as_deref(),
+            },
+            format,
+        ),
         Command::Shortfalls { contract } => {
             views::shortfalls(&cli.data, contract.as_deref(), format)
         }
@@ -285,12 +303,18 @@ fn remote(nats: &nats::NatsArgs, command: Command, format: Format) -> anyhow::Re
                 ..QueryArgs::default()
             },
         ),
-        Command::Audit { contract, from, to } => Remote::Query(
+        Command::Audit {
+            contract,
+            from,
+            to,
+            known_at,
+        } => Remote::Query(
             "audit",
             QueryArgs {
                 contract_id: Some(contract),
                 from,
                 to,
+                known_at,
                 ..QueryArgs::default()
             },
         ),

@@ -14,18 +14,47 @@ use projections::{Projection, catch_up};
 use crate::Format;
 use crate::contract::parse_time;
 
-pub fn audit(
-    data: &Path,
-    contract: &str,
-    from: Option<&str>,
-    to: Option<&str>,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
-    let from = from.map(|t| parse_time("--from", t)).transpose()?;
-    let to = to.map(|t| parse_time("--to", t)).transpose()?;
+/// `audit`'s flags, as given.
+pub struct AuditArgs<'a> {
+    pub contract: &'a str,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub known_at: Option<&'a str>,
+}
+
+pub fn audit(data: &Path, args: &AuditArgs<'_>, format: Format) -> anyhow::Result<ExitCode> {
     let ledger = crate::open_ledger(data)?;
-    let statement = statement(&ledger, contract, from, to)?;
+    let period = audit_period(&ledger, args)?;
+    let statement = statement(&ledger, args.contract, period)?;
     print_statement(&statement, format)
+}
+
+/// The statement's period from its flags; a date alone is 00:00 in the contract's zone.
+pub fn audit_period(
+    ledger: &ledger::Ledger,
+    args: &AuditArgs<'_>,
+) -> anyhow::Result<projections::audit::Period> {
+    let time = |flag: &str, text: Option<&str>| {
+        text.map(|t| contract_time(ledger, args.contract, flag, t))
+            .transpose()
+    };
+    Ok(projections::audit::Period {
+        from: time("--from", args.from)?,
+        to: time("--to", args.to)?,
+        known_at: time("--known-at", args.known_at)?,
+    })
+}
+
+/// A time flag of a contract's verb: RFC 3339, or a date alone (00:00 in the contract's zone;
+/// UTC for an unknown contract, which the verb then reports).
+pub fn contract_time(
+    ledger: &ledger::Ledger,
+    contract: &str,
+    flag: &str,
+    text: &str,
+) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    let zone = projections::time::zone_of(ledger, contract)?.unwrap_or(chrono_tz::Tz::UTC);
+    projections::time::parse(flag, text, zone).map_err(anyhow::Error::msg)
 }
 
 /// Prints a statement (built here or answered by the service).
@@ -40,123 +69,236 @@ pub fn print_statement(statement: &Statement, format: Format) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-fn lots_text(line: &projections::audit::StatementLine) -> String {
-    line.lots
-        .iter()
-        .map(|m| {
-            let kind = serde_json::to_value(m.kind).unwrap_or_default();
-            format!(
-                "{} {} {} {} × {} = {}",
-                m.bucket.name(),
-                kind.as_str().unwrap_or_default(),
-                m.lot,
-                m.quantity,
-                m.unit_price,
-                m.value
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+/// The statement's zone (UTC if it does not parse).
+pub fn zone(statement: &Statement) -> chrono_tz::Tz {
+    statement.time_zone.parse().unwrap_or(chrono_tz::Tz::UTC)
+}
+
+/// A time as statements show it: local, to the minute, with the zone's abbreviation
+/// (`2026-02-01 00:00 CET`).
+pub fn when(t: &chrono::DateTime<chrono::FixedOffset>, zone: chrono_tz::Tz) -> String {
+    t.with_timezone(&zone)
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
+}
+
+fn kind_text<T: serde::Serialize>(kind: &T) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A lot movement as a statement shows it: `dse_hours consumed L4 2.00 × 210.00 = 420.00 USD`.
+pub fn lot_text(m: &schemas::Movement, currency: &str) -> String {
+    format!(
+        "{} {} {} {} × {} = {} {currency}",
+        m.bucket.name(),
+        kind_text(&m.kind),
+        m.lot,
+        m.quantity,
+        m.unit_price,
+        m.value
+    )
+}
+
+/// A SAB conversion as a statement shows it.
+pub fn sab_text(sab: &projections::audit::SabLine, currency: &str) -> String {
+    format!(
+        "SAB {} incidents × {} = {} {currency}, applied to {}, support year {}",
+        sab.incidents, sab.value_per_incident, sab.amount, sab.applied_to, sab.support_year
+    )
+}
+
+/// What a reversal undid, as a statement shows it.
+pub fn undone_text(undone: &projections::audit::Undone) -> String {
+    match undone.position {
+        Some(position) => format!(
+            "undoes {} at position {position} (event {})",
+            undone.event_type, undone.event_id
+        ),
+        None => format!("undoes {} (event {})", undone.event_type, undone.event_id),
+    }
 }
 
 fn write_csv(statement: &Statement, out: &mut dyn Write) -> anyhow::Result<()> {
+    let zone = zone(statement);
+    let local = |t: &chrono::DateTime<chrono::FixedOffset>| {
+        t.with_timezone(&zone)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
     let mut writer = csv::Writer::from_writer(out);
     writer.write_record([
         "contract_id",
         "row",
-        "position",
-        "recorded_at",
         "effective_at",
+        "recorded_at",
+        "time_zone",
+        "position",
         "event_type",
+        "bucket",
+        "kind",
+        "lot",
+        "quantity",
+        "unit_price",
+        "amount",
+        "currency",
+        "running_balance",
+        "event_id",
         "actor",
         "reference",
         "reason",
-        "event_id",
-        "bucket",
-        "delta",
-        "running_balance",
-        "lots",
-        "billable",
     ])?;
+    let currency = statement.currency.as_str();
+    let contract = statement.contract_id.as_str();
+    let time_zone = statement.time_zone.as_str();
     let opt = |s: &Option<String>| s.clone().unwrap_or_default();
+    let money_of = |rolls: &[projections::audit::RollForward], bucket: &str| {
+        rolls
+            .iter()
+            .find(|r| r.bucket == bucket)
+            .map(|r| (r.opening, r.closing))
+            .unwrap_or_default()
+    };
     for (bucket, balance) in &statement.opening {
-        let balance = balance.to_string();
+        let (value, _) = money_of(&statement.money_roll_forward, bucket);
         writer.write_record([
-            statement.contract_id.as_str(),
+            contract,
             "opening",
             "",
             "",
-            "",
-            "",
-            "",
-            "",
+            time_zone,
             "",
             "",
             bucket,
             "",
-            &balance,
+            "",
+            "",
+            "",
+            &value.to_string(),
+            currency,
+            &balance.to_string(),
+            "",
+            "",
             "",
             "",
         ])?;
     }
     for line in &statement.lines {
-        let billable = line
-            .billables
-            .iter()
-            .map(|(k, v)| format!("{k} {v} {}", statement.currency))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let moved: Vec<(&String, &rust_decimal::Decimal)> = line.delta.iter().collect();
-        let rows: Vec<(String, String, String)> = if moved.is_empty() {
-            vec![(String::new(), String::new(), String::new())]
-        } else {
-            moved
-                .iter()
-                .map(|(b, d)| ((*b).clone(), d.to_string(), line.running[*b].to_string()))
-                .collect()
-        };
-        for (bucket, delta, running) in rows {
-            writer.write_record([
-                statement.contract_id.clone(),
-                "movement".into(),
+        let common = |bucket: &str,
+                      kind: &str,
+                      lot: &str,
+                      quantity: String,
+                      unit_price: String,
+                      amount: String,
+                      running: String| {
+            vec![
+                contract.to_owned(),
+                "movement".to_owned(),
+                local(&line.effective_at),
+                local(&line.recorded_at),
+                time_zone.to_owned(),
                 line.position.to_string(),
-                line.recorded_at.to_rfc3339(),
-                line.effective_at.to_rfc3339(),
                 line.event_type.clone(),
+                bucket.to_owned(),
+                kind.to_owned(),
+                lot.to_owned(),
+                quantity,
+                unit_price,
+                amount,
+                currency.to_owned(),
+                running,
+                line.event_id.clone(),
                 opt(&line.actor),
                 opt(&line.reference),
                 opt(&line.reason),
-                line.event_id.clone(),
-                bucket,
-                delta,
-                running,
-                lots_text(line),
-                billable.clone(),
-            ])?;
+            ]
+        };
+        let mut rows = Vec::new();
+        // Each lot movement, with the bucket's balance after it.
+        let mut running: std::collections::BTreeMap<&str, rust_decimal::Decimal> = line
+            .delta
+            .iter()
+            .map(|(b, d)| (b.as_str(), line.running[b] - d))
+            .collect();
+        for m in &line.lots {
+            let balance = running.entry(m.bucket.name()).or_default();
+            let units = m.balance_delta();
+            *balance += units;
+            let amount = if m.kind.adds() { m.value } else { -m.value };
+            rows.push(common(
+                m.bucket.name(),
+                &kind_text(&m.kind),
+                &m.lot,
+                units.to_string(),
+                m.unit_price.to_string(),
+                amount.to_string(),
+                balance.to_string(),
+            ));
+        }
+        if let Some(sab) = &line.sab {
+            rows.push(common(
+                "",
+                "sab_converted",
+                "",
+                sab.incidents.to_string(),
+                sab.value_per_incident.to_string(),
+                sab.amount.to_string(),
+                String::new(),
+            ));
+        }
+        for (kind, amount) in &line.billables {
+            rows.push(common(
+                "",
+                kind,
+                "",
+                String::new(),
+                String::new(),
+                amount.to_string(),
+                String::new(),
+            ));
+        }
+        if rows.is_empty() {
+            rows.push(common(
+                "",
+                "",
+                "",
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ));
+        }
+        for row in rows {
+            writer.write_record(row)?;
         }
     }
     for roll in &statement.roll_forward {
+        let (_, value) = money_of(&statement.money_roll_forward, &roll.bucket);
         let check = if roll.reconciles {
-            ""
+            "reconciles"
         } else {
             "DOES NOT RECONCILE"
         };
-        let movements = roll.movements.to_string();
-        let closing = roll.closing.to_string();
         writer.write_record([
-            statement.contract_id.as_str(),
+            contract,
             "closing",
             "",
             "",
-            "",
-            "",
-            "",
-            "",
+            time_zone,
             "",
             "",
             &roll.bucket,
-            &movements,
-            &closing,
+            "",
+            "",
+            &roll.movements.to_string(),
+            "",
+            &value.to_string(),
+            currency,
+            &roll.closing.to_string(),
+            "",
+            "",
             "",
             check,
         ])?;
@@ -166,23 +308,34 @@ fn write_csv(statement: &Statement, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 fn write_table(statement: &Statement, out: &mut dyn Write) -> anyhow::Result<()> {
+    let zone = zone(statement);
+    let currency = statement.currency.as_str();
     writeln!(
         out,
-        "Audit statement — contract {} ({}), {}, term {}..{}",
-        statement.contract_id,
-        statement.customer,
-        statement.currency,
-        statement.term_start,
-        statement.term_end
+        "Audit statement — contract {} ({}), {currency}, term {}..{}",
+        statement.contract_id, statement.customer, statement.term_start, statement.term_end
     )?;
-    let period =
-        |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("—".to_owned(), |t| t.to_rfc3339());
     writeln!(
         out,
-        "Period (effective time): {} .. {}",
-        period(statement.from),
-        period(statement.to)
+        "Times in {} · money in {currency} · hours to 2 decimals, credits whole",
+        statement.time_zone
     )?;
+    let period = |t: &Option<chrono::DateTime<chrono::FixedOffset>>| {
+        t.as_ref().map_or("—".to_owned(), |t| when(t, zone))
+    };
+    writeln!(
+        out,
+        "Period (effective time, from ≤ t < to): {} .. {}",
+        period(&statement.from),
+        period(&statement.to)
+    )?;
+    if let Some(known_at) = &statement.known_at {
+        writeln!(
+            out,
+            "As issued at {} (only what was recorded by then)",
+            when(known_at, zone)
+        )?;
+    }
     writeln!(
         out,
         "Built to log position {} (chain hash {})",
@@ -202,8 +355,8 @@ fn write_table(statement: &Statement, out: &mut dyn Write) -> anyhow::Result<()>
     writeln!(out)?;
     writeln!(
         out,
-        "{:>6}  {:<20} {:<25} {:<14} {:<34} running",
-        "pos", "effective", "event", "actor", "movement"
+        "{:>6}  {:<21} {:<21} {:<25} {:<12} {:<30} running",
+        "pos", "effective", "recorded", "event", "actor", "movement"
     )?;
     for line in &statement.lines {
         let movement = line
@@ -220,23 +373,26 @@ fn write_table(statement: &Statement, out: &mut dyn Write) -> anyhow::Result<()>
             .join(", ");
         writeln!(
             out,
-            "{:>6}  {:<20} {:<25} {:<14} {:<34} {}",
+            "{:>6}  {:<21} {:<21} {:<25} {:<12} {:<30} {}",
             line.position,
-            line.effective_at.format("%Y-%m-%d %H:%M"),
+            when(&line.effective_at, zone),
+            when(&line.recorded_at, zone),
             line.event_type,
             line.actor.as_deref().unwrap_or(""),
             movement,
             running
         )?;
-        if !line.lots.is_empty() {
-            writeln!(out, "{:>8}lots: {}", "", lots_text(line))?;
+        for lot in &line.lots {
+            writeln!(out, "{:>8}lot: {}", "", lot_text(lot, currency))?;
+        }
+        if let Some(sab) = &line.sab {
+            writeln!(out, "{:>8}{}", "", sab_text(sab, currency))?;
+        }
+        if let Some(undone) = &line.undoes {
+            writeln!(out, "{:>8}{}", "", undone_text(undone))?;
         }
         for (kind, amount) in &line.billables {
-            writeln!(
-                out,
-                "{:>8}billable: {kind} {amount} {}",
-                "", statement.currency
-            )?;
+            writeln!(out, "{:>8}billable: {kind} {amount} {currency}", "")?;
         }
         if let Some(reference) = &line.reference {
             writeln!(out, "{:>8}reference: {reference}", "")?;
@@ -246,55 +402,86 @@ fn write_table(statement: &Statement, out: &mut dyn Write) -> anyhow::Result<()>
         }
     }
     writeln!(out)?;
-    writeln!(
-        out,
-        "{:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "totals (units)", "purchased", "returned", "converted", "consumed", "fees", "forfeited"
-    )?;
-    for (bucket, t) in &statement.totals {
+    for (unit, totals) in [
+        ("units", &statement.totals),
+        (currency, &statement.totals_value),
+    ] {
         writeln!(
             out,
-            "{bucket:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            t.purchased, t.returned, t.converted, t.consumed, t.fees, t.forfeited
+            "{:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            format!("totals ({unit})"),
+            "purchased",
+            "returned",
+            "converted",
+            "consumed",
+            "fees",
+            "forfeited"
         )?;
-    }
-    writeln!(
-        out,
-        "{:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        format!("totals ({})", statement.currency),
-        "purchased",
-        "returned",
-        "converted",
-        "consumed",
-        "fees",
-        "forfeited"
-    )?;
-    for (bucket, t) in &statement.totals_value {
-        writeln!(
-            out,
-            "{bucket:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            t.purchased, t.returned, t.converted, t.consumed, t.fees, t.forfeited
-        )?;
+        for (bucket, t) in totals {
+            writeln!(
+                out,
+                "{bucket:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                t.purchased, t.returned, t.converted, t.consumed, t.fees, t.forfeited
+            )?;
+        }
     }
     for (kind, amount) in &statement.billables {
-        writeln!(out, "billable {kind}: {amount} {}", statement.currency)?;
+        writeln!(out, "billable {kind}: {amount} {currency}")?;
+    }
+    if !statement.sab_years.is_empty() {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "SAB by support year ({currency}): committed, converted net of reversals, shortfall, adjustments, billable"
+        )?;
+        for year in &statement.sab_years {
+            writeln!(
+                out,
+                "year {:<3} committed {} × {} = {}; converted {}; shortfall {}; adjustments {}; billable {}",
+                year.support_year,
+                year.committed_incidents,
+                year.value_per_incident,
+                year.committed,
+                year.converted,
+                year.shortfall
+                    .map_or("not assessed".to_owned(), |s| s.to_string()),
+                year.adjustments,
+                year.billable
+            )?;
+            writeln!(out, "{:>9}{}", "", year.derivation)?;
+        }
     }
     writeln!(out)?;
     writeln!(
         out,
-        "{:<18} {:>10} {:>12} {:>10}  check",
-        "roll-forward", "opening", "movements", "closing"
+        "{:<18} {:>10} {:>10} {:>10}  {:<5} {:>14} {:>14} {:>14}  check",
+        "roll-forward",
+        "opening",
+        "movements",
+        "closing",
+        "check",
+        format!("opening {currency}"),
+        format!("movements {currency}"),
+        format!("closing {currency}")
     )?;
-    for roll in &statement.roll_forward {
-        let check = if roll.reconciles {
-            "ok"
-        } else {
-            "DOES NOT RECONCILE"
-        };
+    for (roll, money) in statement
+        .roll_forward
+        .iter()
+        .zip(&statement.money_roll_forward)
+    {
+        let check = |ok: bool| if ok { "ok" } else { "DOES NOT RECONCILE" };
         writeln!(
             out,
-            "{:<18} {:>10} {:>12} {:>10}  {check}",
-            roll.bucket, roll.opening, roll.movements, roll.closing
+            "{:<18} {:>10} {:>10} {:>10}  {:<5} {:>14} {:>14} {:>14}  {}",
+            roll.bucket,
+            roll.opening,
+            roll.movements,
+            roll.closing,
+            check(roll.reconciles),
+            money.opening,
+            money.movements,
+            money.closing,
+            check(money.reconciles)
         )?;
     }
     Ok(())
@@ -819,19 +1006,17 @@ pub fn query(
         }
         "audit" => {
             let contract = needs_contract()?;
-            let from = args
-                .from
-                .as_deref()
-                .map(|t| parse_time("from", t))
-                .transpose();
-            let to = args.to.as_deref().map(|t| parse_time("to", t)).transpose();
-            let statement = statement(
+            let period = audit_period(
                 ledger,
-                &contract,
-                from.map_err(invalid)?,
-                to.map_err(invalid)?,
+                &AuditArgs {
+                    contract: &contract,
+                    from: args.from.as_deref(),
+                    to: args.to.as_deref(),
+                    known_at: args.known_at.as_deref(),
+                },
             )
-            .map_err(|e| match e {
+            .map_err(invalid)?;
+            let statement = statement(ledger, &contract, period).map_err(|e| match e {
                 projections::audit::StatementError::UnknownContract(c) => unknown(&c),
                 projections::audit::StatementError::BadPeriod => {
                     (400, "invalid_query", e.to_string())
