@@ -66,6 +66,15 @@ pub struct Change {
     pub delta: BTreeMap<String, Decimal>,
     /// Billable money it added, by kind.
     pub billables: BTreeMap<String, Decimal>,
+    /// Net money per bucket (the lots' value) it moved.
+    pub delta_value: BTreeMap<String, Decimal>,
+    /// Its external reference.
+    pub reference: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+    /// For a reversal: the event it undid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undoes: Option<crate::audit::Undone>,
 }
 
 /// What changed between two knowledge times.
@@ -199,11 +208,15 @@ pub fn diff(
         billables_after: BTreeMap::new(),
         changes: Vec::new(),
     };
+    let known: BTreeMap<String, (String, u64)> = events
+        .iter()
+        .map(|e| (e.event_id.to_string(), (e.event_type.clone(), e.position)))
+        .collect();
     for event in events {
         if event.recorded_at > after {
             break;
         }
-        let (delta, billables, _) = effects(&event);
+        let (delta, billables, decoded) = effects(&event);
         add(&mut diff.balances_after, &delta);
         add(&mut diff.billables_after, &billables);
         if event.recorded_at <= before {
@@ -218,6 +231,24 @@ pub fn diff(
                 effective_at: event.effective_at,
                 delta,
                 billables,
+                delta_value: decoded
+                    .movements()
+                    .iter()
+                    .fold(BTreeMap::new(), |mut money, m| {
+                        let value = if m.kind.adds() { m.value } else { -m.value };
+                        *money.entry(m.bucket.name().to_owned()).or_default() += value;
+                        money
+                    }),
+                reference: event.metadata.reference.clone(),
+                reason: event.metadata.reason.clone(),
+                undoes: match &decoded {
+                    schemas::Event::EventReversed(r) => Some(crate::audit::Undone {
+                        event_id: r.reversed_event_id.clone(),
+                        event_type: r.reversed_type.clone(),
+                        position: known.get(&r.reversed_event_id).map(|(_, p)| *p),
+                    }),
+                    _ => None,
+                },
             });
         }
     }

@@ -448,6 +448,53 @@ fn replay_and_diff_answer_what_we_knew_then_and_what_is_true_now() {
         .find(|c| c["event_type"] == "event_reversed")
         .unwrap();
     assert_eq!(reversal["delta"]["dse_hours"], "3.50");
+    // The reversal says what it undid, why, and the money that moved back.
+    assert_eq!(reversal["undoes"]["event_type"], "hours_consumed");
+    assert!(
+        reversal["undoes"]["position"].as_u64().is_some(),
+        "{reversal}"
+    );
+    assert!(reversal["reason"].is_string(), "{reversal}");
+    assert!(
+        reversal["delta_value"]["dse_hours"]
+            .as_str()
+            .is_some_and(
+                |v| v.parse::<rust_decimal::Decimal>().unwrap() > rust_decimal::Decimal::ZERO
+            ),
+        "{reversal}"
+    );
+
+    // Spreadsheet forms: CSV with a header, every row as wide, never JSON.
+    for args in [
+        vec!["--format", "csv", "replay", "C-1001"],
+        vec![
+            "--format",
+            "csv",
+            "diff",
+            "C-1001",
+            "--known-at",
+            &recorded(8),
+            "--known-at",
+            "2030-01-01",
+        ],
+    ] {
+        let output = run_ledgerctl(dir.path(), &args, "");
+        assert!(output.status.success(), "{args:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(!text.trim_start().starts_with('{'), "{args:?} printed JSON");
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let width = reader.headers().unwrap().len();
+        let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+        assert!(rows.len() > 1, "{args:?}: {text}");
+        assert!(rows.iter().all(|r| r.len() == width));
+        if args.contains(&"diff") {
+            assert!(
+                rows.iter()
+                    .any(|r| &r[3] == "event_reversed" && &r[11] == "hours_consumed"),
+                "{text}"
+            );
+        }
+    }
 
     for args in [
         vec!["replay", "C-404"],
@@ -497,18 +544,58 @@ fn notices_and_balance_detail_show_what_would_be_forfeited_and_money_by_lot() {
     assert_eq!(detail["billables"]["uncovered_cancellation_fee"], "2805.00");
     assert_eq!(detail["built_to_position"], 45);
 
-    let conflict = run_ledgerctl(
+    // As of a date before the term ended nothing was forfeited yet; the same lots.
+    let output = run_ledgerctl(
         dir.path(),
         &[
+            "--format",
+            "json",
             "balance",
             "C-2002",
             "--detail",
             "--as-of",
-            "2026-06-01T00:00:00Z",
+            "2026-06-01",
         ],
         "",
     );
-    assert_eq!(conflict.status.code(), Some(2));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let early: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let credits = &early["buckets"]["proactive_credits"];
+    assert!(
+        credits["quantity"]["forfeited"]
+            .as_str()
+            .unwrap()
+            .parse::<rust_decimal::Decimal>()
+            .unwrap()
+            .is_zero()
+    );
+    assert!(credits["lots"]["L3"].is_object());
+    assert!(early["built_to_position"].as_u64().unwrap() < 45);
+    let at = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--format", "json", "balance", "C-2002"];
+        all.extend(args);
+        serde_json::from_slice(&run_ledgerctl(dir.path(), &all, "").stdout).unwrap()
+    };
+    // --detail agrees with the plain balance under the same filter.
+    for filter in [["--as-of", "2026-06-01"], ["--at-position", "20"]] {
+        let plain = at(&filter);
+        let mut detail_args = filter.to_vec();
+        detail_args.push("--detail");
+        let detail = at(&detail_args);
+        for (bucket, balance) in plain["balances"].as_object().unwrap() {
+            let d: rust_decimal::Decimal = detail["buckets"][bucket]["balance"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let b: rust_decimal::Decimal = balance.as_str().unwrap().parse().unwrap();
+            assert_eq!(d, b, "{filter:?} {bucket}");
+        }
+    }
     let unknown = run_ledgerctl(dir.path(), &["notices", "C-404"], "");
     assert_eq!(unknown.status.code(), Some(2));
 }

@@ -21,14 +21,10 @@ fn handler(data: &Path) -> anyhow::Result<Handler> {
 }
 
 /// Parses an RFC 3339 time with an offset for a flag, with a message that names the flag.
+/// A time flag not tied to a contract (`tick --now`): RFC 3339 with an offset, or a date alone,
+/// 00:00 UTC that day.
 pub fn parse_time(flag: &str, text: &str) -> anyhow::Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.to_utc())
-        .with_context(|| {
-            format!(
-                "{flag} {text:?} is not an RFC 3339 time with an offset, e.g. 2026-12-31T00:00:00Z"
-            )
-        })
+    projections::time::parse(flag, text, chrono_tz::Tz::UTC).map_err(anyhow::Error::msg)
 }
 
 /// The command id of a line that did not parse, if one can be read from it.
@@ -109,15 +105,16 @@ pub struct BalanceArgs<'a> {
 }
 
 pub fn balance(data: &Path, args: BalanceArgs<'_>, format: Format) -> anyhow::Result<ExitCode> {
+    let ledger = crate::open_ledger(data)?;
+    let time = |flag: &str, text: Option<&str>| {
+        text.map(|t| crate::views::contract_time(&ledger, args.contract, flag, t))
+            .transpose()
+    };
     let filter = projections::timeline::Filter {
-        as_of: args.as_of.map(|t| parse_time("--as-of", t)).transpose()?,
-        known_at: args
-            .known_at
-            .map(|t| parse_time("--known-at", t))
-            .transpose()?,
+        as_of: time("--as-of", args.as_of)?,
+        known_at: time("--known-at", args.known_at)?,
         at_position: args.at_position,
     };
-    let ledger = crate::open_ledger(data)?;
     // Sums the contract's entries in the balance timeline, caught up to the head first.
     let store = ledger.projection_store(projections::timeline::NAME)?;
     projections::timeline::catch_up(&ledger, &store)?;

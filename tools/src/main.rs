@@ -72,7 +72,7 @@ enum Command {
         now: String,
     },
     /// A contract's bucket balances, by effective time (--as-of), recorded time (--known-at)
-    /// and/or log position (--at-position).
+    /// and/or log position (--at-position); times are RFC 3339 or a date (00:00 contract time).
     Balance {
         /// The contract id.
         contract: String,
@@ -85,9 +85,9 @@ enum Command {
         /// Count only events up to this global position.
         #[arg(long)]
         at_position: Option<u64>,
-        /// Quantities and money by movement kind and by lot (R13), and billable totals, from the
-        /// balances projection (current state; not with --as-of, --known-at or --at-position).
-        #[arg(long, conflicts_with_all = ["as_of", "known_at", "at_position"])]
+        /// Quantities and money by movement kind and by lot (R13), and billable totals; with
+        /// --as-of, --known-at or --at-position, of only the events those let through.
+        #[arg(long)]
         detail: bool,
     },
     /// Expiry notices (R15): per contract and notice point, what would be forfeited.
@@ -208,9 +208,20 @@ fn main() -> ExitCode {
         Command::Tick { now } => contract::tick(&cli.data, &now),
         Command::Balance {
             contract,
+            as_of,
+            known_at,
+            at_position,
             detail: true,
-            ..
-        } => views::balance_detail(&cli.data, &contract, format),
+        } => views::balance_detail(
+            &cli.data,
+            &contract::BalanceArgs {
+                contract: &contract,
+                as_of: as_of.as_deref(),
+                known_at: known_at.as_deref(),
+                at_position,
+            },
+            format,
+        ),
         Command::Notices { contract } => views::notices(&cli.data, contract.as_deref(), format),
         Command::Balance {
             contract,

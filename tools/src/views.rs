@@ -12,7 +12,6 @@ use projections::shortfalls::{BillableEntry, Shortfalls};
 use projections::{Projection, catch_up};
 
 use crate::Format;
-use crate::contract::parse_time;
 
 /// `audit`'s flags, as given.
 pub struct AuditArgs<'a> {
@@ -614,16 +613,19 @@ fn decimals(map: &std::collections::BTreeMap<String, rust_decimal::Decimal>) -> 
         .join(", ")
 }
 
-fn parse_until(until: Option<&str>) -> anyhow::Result<projections::disputes::Until> {
+fn parse_until(
+    ledger: &ledger::Ledger,
+    contract: &str,
+    until: Option<&str>,
+) -> anyhow::Result<projections::disputes::Until> {
     use projections::disputes::Until;
     Ok(match until {
         None => Until::End,
         Some(text) => match text.parse::<u64>() {
             Ok(position) => Until::Position(position),
-            Err(_) => Until::RecordedAt(
-                parse_time("--until", text)
-                    .map_err(|e| e.context("--until takes a log position or an RFC 3339 time"))?,
-            ),
+            Err(_) => Until::RecordedAt(contract_time(ledger, contract, "--until", text).map_err(
+                |e| e.context("--until takes a log position, an RFC 3339 time or a date"),
+            )?),
         },
     })
 }
@@ -634,12 +636,16 @@ pub fn replay(
     until: Option<&str>,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let until = parse_until(until)?;
     let ledger = crate::open_ledger(data)?;
+    let until = parse_until(&ledger, contract, until)?;
     let Some(steps) = projections::disputes::replay(&ledger, contract, until)? else {
         anyhow::bail!("no contract {contract} in {}", data.display());
     };
     print_replay(&steps, format)
+}
+
+fn rfc3339(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// Prints a replay (built here or answered by the service).
@@ -649,10 +655,56 @@ pub fn print_replay(
 ) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match format {
-        Format::Json | Format::Csv => {
+        Format::Json => {
             for step in steps {
                 writeln!(out, "{}", serde_json::to_string(step)?)?;
             }
+        }
+        Format::Csv => {
+            // One row per event, a column per bucket's balance after it.
+            let mut writer = csv::Writer::from_writer(&mut out);
+            let mut header: Vec<String> = [
+                "position",
+                "version",
+                "event_id",
+                "event_type",
+                "recorded_at",
+                "effective_at",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            header.extend(
+                schemas::Bucket::ALL
+                    .iter()
+                    .map(|b| format!("{}_after", b.name())),
+            );
+            header.push("billable_so_far".to_owned());
+            writer.write_record(&header)?;
+            for step in steps {
+                let mut row = vec![
+                    step.position.to_string(),
+                    step.version.to_string(),
+                    step.event_id.clone(),
+                    step.event_type.clone(),
+                    rfc3339(&step.recorded_at),
+                    step.effective_at.as_ref().map(rfc3339).unwrap_or_default(),
+                ];
+                row.extend(schemas::Bucket::ALL.iter().map(|b| {
+                    schemas::display::quantity(
+                        *b,
+                        step.balances.get(b.name()).copied().unwrap_or_default(),
+                    )
+                    .to_string()
+                }));
+                row.push(
+                    step.billables
+                        .values()
+                        .sum::<rust_decimal::Decimal>()
+                        .to_string(),
+                );
+                writer.write_record(&row)?;
+            }
+            writer.flush()?;
         }
         Format::Table | Format::Html => {
             writeln!(
@@ -698,15 +750,87 @@ pub fn diff(
     let [first, second] = known_at else {
         anyhow::bail!("diff takes --known-at twice: the earlier and the later knowledge time");
     };
-    let first = parse_time("--known-at", first)?;
-    let second = parse_time("--known-at", second)?;
     let ledger = crate::open_ledger(data)?;
+    let first = contract_time(&ledger, contract, "--known-at", first)?;
+    let second = contract_time(&ledger, contract, "--known-at", second)?;
     let Some(diff) = projections::disputes::diff(&ledger, contract, first, second)? else {
         anyhow::bail!("no contract {contract} in {}", data.display());
     };
     let mut out = std::io::stdout().lock();
+    let undone = |change: &projections::disputes::Change| {
+        change.undoes.as_ref().map(undone_text).unwrap_or_default()
+    };
     match format {
-        Format::Json | Format::Csv => writeln!(out, "{}", serde_json::to_string_pretty(&diff)?)?,
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&diff)?)?,
+        Format::Csv => {
+            // One row per bucket an event moved (one row for an event that moved none).
+            let mut writer = csv::Writer::from_writer(&mut out);
+            writer.write_record([
+                "contract_id",
+                "position",
+                "event_id",
+                "event_type",
+                "recorded_at",
+                "effective_at",
+                "bucket",
+                "quantity",
+                "amount",
+                "billable",
+                "undoes_event_id",
+                "undoes_event_type",
+                "reference",
+                "reason",
+            ])?;
+            for change in &diff.changes {
+                let billable = change
+                    .billables
+                    .values()
+                    .sum::<rust_decimal::Decimal>()
+                    .to_string();
+                let mut buckets: Vec<(String, String, String)> = change
+                    .delta
+                    .iter()
+                    .map(|(bucket, quantity)| {
+                        let amount = change.delta_value.get(bucket).copied().unwrap_or_default();
+                        (bucket.clone(), quantity.to_string(), amount.to_string())
+                    })
+                    .collect();
+                if buckets.is_empty() {
+                    buckets.push(Default::default());
+                }
+                for (bucket, quantity, amount) in buckets {
+                    writer.write_record([
+                        diff.contract_id.clone(),
+                        change.position.to_string(),
+                        change.event_id.clone(),
+                        change.event_type.clone(),
+                        rfc3339(&change.recorded_at),
+                        change
+                            .effective_at
+                            .as_ref()
+                            .map(rfc3339)
+                            .unwrap_or_default(),
+                        bucket,
+                        quantity,
+                        amount,
+                        billable.clone(),
+                        change
+                            .undoes
+                            .as_ref()
+                            .map(|u| u.event_id.clone())
+                            .unwrap_or_default(),
+                        change
+                            .undoes
+                            .as_ref()
+                            .map(|u| u.event_type.clone())
+                            .unwrap_or_default(),
+                        change.reference.clone().unwrap_or_default(),
+                        change.reason.clone().unwrap_or_default(),
+                    ])?;
+                }
+            }
+            writer.flush()?;
+        }
         Format::Table | Format::Html => {
             writeln!(
                 out,
@@ -749,6 +873,18 @@ pub fn diff(
                     decimals(&change.delta),
                     decimals(&change.billables)
                 )?;
+                if !change.delta_value.is_empty() {
+                    writeln!(out, "{:>10}money: {}", "", decimals(&change.delta_value))?;
+                }
+                if change.undoes.is_some() {
+                    writeln!(out, "{:>10}{}", "", undone(change))?;
+                }
+                if let Some(reference) = &change.reference {
+                    writeln!(out, "{:>10}reference: {reference}", "")?;
+                }
+                if let Some(reason) = &change.reason {
+                    writeln!(out, "{:>10}reason: {reason}", "")?;
+                }
             }
         }
     }
@@ -816,14 +952,56 @@ pub fn notices(data: &Path, contract: Option<&str>, format: Format) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn balance_detail(data: &Path, contract: &str, format: Format) -> anyhow::Result<ExitCode> {
+/// `balance --detail`: quantities and money by kind and by lot, and billables. Without filters,
+/// the balances projection's current state; with `--as-of`, `--known-at` or `--at-position`,
+/// the same fold over only the contract's events that pass them, stamped with the last
+/// position counted and its chain hash.
+pub fn balance_detail(
+    data: &Path,
+    args: &crate::contract::BalanceArgs<'_>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let contract = args.contract;
     let ledger = crate::open_ledger(data)?;
-    let store = ledger.projection_store(Balances::NAME)?;
-    let checkpoint = catch_up::<Balances>(&ledger, &store, &mut |_| {})?;
-    let Some(entry) = store.get(contract.as_bytes())? else {
-        anyhow::bail!("no contract {contract} in {}", data.display());
+    let filtered = args.as_of.is_some() || args.known_at.is_some() || args.at_position.is_some();
+    let (balances, checkpoint) = if filtered {
+        let time = |flag: &str, text: Option<&str>| {
+            text.map(|t| contract_time(&ledger, contract, flag, t))
+                .transpose()
+        };
+        let as_of = time("--as-of", args.as_of)?;
+        let known_at = time("--known-at", args.known_at)?;
+        let events = projections::contract_events(&ledger, contract)?;
+        if events.is_empty() {
+            anyhow::bail!("no contract {contract} in {}", data.display());
+        }
+        let mut state = projections::balances::ContractBalances::default();
+        let mut checkpoint = ledger::Checkpoint {
+            position: 0,
+            hash: [0; 32],
+        };
+        for event in &events {
+            if args.at_position.is_some_and(|p| event.position > p)
+                || known_at.is_some_and(|k| event.recorded_at > k)
+                || as_of.is_some_and(|t| event.effective_at.unwrap_or(event.recorded_at) > t)
+            {
+                continue;
+            }
+            Balances::apply(&mut state, event);
+            checkpoint = ledger::Checkpoint {
+                position: event.position,
+                hash: event.hash,
+            };
+        }
+        (state, checkpoint)
+    } else {
+        let store = ledger.projection_store(Balances::NAME)?;
+        let checkpoint = catch_up::<Balances>(&ledger, &store, &mut |_| {})?;
+        let Some(entry) = store.get(contract.as_bytes())? else {
+            anyhow::bail!("no contract {contract} in {}", data.display());
+        };
+        (serde_json::from_slice(&entry)?, checkpoint)
     };
-    let balances: projections::balances::ContractBalances = serde_json::from_slice(&entry)?;
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => {
@@ -966,7 +1144,9 @@ pub fn query(
         "balance" => {
             let contract = needs_contract()?;
             let time = |flag: &str, t: &Option<String>| {
-                t.as_deref().map(|t| parse_time(flag, t)).transpose()
+                t.as_deref()
+                    .map(|t| contract_time(ledger, &contract, flag, t))
+                    .transpose()
             };
             let filter = projections::timeline::Filter {
                 as_of: time("as_of", &args.as_of).map_err(invalid)?,
@@ -1030,7 +1210,7 @@ pub fn query(
         }
         "replay" => {
             let contract = needs_contract()?;
-            let until = parse_until(args.until.as_deref()).map_err(invalid)?;
+            let until = parse_until(ledger, &contract, args.until.as_deref()).map_err(invalid)?;
             let steps = projections::disputes::replay(ledger, &contract, until)
                 .map_err(|e| internal(e.into()))?
                 .ok_or_else(|| unknown(&contract))?;
