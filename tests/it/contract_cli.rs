@@ -280,13 +280,21 @@ fn balance_and_tick_refuse_bad_options_with_exit_2() {
     for args in [
         vec!["balance", "C-404"],
         vec!["balance", "C-1001", "--as-of", "yesterday"],
-        vec!["balance", "C-1001", "--known-at", "2026-01-01"],
+        vec!["balance", "C-1001", "--known-at", "2026-13-01"],
+        vec!["balance", "C-1001", "--as-of", "2026-01-01T00:00:00"],
         vec!["tick", "--now", "soon"],
     ] {
         let output = run(dir.path(), &args, None);
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         assert!(!output.stderr.is_empty());
     }
+    // A date alone is 00:00 contract time that day (issue 14), not an error.
+    let dated = run(
+        dir.path(),
+        &["balance", "C-1001", "--known-at", "2026-01-01"],
+        None,
+    );
+    assert_eq!(dated.status.code(), Some(0), "{dated:?}");
     let missing = run(dir.path(), &["submit", "/no/such/file.jsonl"], None);
     assert_eq!(missing.status.code(), Some(2));
 }
