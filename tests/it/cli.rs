@@ -84,15 +84,99 @@ fn a_store_held_by_another_process_is_refused_at_once_with_its_pid() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
+/// Issue 14: every verb but `submit`, `log append` and `serve` refuses a `--data` that holds no
+/// store, with exit 2 and the same message, and leaves nothing behind in that directory.
 #[test]
-fn verify_on_a_missing_store_says_so() {
+fn every_read_verb_on_a_missing_store_says_so_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let output = ledgerctl(&dir.path().join("nothing-here"))
-        .arg("verify")
+    let missing = dir.path().join("mistyped");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for data in [&missing, &empty] {
+        for args in [
+            vec!["verify"],
+            vec!["shortfalls"],
+            vec!["notices"],
+            vec!["rebuild"],
+            vec!["balance", "C-1"],
+            vec!["balance", "C-1", "--detail"],
+            vec!["audit", "C-1"],
+            vec!["replay", "C-1"],
+            vec![
+                "diff",
+                "C-1",
+                "--known-at",
+                "2026-01-01",
+                "--known-at",
+                "2026-02-01",
+            ],
+            vec!["tick", "--now", "2026-01-01"],
+            vec!["log", "read"],
+        ] {
+            let output = ledgerctl(data).args(&args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "no store at {} (set --data or LEDGER_DATA)",
+                    data.display()
+                )),
+                "{args:?}: {stderr}"
+            );
+            assert!(output.stdout.is_empty(), "{args:?}");
+        }
+    }
+    assert!(!missing.exists(), "a mistyped --data is not created");
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+}
+
+/// Issue 14: logs carry no ANSI colours into a pipe; a client that cannot reach NATS names the
+/// URL once (not the error twice); `serve` gives up on a NATS it never reached after
+/// `--nats-connect-wait` seconds with exit 2, naming the URL.
+#[test]
+fn unreachable_nats_is_named_once_and_serve_gives_up_in_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = tests::free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let output = ledgerctl(dir.path())
+        .args(["--nats", &url, "balance", "C-1"])
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no store at"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach NATS at {url}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("Connection refused").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+
+    let output = ledgerctl(dir.path())
+        .args(["serve", "--nats", &url, "--nats-connect-wait", "1"])
+        .env("LEDGER_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach NATS at {url} after 1 s")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("NATS not reachable yet; retrying"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI escapes into a pipe: {stderr:?}"
+    );
 }
 
 #[test]

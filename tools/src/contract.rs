@@ -14,8 +14,13 @@ use schemas::CommandEnvelope;
 
 use crate::Format;
 
-fn handler(data: &Path) -> anyhow::Result<Handler> {
-    let ledger = crate::open_ledger(data)?;
+/// The rules over the store at `data`; `submit` may create the store, `tick` needs one.
+fn handler(data: &Path, create: bool) -> anyhow::Result<Handler> {
+    let ledger = if create {
+        crate::create_ledger(data)?
+    } else {
+        crate::open_ledger(data)?
+    };
     let actor = std::env::var("USER").unwrap_or_else(|_| "ledgerctl".to_owned());
     Ok(Handler::new(ledger, Arc::new(Utc::now), actor))
 }
@@ -35,7 +40,7 @@ pub fn command_id_of(line: &str) -> Option<String> {
 
 pub fn submit(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     let reader = crate::open_input(file)?;
-    let handler = handler(data)?;
+    let handler = handler(data, true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -80,7 +85,7 @@ pub fn submit_each(
 
 pub fn tick(data: &Path, now: &str) -> anyhow::Result<ExitCode> {
     let now = parse_time("--now", now)?;
-    let handler = handler(data)?;
+    let handler = handler(data, false)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

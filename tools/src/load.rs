@@ -25,7 +25,7 @@ pub struct LoadArgs {
 }
 
 pub fn run(data: &Path, args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let ledger = crate::open_ledger(data)?;
+    let ledger = crate::create_ledger(data)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let stdout = Arc::new(Mutex::new(std::io::stdout()));
     println!("ready {}", ledger.committed_position());

@@ -173,9 +173,12 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LEDGER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // async-nats logs a failed connect itself; the error we return names it once.
+                .unwrap_or_else(|_| "warn,async_nats::connector=off".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never into a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let format = cli.format.unwrap_or(if std::io::stdout().is_terminal() {
@@ -353,8 +356,18 @@ fn remote(nats: &nats::NatsArgs, command: Command, format: Format) -> anyhow::Re
     nats::run(nats, verb, format)
 }
 
-/// Opens the store, turning "in use" into the message a user needs.
+/// Opens an existing store: every verb but `submit`, `log append` and `serve` (which may create
+/// one). A directory that holds no store is refused before anything is written to it, so a
+/// mistyped `--data` leaves nothing behind.
 fn open_ledger(data: &std::path::Path) -> anyhow::Result<ledger::Ledger> {
+    if !data.join("store").is_dir() {
+        anyhow::bail!("no store at {} (set --data or LEDGER_DATA)", data.display());
+    }
+    create_ledger(data)
+}
+
+/// Opens the store at `data`, creating it when there is none.
+fn create_ledger(data: &std::path::Path) -> anyhow::Result<ledger::Ledger> {
     ledger::Ledger::open(data).map_err(anyhow::Error::from)
 }
 
@@ -371,7 +384,7 @@ fn open_input(file: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead
 }
 
 fn verify(data: &std::path::Path, format: Format) -> anyhow::Result<ExitCode> {
-    if !data.join("store").exists() {
+    if !data.join("store").is_dir() {
         anyhow::bail!("no store at {} (set --data or LEDGER_DATA)", data.display());
     }
     let report = ledger::verify_path(data)?;

@@ -106,7 +106,7 @@ fn event_metadata_command(append: &mut Append, id: &str) {
 
 fn append(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     let reader = crate::open_input(file)?;
-    let ledger = open_ledger(data)?;
+    let ledger = crate::create_ledger(data)?;
     let mut any_rejected = false;
     let mut stdout = std::io::stdout().lock();
     for (index, line) in reader.lines().enumerate() {

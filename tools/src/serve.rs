@@ -81,7 +81,7 @@ pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<Exi
         .as_deref()
         .map(|t| crate::contract::parse_time("--now", t))
         .transpose()?;
-    let ledger = crate::open_ledger(data)?;
+    let ledger = crate::create_ledger(data)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
