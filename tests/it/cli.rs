@@ -331,3 +331,106 @@ fn bench_projections_small_run_reports_rebuild_memory_and_as_of() {
         assert!(stdout.contains(needle), "{needle} missing in:\n{stdout}");
     }
 }
+
+/// Issue 14: a store on read-only media (an auditor's copy) answers every read verb as the
+/// writable store does, leaves the media untouched, and a verb that would write (`tick`) says
+/// why it cannot, each cause once. Needs root for the read-only bind mount (CI runs as root).
+#[test]
+fn a_store_on_read_only_media_can_be_read_and_is_never_written() {
+    struct Mount(std::path::PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    let data = source.join("data");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/worked-example.jsonl");
+    let submitted = ledgerctl(&data)
+        .args(["submit", example.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_ne!(submitted.status.code(), Some(2));
+    let read_only = dir.path().join("read-only");
+    std::fs::create_dir(&read_only).unwrap();
+    for args in [
+        vec![
+            "--bind",
+            source.to_str().unwrap(),
+            read_only.to_str().unwrap(),
+        ],
+        vec!["-o", "remount,bind,ro", read_only.to_str().unwrap()],
+    ] {
+        let status = std::process::Command::new("mount")
+            .args(&args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "a read-only bind mount needs root");
+    }
+    let _mount = Mount(read_only.clone());
+    let copy = read_only.join("data");
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<_> = walk(dir);
+        names.sort();
+        names
+    };
+    let verbs = [
+        vec!["balance", "C-1001"],
+        vec!["balance", "C-1001", "--detail", "--as-of", "2026-03-01"],
+        vec!["audit", "C-1001", "--format", "csv"],
+        vec!["shortfalls"],
+        vec!["notices"],
+        vec!["replay", "C-1001"],
+        vec!["verify"],
+        vec!["log", "read"],
+    ];
+    // The answers of the writable store first: reading it writes (projections, journals).
+    let expected: Vec<_> = verbs
+        .iter()
+        .map(|args| ledgerctl(&data).args(args).output().unwrap().stdout)
+        .collect();
+    let before = listing(&data);
+    for (args, expected) in verbs.iter().zip(expected) {
+        let from_media = ledgerctl(&copy).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&from_media.stderr);
+        assert_eq!(from_media.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("is read-only; reading a temporary copy"),
+            "{stderr}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&from_media.stdout),
+            String::from_utf8_lossy(&expected),
+            "{args:?}"
+        );
+    }
+    let tick = ledgerctl(&copy)
+        .args(["tick", "--now", "2027-01-02"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&tick.stderr);
+    assert_eq!(tick.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.matches("Read-only file system").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(listing(&data), before, "the media is unchanged");
+}
+
+/// Every file under `dir` with its length and modification time.
+fn walk(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let metadata = entry.metadata().unwrap();
+        if metadata.is_dir() {
+            files.extend(walk(&entry.path()));
+        } else {
+            files.push((entry.path(), metadata.len(), metadata.modified().unwrap()));
+        }
+    }
+    files
+}

@@ -110,7 +110,7 @@ pub struct BalanceArgs<'a> {
 }
 
 pub fn balance(data: &Path, args: BalanceArgs<'_>, format: Format) -> anyhow::Result<ExitCode> {
-    let ledger = crate::open_ledger(data)?;
+    let ledger = crate::read_ledger(data)?;
     let time = |flag: &str, text: Option<&str>| {
         text.map(|t| crate::views::contract_time(&ledger, args.contract, flag, t))
             .transpose()

@@ -170,6 +170,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let code = run();
+    // The temporary copy of a read-only store goes with the process.
+    drop(READ_ONLY_COPY.lock().expect("not poisoned").take());
+    code
+}
+
+fn run() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LEDGER_LOG")
@@ -285,10 +292,24 @@ fn finish(outcome: anyhow::Result<ExitCode>) -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("ledgerctl: {error:#}");
+            eprintln!("ledgerctl: {}", error_text(&error));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, each cause once: many errors print their source in their own text
+/// too, and "Read-only file system: Read-only file system" helps nobody.
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// A verb sent to `ledgerctl serve` over NATS (`--nats URL`).
@@ -356,19 +377,88 @@ fn remote(nats: &nats::NatsArgs, command: Command, format: Format) -> anyhow::Re
     nats::run(nats, verb, format)
 }
 
-/// Opens an existing store: every verb but `submit`, `log append` and `serve` (which may create
-/// one). A directory that holds no store is refused before anything is written to it, so a
-/// mistyped `--data` leaves nothing behind.
+/// Opens an existing store to change it (`tick`, `rebuild`). A directory that holds no store is
+/// refused before anything is written to it, so a mistyped `--data` leaves nothing behind.
 fn open_ledger(data: &std::path::Path) -> anyhow::Result<ledger::Ledger> {
-    if !data.join("store").is_dir() {
-        anyhow::bail!("no store at {} (set --data or LEDGER_DATA)", data.display());
-    }
+    require_store(data)?;
     create_ledger(data)
+}
+
+/// Opens an existing store to read it. A store on read-only media (a copy handed to an auditor)
+/// is read through a temporary copy: fjall replays its journal at open, which writes, so even a
+/// reader cannot open it in place. Nothing is ever written to the original.
+fn read_ledger(data: &std::path::Path) -> anyhow::Result<ledger::Ledger> {
+    let path = readable_store(data)?;
+    create_ledger(&path)
 }
 
 /// Opens the store at `data`, creating it when there is none.
 fn create_ledger(data: &std::path::Path) -> anyhow::Result<ledger::Ledger> {
     ledger::Ledger::open(data).map_err(anyhow::Error::from)
+}
+
+fn require_store(data: &std::path::Path) -> anyhow::Result<()> {
+    if !data.join("store").is_dir() {
+        anyhow::bail!("no store at {} (set --data or LEDGER_DATA)", data.display());
+    }
+    Ok(())
+}
+
+/// The temporary copy of a read-only store, removed when `main` returns.
+static READ_ONLY_COPY: std::sync::Mutex<Option<tempfile::TempDir>> = std::sync::Mutex::new(None);
+
+/// `data` itself when it can be written, else a temporary copy of it (said on stderr).
+fn readable_store(data: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    require_store(data)?;
+    let probe = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(data.join("LOCK"));
+    match probe {
+        Ok(_) => return Ok(data.to_owned()),
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied
+            ) => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("opening {}", data.join("LOCK").display()));
+        }
+    }
+    let copy = tempfile::Builder::new()
+        .prefix("ledger-read-only-")
+        .tempdir()
+        .context("making a temporary directory for a copy of the read-only store")?;
+    eprintln!(
+        "ledgerctl: {} is read-only; reading a temporary copy without changing it",
+        data.display()
+    );
+    for part in ["store", "index"] {
+        let from = data.join(part);
+        if from.is_dir() {
+            copy_tree(&from, &copy.path().join(part))
+                .with_context(|| format!("copying the read-only store {}", from.display()))?;
+        }
+    }
+    let path = copy.path().to_owned();
+    *READ_ONLY_COPY.lock().expect("not poisoned") = Some(copy);
+    Ok(path)
+}
+
+/// Copies a directory tree (regular files and directories).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// A JSON-lines input: a file, or stdin for `-`.
@@ -384,10 +474,7 @@ fn open_input(file: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead
 }
 
 fn verify(data: &std::path::Path, format: Format) -> anyhow::Result<ExitCode> {
-    if !data.join("store").is_dir() {
-        anyhow::bail!("no store at {} (set --data or LEDGER_DATA)", data.display());
-    }
-    let report = ledger::verify_path(data)?;
+    let report = ledger::verify_path(readable_store(data)?)?;
     match format {
         Format::Json => {
             let json = serde_json::json!({

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use ledger::{Append, ExpectedVersion, NewEvent};
 
-use crate::{Format, open_ledger};
+use crate::Format;
 
 #[derive(Subcommand)]
 pub enum LogCommand {
@@ -144,7 +144,7 @@ fn read(
     limit: usize,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let ledger = open_ledger(data)?;
+    let ledger = crate::read_ledger(data)?;
     let events = match stream {
         Some(stream) => ledger.read_stream(stream, from, limit)?,
         None => ledger.read_all(from, limit)?,

@@ -22,7 +22,7 @@ pub struct AuditArgs<'a> {
 }
 
 pub fn audit(data: &Path, args: &AuditArgs<'_>, format: Format) -> anyhow::Result<ExitCode> {
-    let ledger = crate::open_ledger(data)?;
+    let ledger = crate::read_ledger(data)?;
     let period = audit_period(&ledger, args)?;
     let statement = statement(&ledger, args.contract, period)?;
     print_statement(&statement, format)
@@ -492,7 +492,7 @@ fn projection_states<P: Projection>(
     data: &Path,
     contract: Option<&str>,
 ) -> anyhow::Result<(ledger::Checkpoint, Vec<P::State>)> {
-    let ledger = crate::open_ledger(data)?;
+    let ledger = crate::read_ledger(data)?;
     if let Some(contract) = contract
         && ledger.stream_version(&format!("contract-{contract}"))? == 0
     {
@@ -636,7 +636,7 @@ pub fn replay(
     until: Option<&str>,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let ledger = crate::open_ledger(data)?;
+    let ledger = crate::read_ledger(data)?;
     let until = parse_until(&ledger, contract, until)?;
     let Some(steps) = projections::disputes::replay(&ledger, contract, until)? else {
         anyhow::bail!("no contract {contract} in {}", data.display());
@@ -750,7 +750,7 @@ pub fn diff(
     let [first, second] = known_at else {
         anyhow::bail!("diff takes --known-at twice: the earlier and the later knowledge time");
     };
-    let ledger = crate::open_ledger(data)?;
+    let ledger = crate::read_ledger(data)?;
     let first = contract_time(&ledger, contract, "--known-at", first)?;
     let second = contract_time(&ledger, contract, "--known-at", second)?;
     let Some(diff) = projections::disputes::diff(&ledger, contract, first, second)? else {
@@ -962,7 +962,7 @@ pub fn balance_detail(
     format: Format,
 ) -> anyhow::Result<ExitCode> {
     let contract = args.contract;
-    let ledger = crate::open_ledger(data)?;
+    let ledger = crate::read_ledger(data)?;
     let filtered = args.as_of.is_some() || args.known_at.is_some() || args.at_position.is_some();
     let (balances, checkpoint) = if filtered {
         let time = |flag: &str, text: Option<&str>| {
