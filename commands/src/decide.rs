@@ -1084,6 +1084,32 @@ fn terminate(
 ) -> Result<Vec<Decided>, Rejection> {
     active(state, &terminate.contract_id)?;
     require_in_term(state, terminate.effective_at, "a termination", "R8")?;
+    // R8, R12: the termination forfeits what the lots hold at its effective time. Activity already
+    // recorded at a later effective time (a purchase, a deduction, an assessment) would outlive
+    // the contract's end: its lots never forfeited, a later reversal forfeiting units before they
+    // existed. Such a backdated termination is refused; terminate at or after that activity.
+    let latest = state
+        .recorded
+        .values()
+        .filter(|recorded| !matches!(recorded.event, Event::ExpiryNoticeIssued(_)))
+        .map(|recorded| recorded.effective_at)
+        .max();
+    if let Some(latest) = latest
+        && latest > terminate.effective_at
+    {
+        let local = |at: DateTime<Utc>| at.with_timezone(&zone(state)).format("%Y-%m-%d %H:%M %Z");
+        return Err(Rejection::new(
+            "termination_before_activity",
+            "R8",
+            format!(
+                "a termination effective {} would precede activity recorded effective {}; \
+                 terminate at or after {}, or reverse that activity first",
+                local(terminate.effective_at),
+                local(latest),
+                local(latest)
+            ),
+        ));
+    }
     let date = calendar::local_date(zone(state), terminate.effective_at);
     Ok(vec![
         decided(
@@ -1241,7 +1267,9 @@ fn reverse_event(
             })
             .collect();
         if !returned.is_empty() {
-            let forfeited_at = state.ended_at.unwrap_or(now);
+            // Forfeited at the end, or when the units come back if that is later: a lot is never
+            // forfeited before it holds them (R12 by effective time).
+            let forfeited_at = state.ended_at.unwrap_or(now).max(original.effective_at);
             events.push(decided(
                 Event::BalancesForfeited(BalancesForfeited {
                     cause: ForfeitureCause::ReversalAfterTerm,

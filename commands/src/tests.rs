@@ -846,6 +846,35 @@ fn r8_termination_forfeits_dse_too_and_then_only_reads() {
 }
 
 #[test]
+fn r8_a_termination_backdated_before_recorded_activity_is_refused() {
+    let mut world = world();
+    world.ok(&consume(
+        "dse_hours",
+        "2026-03-02T09:00:00Z",
+        "2026-03-02T10:00:00Z",
+    ));
+    let refused = world
+        .run(r#"{"type":"terminate_contract","contract_id":"C-1","effective_at":"2026-02-01T00:00:00Z"}"#)
+        .unwrap_err();
+    assert_eq!(
+        (refused.code, refused.rule),
+        ("termination_before_activity", "R8")
+    );
+    assert!(
+        refused.message.contains("2026-03-02 10:00 UTC"),
+        "{}",
+        refused.message
+    );
+    // At the activity's own time it is accepted, and forfeits everything.
+    world.ok(r#"{"type":"terminate_contract","contract_id":"C-1","effective_at":"2026-03-02T10:00:00Z"}"#);
+    assert!(
+        schemas::Bucket::ALL
+            .iter()
+            .all(|b| world.balance(*b).is_zero())
+    );
+}
+
+#[test]
 fn r11_reversals() {
     let mut world = world();
     world.ok(&consume(

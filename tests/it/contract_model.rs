@@ -1,6 +1,10 @@
 //! Property test over random valid and invalid command sequences through the real handler and a
-//! real log: R12 conservation and no negative balance after every command; the warm state equals
-//! a fold of the log from scratch; a rejection leaves the log untouched; resubmitting every
+//! real log, with late (backdated) entries and reversals: R12 conservation and no negative balance
+//! after every command; the year's SAB billable total equals `max(0, committed − net converted)`
+//! after every command once assessed (R9, R11); `balance --as-of T` is never negative for any T
+//! (R12, R13); monthly statements tile the year (every line in exactly one month, each closing the
+//! next opening, the months' quantity and money movements adding up to the year's); the warm state
+//! equals a fold of the log from scratch; a rejection leaves the log untouched; resubmitting every
 //! command (same ids) appends nothing. Failing cases shrink and are kept by proptest in
 //! `proptest-regressions/`.
 
@@ -183,8 +187,149 @@ fn check_conservation(
     Ok(())
 }
 
+/// R9, R11: once year 1 is assessed, its billable total (the shortfall and every adjustment, as
+/// recorded on the events) is `max(0, committed − net converted)`, net of reversals; before, there
+/// is none.
+fn check_sab_billable(
+    ledger: &ledger::Ledger,
+    sab_converted: &std::collections::BTreeMap<String, Decimal>,
+) -> Result<(), TestCaseError> {
+    let statement = projections::audit::statement(ledger, "C-1", Default::default()).unwrap();
+    let billed = |kind: &str| statement.billables.get(kind).copied();
+    let committed = Decimal::new(500000, 2);
+    let converted: Decimal = sab_converted.values().sum();
+    let assessed = statement
+        .lines
+        .iter()
+        .any(|line| line.event_type == "sab_shortfall_assessed");
+    let total = billed("sab_shortfall").unwrap_or_default()
+        + billed("sab_shortfall_adjustment").unwrap_or_default();
+    if assessed {
+        let expected = (committed - converted).max(Decimal::ZERO);
+        prop_assert_eq!(total, expected, "R9 billable total");
+    } else {
+        prop_assert_eq!(total, Decimal::ZERO, "a billable before the assessment");
+    }
+    Ok(())
+}
+
+/// R12, R13: by effective time, no bucket is ever negative: at each day's start and noon
+/// through the term and past it.
+fn check_as_of_never_negative(ledger: &ledger::Ledger) -> Result<(), TestCaseError> {
+    let timeline = ledger
+        .projection_store(projections::timeline::NAME)
+        .unwrap();
+    projections::timeline::catch_up(ledger, &timeline).unwrap();
+    let start: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+    for half_days in 0..800 {
+        let as_of = start + chrono::Duration::hours(12 * half_days);
+        let filter = projections::timeline::Filter {
+            as_of: Some(as_of),
+            known_at: None,
+            at_position: None,
+        };
+        let view = projections::timeline::balance(&timeline, "C-1", filter)
+            .unwrap()
+            .unwrap();
+        for (bucket, balance) in &view.balances {
+            prop_assert!(
+                *balance >= Decimal::ZERO,
+                "{} is {} as of {}",
+                bucket,
+                balance,
+                as_of
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Monthly statements (half-open months in the contract's zone, Europe/Berlin) tile the history:
+/// every line of the whole statement is on exactly one month; each month's closing is the next
+/// one's opening; the months' quantity and money movements add up to the whole's.
+fn check_months_tile_the_year(ledger: &ledger::Ledger) -> Result<(), TestCaseError> {
+    use chrono::TimeZone;
+    let whole = projections::audit::statement(ledger, "C-1", Default::default()).unwrap();
+    let berlin = chrono_tz::Europe::Berlin;
+    let month_start = |index: u32| {
+        let (year, month) = (2025 + (index + 11) / 12, (index + 11) % 12 + 1);
+        berlin
+            .with_ymd_and_hms(year as i32, month, 1, 0, 0, 0)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    // December 2025 (an empty first month) to February 2027: beyond every effective time here.
+    let months: Vec<_> = (0..15)
+        .map(|index| {
+            let period = projections::audit::Period {
+                from: Some(month_start(index)),
+                to: Some(month_start(index + 1)),
+                known_at: None,
+            };
+            projections::audit::statement(ledger, "C-1", period).unwrap()
+        })
+        .collect();
+    let mut positions: Vec<u64> = months
+        .iter()
+        .flat_map(|m| m.lines.iter().map(|l| l.position))
+        .collect();
+    positions.sort_unstable();
+    let mut whole_positions: Vec<u64> = whole.lines.iter().map(|l| l.position).collect();
+    whole_positions.sort_unstable();
+    prop_assert_eq!(
+        positions,
+        whole_positions,
+        "every line on exactly one month"
+    );
+    for pair in months.windows(2) {
+        prop_assert_eq!(
+            &pair[0].closing,
+            &pair[1].opening,
+            "closing is the next opening"
+        );
+        for (closing, opening) in pair[0]
+            .money_roll_forward
+            .iter()
+            .zip(&pair[1].money_roll_forward)
+        {
+            prop_assert_eq!(
+                closing.closing,
+                opening.opening,
+                "money closing is the next opening"
+            );
+        }
+    }
+    for (rolls, whole_rolls) in [
+        (
+            months.iter().map(|m| &m.roll_forward).collect::<Vec<_>>(),
+            &whole.roll_forward,
+        ),
+        (
+            months.iter().map(|m| &m.money_roll_forward).collect(),
+            &whole.money_roll_forward,
+        ),
+    ] {
+        for whole_roll in whole_rolls {
+            let summed: Decimal = rolls
+                .iter()
+                .flat_map(|r| r.iter())
+                .filter(|r| r.bucket == whole_roll.bucket)
+                .map(|r| r.movements)
+                .sum();
+            prop_assert_eq!(
+                summed,
+                whole_roll.movements,
+                "months add up for {}",
+                whole_roll.bucket
+            );
+        }
+    }
+    prop_assert_eq!(&months.last().unwrap().closing, &whole.closing);
+    Ok(())
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
     fn rules_hold_over_random_histories(steps in prop::collection::vec(step(), 1..45)) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -201,6 +346,8 @@ proptest! {
         }
         let mut submitted: Vec<(String, commands::CommandResult)> = Vec::new();
         let mut accepted_events: Vec<String> = Vec::new();
+        // The model of R9: each accepted SAB conversion's event id and value; reversals remove it.
+        let mut sab_converted: std::collections::BTreeMap<String, Decimal> = Default::default();
         for (index, step) in steps.iter().enumerate() {
             let before = ledger.committed_position();
             match render(step, index, &accepted_events) {
@@ -209,6 +356,17 @@ proptest! {
                     if result.ok {
                         for event in result.events.as_ref().unwrap() {
                             accepted_events.push(event.event_id.clone());
+                        }
+                        match step {
+                            Step::Sab { incidents, .. } => {
+                                let event = &result.events.as_ref().unwrap()[0];
+                                sab_converted.insert(event.event_id.clone(), Decimal::from(*incidents) * Decimal::new(50000, 2));
+                            }
+                            Step::Reverse { .. } => {
+                                let reversed = json.split("\"event_id\":\"").nth(1).unwrap().split('"').next().unwrap();
+                                sab_converted.remove(reversed);
+                            }
+                            _ => {}
                         }
                     } else {
                         prop_assert_eq!(ledger.committed_position(), before, "a rejection appended: {:?}", result.error);
@@ -224,7 +382,10 @@ proptest! {
             let state = runtime.block_on(handler.state("C-1")).unwrap();
             let view = handler.balance("C-1", Default::default()).unwrap().unwrap();
             check_conservation(&state, &view)?;
+            check_sab_billable(&ledger, &sab_converted)?;
         }
+        check_as_of_never_negative(&ledger)?;
+        check_months_tile_the_year(&ledger)?;
         // fold(events) == state: a cold handler folds the log from scratch.
         let warm = runtime.block_on(handler.state("C-1")).unwrap();
         let cold_handler = Handler::new(ledger.clone(), Arc::new(chrono::Utc::now), "cold");
