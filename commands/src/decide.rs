@@ -1070,6 +1070,26 @@ fn consume_hours(state: &ContractState, consume: &ConsumeHours) -> Result<Vec<De
     )])
 }
 
+/// R15, R13: every lot that still holds something, oldest first per bucket, with its money value.
+fn lots_at_risk(state: &ContractState) -> Vec<schemas::LotAtRisk> {
+    Bucket::ALL
+        .into_iter()
+        .flat_map(|bucket| {
+            state
+                .lots_in_order(bucket)
+                .into_iter()
+                .filter(|lot| lot.remaining > Decimal::ZERO)
+                .map(move |lot| schemas::LotAtRisk {
+                    bucket,
+                    lot: lot.id.clone(),
+                    quantity: lot.remaining,
+                    unit_price: lot.unit_price,
+                    value: lot.remaining * lot.unit_price,
+                })
+        })
+        .collect()
+}
+
 /// R8: everything the lots can give at `at` (what they still hold then and at every later time).
 fn forfeit_everything(state: &ContractState, at: DateTime<Utc>) -> Vec<Movement> {
     Bucket::ALL
@@ -1421,6 +1441,8 @@ pub fn decide_time_driven(
                     notice: notice.clone(),
                     term_end: terms.term_end,
                     balances,
+                    at_risk: lots_at_risk(state),
+                    currency: Some(terms.currency.clone()),
                 }),
                 *due_at,
             )])

@@ -1,6 +1,6 @@
 //! Expiry notices (R15): for each contract and notice point (90, 60, 30 and 7 days before the
 //! term ends, and the R7 request deadline), the balances that would be forfeited, as the
-//! scheduler recorded them.
+//! scheduler recorded them, with the money at risk per bucket and lot by lot (R13).
 
 use std::collections::BTreeMap;
 
@@ -25,6 +25,16 @@ pub struct Notice {
     pub term_end: chrono::NaiveDate,
     /// Balances that would be forfeited, by bucket.
     pub balances: BTreeMap<String, Decimal>,
+    /// Money that would be forfeited, by bucket (the sum over its lots at risk; absent for
+    /// notices recorded before lots were kept on them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub value_at_risk: BTreeMap<String, Decimal>,
+    /// What would be forfeited lot by lot, with its money value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at_risk: Vec<schemas::LotAtRisk>,
+    /// The money values' currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
     /// The event.
     pub event_id: String,
     /// Its position.
@@ -53,7 +63,16 @@ impl Projection for Notices {
 
     fn apply(state: &mut ContractNotices, event: &RecordedEvent) {
         if let Event::ExpiryNoticeIssued(issued) = decode(event) {
+            let mut value_at_risk = BTreeMap::new();
+            for lot in &issued.at_risk {
+                *value_at_risk
+                    .entry(lot.bucket.name().to_owned())
+                    .or_insert(Decimal::ZERO) += lot.value;
+            }
             state.notices.push(Notice {
+                value_at_risk,
+                at_risk: issued.at_risk,
+                currency: issued.currency,
                 contract_id: contract_of(&event.stream).unwrap_or_default().to_owned(),
                 notice: issued.notice,
                 due_at: event.effective_at,

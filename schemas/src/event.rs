@@ -634,4 +634,34 @@ pub struct ExpiryNoticeIssued {
     #[schemars(with = "BTreeMap<String, crate::decimal::DecimalString>")]
     #[serde(with = "crate::decimal::map")]
     pub balances: BTreeMap<String, Decimal>,
+    /// What would be forfeited lot by lot, with its money value (R13), oldest lot first. Absent
+    /// on notices recorded before it was kept, and when nothing is left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at_risk: Vec<LotAtRisk>,
+    /// The contract's currency, the money values' unit. Absent on notices recorded before it
+    /// was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
+
+/// What one lot still holds, and its money value, as a notice saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LotAtRisk {
+    /// The bucket.
+    pub bucket: Bucket,
+    /// The lot (`L<version of the purchase event>`).
+    pub lot: String,
+    /// Units left in it.
+    #[schemars(with = "crate::decimal::DecimalString")]
+    #[serde(with = "crate::decimal")]
+    pub quantity: Decimal,
+    /// The lot's money per unit.
+    #[schemars(with = "crate::decimal::DecimalString")]
+    #[serde(with = "crate::decimal")]
+    pub unit_price: Decimal,
+    /// `quantity × unit_price`, money, exact.
+    #[schemars(with = "crate::decimal::DecimalString")]
+    #[serde(with = "crate::decimal")]
+    pub value: Decimal,
 }

@@ -523,6 +523,41 @@ fn notices_and_balance_detail_show_what_would_be_forfeited_and_money_by_lot() {
     assert_eq!(points, ["90", "60", "request_deadline", "30", "7"]);
     assert_eq!(notices[0]["balances"]["proactive_credits"], "85");
     assert_eq!(notices[0]["due_at"], "2026-10-02T00:00:00Z");
+    assert!(
+        notices[0].get("at_risk").is_none(),
+        "a notice recorded before lots were kept on it shows none"
+    );
+
+    // A notice recorded now carries the money at risk, lot by lot, as shown (minor units,
+    // hours to 2 decimals), in every format.
+    let fresh = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(data_path("worked-example.jsonl")).unwrap();
+    run_ledgerctl(fresh.path(), &["submit", "-"], &example);
+    let tick = run_ledgerctl(fresh.path(), &["tick", "--now", "2026-10-05"], "");
+    assert!(tick.status.success());
+    let output = run_ledgerctl(fresh.path(), &["--format", "json", "notices"], "");
+    let notices: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(notices[0]["balances"]["adm_hours"], "0.00");
+    assert_eq!(notices[0]["currency"], "USD");
+    assert_eq!(notices[0]["value_at_risk"]["dse_hours"], "79300.00");
+    assert_eq!(notices[0]["value_at_risk"]["proactive_credits"], "21250.00");
+    assert_eq!(
+        notices[0]["at_risk"][1],
+        serde_json::json!({"bucket":"dse_hours","lot":"L3","quantity":"396.50","unit_price":"200.00","value":"79300.00"})
+    );
+    let csv = run_ledgerctl(fresh.path(), &["--format", "csv", "notices"], "");
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    assert!(
+        csv.contains(",dse_hours,L3,396.50,200.00,79300.00,USD,"),
+        "{csv}"
+    );
+    let table = run_ledgerctl(fresh.path(), &["--format", "table", "notices"], "");
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("dse_hours 396.50 (79300.00 USD)")
+            && table.contains("lot dse_hours L3 396.50 × 200.00 = 79300.00 USD"),
+        "{table}"
+    );
 
     let output = run_ledgerctl(
         dir.path(),

@@ -893,11 +893,17 @@ pub fn diff(
 
 pub fn notices(data: &Path, contract: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
     let (checkpoint, states) = projection_states::<projections::notices::Notices>(data, contract)?;
-    let notices: Vec<_> = states.into_iter().flat_map(|state| state.notices).collect();
+    let notices: Vec<_> = states
+        .into_iter()
+        .flat_map(|state| state.notices)
+        .map(shown_notice)
+        .collect();
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string(&notices)?)?,
         Format::Csv => {
+            // One row per lot at risk (a bucket with nothing left: one row, no lot), numbers in
+            // their own columns for a spreadsheet.
             let mut writer = csv::Writer::from_writer(&mut out);
             writer.write_record([
                 "contract_id",
@@ -905,22 +911,57 @@ pub fn notices(data: &Path, contract: Option<&str>, format: Format) -> anyhow::R
                 "due_at",
                 "term_end",
                 "bucket",
+                "lot",
                 "would_be_forfeited",
+                "unit_price",
+                "value_at_risk",
+                "currency",
                 "event_id",
                 "position",
             ])?;
             for n in &notices {
                 for (bucket, balance) in &n.balances {
-                    writer.write_record([
-                        n.contract_id.clone(),
-                        n.notice.clone(),
-                        n.due_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                        n.term_end.to_string(),
-                        bucket.clone(),
-                        balance.to_string(),
-                        n.event_id.clone(),
-                        n.position.to_string(),
-                    ])?;
+                    let lots: Vec<_> = n
+                        .at_risk
+                        .iter()
+                        .filter(|lot| lot.bucket.name() == bucket)
+                        .collect();
+                    let rows: Vec<[String; 4]> = if lots.is_empty() {
+                        let value = n.value_at_risk.get(bucket).map(ToString::to_string);
+                        vec![[
+                            String::new(),
+                            balance.to_string(),
+                            String::new(),
+                            value.unwrap_or_default(),
+                        ]]
+                    } else {
+                        lots.iter()
+                            .map(|lot| {
+                                [
+                                    lot.lot.clone(),
+                                    lot.quantity.to_string(),
+                                    lot.unit_price.to_string(),
+                                    lot.value.to_string(),
+                                ]
+                            })
+                            .collect()
+                    };
+                    for [lot, quantity, unit_price, value] in rows {
+                        writer.write_record([
+                            n.contract_id.clone(),
+                            n.notice.clone(),
+                            n.due_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                            n.term_end.to_string(),
+                            bucket.clone(),
+                            lot,
+                            quantity,
+                            unit_price,
+                            value,
+                            n.currency.clone().unwrap_or_default(),
+                            n.event_id.clone(),
+                            n.position.to_string(),
+                        ])?;
+                    }
                 }
             }
             writer.flush()?;
@@ -938,18 +979,57 @@ pub fn notices(data: &Path, contract: Option<&str>, format: Format) -> anyhow::R
                 "contract", "notice", "term end"
             )?;
             for n in &notices {
+                let currency = n.currency.as_deref().unwrap_or("");
+                let forfeited: Vec<String> = n
+                    .balances
+                    .iter()
+                    .map(|(bucket, balance)| match n.value_at_risk.get(bucket) {
+                        Some(value) => format!("{bucket} {balance} ({value} {currency})"),
+                        None => format!("{bucket} {balance}"),
+                    })
+                    .collect();
                 writeln!(
                     out,
                     "{:<10} {:<17} {:<12} {}",
                     n.contract_id,
                     n.notice,
                     n.term_end,
-                    decimals(&n.balances)
+                    forfeited.join(", ")
                 )?;
+                for lot in &n.at_risk {
+                    writeln!(
+                        out,
+                        "{:<41} lot {} {} {} × {} = {} {currency}",
+                        "",
+                        lot.bucket.name(),
+                        lot.lot,
+                        lot.quantity,
+                        lot.unit_price,
+                        lot.value
+                    )?;
+                }
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A notice's figures as shown (`schemas::display`): quantities by their bucket, money in the
+/// currency's minor units; each rounded once from the exact stored figure.
+fn shown_notice(mut notice: projections::notices::Notice) -> projections::notices::Notice {
+    use schemas::display;
+    let currency = notice.currency.clone().unwrap_or_default();
+    for (bucket, balance) in &mut notice.balances {
+        *balance = display::quantity_named(bucket, *balance);
+    }
+    for value in notice.value_at_risk.values_mut() {
+        *value = display::money(*value, &currency);
+    }
+    for lot in &mut notice.at_risk {
+        lot.quantity = display::quantity(lot.bucket, lot.quantity);
+        lot.value = display::money(lot.value, &currency);
+    }
+    notice
 }
 
 /// `balance --detail`: quantities and money by kind and by lot, and billables. Without filters,
