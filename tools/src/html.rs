@@ -24,7 +24,8 @@ fn escape(text: &str) -> String {
 const CHART_WIDTH: f64 = 680.0;
 const CHART_HEIGHT: f64 = 190.0;
 const MARGIN_LEFT: f64 = 64.0;
-const MARGIN_RIGHT: f64 = 12.0;
+// Room for the last month tick's label, centred on the right edge.
+const MARGIN_RIGHT: f64 = 30.0;
 const MARGIN_TOP: f64 = 10.0;
 const MARGIN_BOTTOM: f64 = 30.0;
 
@@ -228,7 +229,7 @@ body {{ font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; fo
 h1 {{ font-size: 17px; }} h2 {{ font-size: 13px; margin-top: 18px; }} h3 {{ font-size: 12px; margin: 10px 0 2px; }}
 table {{ border-collapse: collapse; margin: 6px 0; width: 100%; }} th, td {{ border: 1px solid #ccc; padding: 2px 4px; vertical-align: top; }}
 th {{ background: #f2f2f2; text-align: left; }} td.n {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
-td.t {{ white-space: nowrap; }} td.id {{ font-family: monospace; font-size: 8px; word-break: break-all; }}
+td.t {{ white-space: nowrap; }} .id {{ font-family: monospace; font-size: 7px; color: #555; word-break: break-all; }}
 .meta {{ color: #555; }} .bad {{ color: #c62828; font-weight: bold; }} .legend span {{ margin-right: 12px; }}
 svg.chart {{ width: 100%; height: auto; max-width: 180mm; }}
 @media print {{ body {{ margin: 0; font-size: 9px; }} thead {{ display: table-header-group; }} tr, svg {{ page-break-inside: avoid; break-inside: avoid; }} h2 {{ page-break-after: avoid; }} }}
@@ -268,7 +269,7 @@ Built to log position {} · chain hash <code>{}</code></p>
     for value in statement.opening.values() {
         write!(page, "<td class=\"n\">{value}</td>").ok();
     }
-    page.push_str("</tr></table>\n<h2>Movements (by effective time)</h2>\n<table><thead><tr><th>pos</th><th>effective</th><th>recorded</th><th>event</th><th>actor · reference · reason</th><th>change</th><th>running</th><th>lots, SAB, billables ({})</th><th>event id</th></tr></thead><tbody>\n".replace("{}", &escape(currency)).as_str());
+    page.push_str("</tr></table>\n<h2>Movements (by effective time)</h2>\n<table><thead><tr><th>pos</th><th>effective</th><th>recorded</th><th>event</th><th>actor · reference · reason</th><th>change</th><th>running</th><th>lots, SAB, billables ({})</th></tr></thead><tbody>\n".replace("{}", &escape(currency)).as_str());
     for line in &statement.lines {
         let change = line
             .delta
@@ -302,13 +303,13 @@ Built to log position {} · chain hash <code>{}</code></p>
             .join(" · ");
         writeln!(
             page,
-            "<tr><td class=\"n\">{}</td><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td><td>{who}</td><td class=\"n\">{change}</td><td class=\"n\">{running}</td><td>{}</td><td class=\"id\">{}</td></tr>",
+            "<tr><td class=\"n\">{}</td><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}<br><span class=\"id\">{}</span></td><td>{who}</td><td class=\"n\">{change}</td><td class=\"n\">{running}</td><td>{}</td></tr>",
             line.position,
             when(&line.effective_at, zone),
             when(&line.recorded_at, zone),
             escape(&line.event_type),
-            money.join("<br>"),
             escape(&line.event_id),
+            money.join("<br>"),
         )
         .ok();
     }
