@@ -172,10 +172,10 @@ async fn validate_published(client: &async_nats::Client) -> BTreeMap<String, usi
 
 #[test]
 fn serve_runs_the_worked_example_and_publishes_its_balances() {
-    let nats = NatsServer::start();
+    let nats = NatsServer::start().unwrap();
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("served");
-    let serve = Serve::start(&data, &nats.url(), &[]);
+    let serve = Serve::start(&data, &nats.url(), &[]).unwrap();
 
     // The same file through the service and through an embedded store.
     let file = worked_example();
@@ -296,9 +296,9 @@ fn serve_runs_the_worked_example_and_publishes_its_balances() {
 
 #[test]
 fn bad_requests_get_an_error_reply_with_a_code_and_the_service_keeps_serving() {
-    let nats = NatsServer::start();
+    let nats = NatsServer::start().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let _serve = Serve::start(&work.path().join("data"), &nats.url(), &[]);
+    let _serve = Serve::start(&work.path().join("data"), &nats.url(), &[]).unwrap();
     runtime().block_on(async {
         let client = async_nats::connect(nats.url()).await.unwrap();
         let ask = |subject: &'static str, body: Vec<u8>| {
@@ -353,10 +353,10 @@ fn bad_requests_get_an_error_reply_with_a_code_and_the_service_keeps_serving() {
 
 #[test]
 fn a_killed_service_restarts_and_publishes_each_balance_update_exactly_once() {
-    let nats = NatsServer::start();
+    let nats = NatsServer::start().unwrap();
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    let serve = Serve::start(&data, &nats.url(), &[]);
+    let serve = Serve::start(&data, &nats.url(), &[]).unwrap();
     // Many small consumptions, so the publisher is mid-way when the service dies.
     let mut lines = vec![
         r#"{"type":"open_contract","command_id":"k-open","contract_id":"K-1","customer":"K","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC","holidays":[],"cancellation_fee_rate":"1.00","sab_commitments":[]}"#.to_owned(),
@@ -402,7 +402,7 @@ fn a_killed_service_restarts_and_publishes_each_balance_update_exactly_once() {
     // Restarted: the same store, the same NATS; what was not checkpointed is published again
     // with the same message ids, which JetStream drops. The client resubmits the whole file:
     // command ids make that safe.
-    let serve = Serve::start(&data, &nats.url(), &[]);
+    let serve = Serve::start(&data, &nats.url(), &[]).unwrap();
     let (code, out, stderr) = remote(&nats.url(), &["submit", file.to_str().unwrap()]);
     assert_eq!(code, 0, "after {interrupted:?}: {stderr}\n{out}");
     let (_, balance, _) = remote(&nats.url(), &["balance", "K-1", "--format", "json"]);
@@ -453,13 +453,14 @@ fn readers_may_read_but_not_command() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/nats/users.conf"),
     )
     .unwrap();
-    let nats = NatsServer::start_with_config(Some(&config));
+    let nats = NatsServer::start_with_config(Some(&config)).unwrap();
     let work = tempfile::tempdir().unwrap();
     let _serve = Serve::start(
         &work.path().join("data"),
         &nats.url(),
         &["--nats-user", "ledger", "--nats-password", "ledger-secret"],
-    );
+    )
+    .unwrap();
     let as_user = |user: &str, password: &str, args: &[&str]| {
         let mut all = vec!["--nats-user", user, "--nats-password", password];
         all.extend(args);
@@ -600,10 +601,10 @@ fn nats_server_killed_under_load_loses_and_doubles_no_published_message() {
         .unwrap_or(10_000);
     let contracts = 50;
     let per_contract = commands / contracts - 2;
-    let mut nats = NatsServer::start();
+    let mut nats = NatsServer::start().unwrap();
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    let serve = Serve::start(&data, &nats.url(), &[]);
+    let serve = Serve::start(&data, &nats.url(), &[]).unwrap();
     let files = load_files(work.path(), contracts, per_contract, 4);
     let submit = |file: &str| {
         std::process::Command::new(tests::ledgerctl_path())
@@ -634,7 +635,7 @@ fn nats_server_killed_under_load_loses_and_doubles_no_published_message() {
     });
     nats.kill();
     std::thread::sleep(Duration::from_millis(300));
-    nats.restart();
+    nats.restart().unwrap();
     // Each client either finished after reconnecting or failed with a clear error.
     for client in clients {
         let output = client.wait_with_output().unwrap();
@@ -753,10 +754,10 @@ fn assert_published_equals_log(data: &Path, url: &str, min_events: usize) {
 
 #[test]
 fn a_stream_that_lost_acknowledged_messages_is_filled_again_from_the_log() {
-    let mut nats = NatsServer::start();
+    let mut nats = NatsServer::start().unwrap();
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
-    let serve = Serve::start(&data, &nats.url(), &[]);
+    let serve = Serve::start(&data, &nats.url(), &[]).unwrap();
     let files = load_files(work.path(), 5, 40, 1);
     let (code, _, stderr) = remote(&nats.url(), &["submit", &files[0]]);
     assert_eq!(code, 0, "{stderr}");
@@ -773,8 +774,8 @@ fn a_stream_that_lost_acknowledged_messages_is_filled_again_from_the_log() {
             assert!(stream.delete_message(sequence).await.unwrap());
         }
     });
-    nats.restart();
-    let serve = Serve::start(&data, &nats.url(), &[]);
+    nats.restart().unwrap();
+    let serve = Serve::start(&data, &nats.url(), &[]).unwrap();
     let started = Instant::now();
     while !serve.log().contains("a stream lost acknowledged messages") {
         assert!(
@@ -790,9 +791,9 @@ fn a_stream_that_lost_acknowledged_messages_is_filled_again_from_the_log() {
 
 #[test]
 fn a_late_subscriber_catches_up_and_ends_with_the_ledgers_balances() {
-    let nats = NatsServer::start();
+    let nats = NatsServer::start().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let serve = Serve::start(&work.path().join("data"), &nats.url(), &[]);
+    let serve = Serve::start(&work.path().join("data"), &nats.url(), &[]).unwrap();
     let files = load_files(work.path(), 3, 60, 2);
     let (code, _, stderr) = remote(&nats.url(), &["submit", &files[0]]);
     assert_eq!(code, 0, "{stderr}");
@@ -872,13 +873,15 @@ fn a_late_subscriber_catches_up_and_ends_with_the_ledgers_balances() {
 
 #[test]
 fn a_token_server_serves_with_the_token_and_refuses_without_it() {
-    let nats = NatsServer::start_with_config(Some("authorization { token: \"s3cret-token\" }"));
+    let nats =
+        NatsServer::start_with_config(Some("authorization { token: \"s3cret-token\" }")).unwrap();
     let work = tempfile::tempdir().unwrap();
     let serve = Serve::start(
         &work.path().join("data"),
         &nats.url(),
         &["--nats-token", "s3cret-token"],
-    );
+    )
+    .unwrap();
     let file = worked_example();
     let mut with_token = std::process::Command::new(tests::ledgerctl_path());
     with_token
@@ -965,14 +968,16 @@ fn over_tls_the_service_and_the_cli_connect_with_the_ca_and_not_without_it() {
         "tls {{ cert_file: {:?}, key_file: {:?} }}",
         cert_pem.display().to_string(),
         key_pem.display().to_string()
-    )));
+    )))
+    .unwrap();
     let work = tempfile::tempdir().unwrap();
     let ca_arg = ca_pem.to_str().unwrap();
     let serve = Serve::start(
         &work.path().join("data"),
         &nats.url(),
         &["--nats-ca", ca_arg],
-    );
+    )
+    .unwrap();
     let file = worked_example();
     let (code, out, stderr) = remote(
         &nats.url(),

@@ -51,7 +51,7 @@ fn postgres_and_the_ledger_agree_on_the_same_events() {
     assert!(events.len() > 30);
 
     // PostgreSQL's side: the same events, each appended with its expected version.
-    let server = Postgres::start();
+    let server = Postgres::start().unwrap();
     let mut db = postgres::Client::connect(&server.url(), postgres::NoTls).unwrap();
     db.batch_execute(SCHEMA).unwrap();
     for event in &events {

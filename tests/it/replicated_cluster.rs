@@ -36,6 +36,7 @@ fn replicated_serve(data: &Path, cluster: &NatsCluster, instance: &str) -> Serve
             "2",
         ],
     )
+    .unwrap()
 }
 
 /// Which running instance (other than `skip`) logged that it became the writer.
@@ -143,7 +144,7 @@ async fn wait_all_at(js: &async_nats::jetstream::Context, names: &[&str], positi
 #[test]
 fn a_node_that_does_not_fsync_each_write_is_refused_by_name() {
     let _one = one_cluster_at_a_time();
-    let cluster = NatsCluster::start_with_sync(&[true, true, false]);
+    let cluster = NatsCluster::start_with_sync(&[true, true, false]).unwrap();
     let data = tempfile::tempdir().unwrap();
     let output = tests::ledgerctl(&data.path().join("d"))
         .args([
@@ -409,7 +410,7 @@ fn start_instances(cluster: &NatsCluster) -> Instances {
 #[test]
 fn the_writer_is_killed_under_load_and_every_command_lands_once_on_every_instance() {
     let _one = one_cluster_at_a_time();
-    let cluster = NatsCluster::start();
+    let cluster = NatsCluster::start().unwrap();
     let Instances {
         data,
         serves: mut instances,
@@ -527,7 +528,7 @@ fn the_writer_is_killed_under_load_and_every_command_lands_once_on_every_instanc
 #[test]
 fn a_stalled_writer_that_wakes_up_appends_nothing_and_steps_down() {
     let _one = one_cluster_at_a_time();
-    let cluster = NatsCluster::start();
+    let cluster = NatsCluster::start().unwrap();
     let Instances {
         data,
         serves: mut instances,
@@ -592,7 +593,7 @@ fn a_stalled_writer_that_wakes_up_appends_nothing_and_steps_down() {
 #[test]
 fn the_logs_leader_node_is_killed_under_load_then_the_whole_cluster_restarts() {
     let _one = one_cluster_at_a_time();
-    let mut cluster = NatsCluster::start();
+    let mut cluster = NatsCluster::start().unwrap();
     let Instances {
         data,
         serves: mut instances,
@@ -620,12 +621,12 @@ fn the_logs_leader_node_is_killed_under_load_then_the_whole_cluster_restarts() {
     // The ≤ 10 s target is measured (printed here, and by `bench replicated`); the test fails
     // only when the log stays unavailable far longer, i.e. when failover is broken.
     assert!(gap < Duration::from_secs(30), "unavailable for {gap:?}");
-    cluster.restart(node);
+    cluster.restart(node).unwrap();
     let head = runtime.block_on(async { dense_and_everywhere(&js).await });
 
     // The whole cluster restarts (every node SIGKILLed): the instances reconnect, one becomes
     // the writer, and the log goes on from where it was.
-    cluster.restart_all();
+    cluster.restart_all().unwrap();
     let mut later = Load::start(&runtime, &cluster.urls(), "C-R", 2, 5);
     later.finish(&runtime);
     let js = connect_js(&runtime, &cluster.urls());
@@ -663,7 +664,7 @@ fn migrate(data: &Path, cluster: &NatsCluster) -> std::process::Output {
 #[test]
 fn an_embedded_store_migrates_goes_on_after_more_writes_and_a_foreign_store_is_refused() {
     let _one = one_cluster_at_a_time();
-    let cluster = NatsCluster::start();
+    let cluster = NatsCluster::start().unwrap();
     let dirs = tempfile::tempdir().unwrap();
     let source = dirs.path().join("i1");
     // An embedded store with the worked example, relayed; then more written while embedded, and

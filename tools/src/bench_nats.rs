@@ -14,8 +14,8 @@
 #![allow(clippy::float_arithmetic)]
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -40,88 +40,6 @@ pub struct NatsBenchArgs {
     /// Where the temporary stores go; default: the current directory.
     #[arg(long, default_value = ".")]
     pub work_dir: PathBuf,
-}
-
-/// A nats-server child on a free loopback port, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(dir: &Path) -> anyhow::Result<Server> {
-        let binary = std::env::var_os("NATS_SERVER").unwrap_or_else(|| "nats-server".into());
-        let ports = dir.join("ports");
-        std::fs::create_dir_all(&ports)?;
-        let child = Command::new(&binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
-            .arg(dir.join("jetstream"))
-            .arg("--ports_file_dir")
-            .arg(&ports)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting nats-server (install it: source tools/nats-server.sh)")?;
-        let started = Instant::now();
-        loop {
-            if let Some(url) = std::fs::read_dir(&ports)?
-                .filter_map(Result::ok)
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .find_map(|j| j["nats"][0].as_str().map(str::to_owned))
-            {
-                return Ok(Server { child, url });
-            }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(10),
-                "nats-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
-/// `ledgerctl serve` as a child, SIGTERMed on drop. (Its start-up, a few milliseconds, is inside
-/// the publisher's drain time.)
-struct Serve(Child);
-
-impl Serve {
-    fn start(data: &Path, url: &str) -> anyhow::Result<Serve> {
-        let log = data.with_extension("serve.log");
-        let child = Command::new(std::env::current_exe()?)
-            .arg("--data")
-            .arg(data)
-            .args(["serve", "--nats", url, "--tick-seconds", "0"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
-        let started = Instant::now();
-        while !std::fs::read_to_string(&log)?.contains("serving (pid") {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(20),
-                "serve did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(Serve(child))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()
-            .ok();
-        self.0.wait().ok();
-    }
 }
 
 fn open_contract(id: &str) -> String {
@@ -207,7 +125,7 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
         .prefix("ledger-bench-nats-")
         .tempdir_in(&args.work_dir)?;
     print_machine(work.path());
-    let server = Server::start(&work.path().join("nats"))?;
+    let server = harness::NatsServer::start_in(Some(work.path()), None)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -215,9 +133,9 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
 
     // Commands over NATS, and the raw request/reply baseline.
     let data = work.path().join("commands");
-    let serve = Serve::start(&data, &server.url)?;
+    let serve = harness::Serve::start(&data, &server.url(), &[])?;
     runtime.block_on(async {
-        let client = async_nats::connect(&server.url).await?;
+        let client = async_nats::connect(server.url()).await?;
         for c in 0..args.clients {
             let id = format!("N-{c}");
             ask(&client, "open_contract", open_contract(&id)).await?;
@@ -313,7 +231,7 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
         );
         anyhow::Ok(())
     })?;
-    drop(serve);
+    serve.terminate();
 
     // The publisher draining a log, beside a raw publish loop of as many messages.
     let data = work.path().join("publisher");
@@ -323,9 +241,9 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
     }
     let events = args.publish_events;
     let started = Instant::now();
-    let serve = Serve::start(&data, &server.url)?;
+    let serve = harness::Serve::start(&data, &server.url(), &[])?;
     let (published_events, messages, seconds) = runtime.block_on(async {
-        let client = async_nats::connect(&server.url).await?;
+        let client = async_nats::connect(server.url()).await?;
         let js = async_nats::jetstream::new(client);
         loop {
             if let Ok(mut stream) = js.get_stream("LEDGER_EVENTS").await {
@@ -347,8 +265,8 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })?;
-    drop(serve);
-    let raw_rate = runtime.block_on(raw_publish(&server.url, messages))?;
+    serve.terminate();
+    let raw_rate = runtime.block_on(raw_publish(&server.url(), messages))?;
     let rate = messages as f64 / seconds;
     Line {
         workload: format!("publisher_drain_{published_events}_events_{messages}_messages"),

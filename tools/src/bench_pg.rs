@@ -8,11 +8,10 @@
 // Rates and percentiles are reported as floating-point numbers; no money is computed here.
 #![allow(clippy::float_arithmetic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use ledger::Ledger;
 
@@ -36,115 +35,6 @@ pub struct PostgresBenchArgs {
 pub(crate) const SCHEMA: &str = include_str!("../sql/schema.sql");
 pub(crate) const APPEND: &str = include_str!("../sql/append.sql");
 pub(crate) const BALANCE_AS_OF: &str = include_str!("../sql/balance_as_of.sql");
-
-/// PostgreSQL as a child, stopped (fast shutdown) on drop.
-pub(crate) struct Server {
-    child: Child,
-    data: PathBuf,
-    pub url: String,
-}
-
-impl Server {
-    pub fn start(dir: &Path, max_connections: usize) -> anyhow::Result<Server> {
-        let bin = PathBuf::from(
-            std::env::var_os("PG_BIN").unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into()),
-        );
-        std::fs::create_dir_all(dir)?;
-        let status = Command::new("chown")
-            .arg("postgres:postgres")
-            .arg(dir)
-            .status()?;
-        anyhow::ensure!(status.success(), "chown {} to postgres", dir.display());
-        let as_postgres = |program: &str| {
-            let mut command = Command::new("runuser");
-            command
-                .args(["-u", "postgres", "--"])
-                .arg(bin.join(program));
-            command
-        };
-        let data = dir.join("pgdata");
-        let status = as_postgres("initdb")
-            .args(["-A", "trust", "-U", "ledger", "-E", "UTF8", "-D"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .context("initdb (source tools/postgres.sh installs PostgreSQL 15)")?;
-        anyhow::ensure!(status.success(), "initdb failed");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = as_postgres("postgres")
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(dir)
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "synchronous_commit=on",
-            ])
-            .args([
-                "-c",
-                "fsync=on",
-                "-c",
-                &format!("max_connections={max_connections}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("postgres.log"))?)
-            .spawn()?;
-        let url = format!("host=127.0.0.1 port={port} user=ledger dbname=postgres");
-        let started = Instant::now();
-        while postgres::Client::connect(&url, postgres::NoTls).is_err() {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(30),
-                "postgres did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Server { child, data, url })
-    }
-
-    pub fn version(&self) -> anyhow::Result<String> {
-        let mut client = postgres::Client::connect(&self.url, postgres::NoTls)?;
-        Ok(client.query_one("SHOW server_version", &[])?.get(0))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        signal_postmaster(&self.data);
-        self.child.wait().ok();
-    }
-}
-
-/// Asks the PostgreSQL running on `data` (if any) for a fast shutdown (SIGINT). Returns whether
-/// one was running.
-fn signal_postmaster(data: &Path) -> bool {
-    let pid = std::fs::read_to_string(data.join("postmaster.pid"))
-        .ok()
-        .and_then(|t| t.lines().next().map(str::to_owned));
-    match pid {
-        Some(pid) => Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .is_ok_and(|status| status.success()),
-        None => false,
-    }
-}
-
-/// Stops the PostgreSQL that [`Server::start`] started in `dir`, from outside the `Server`
-/// (an interrupted suite): a fast shutdown, then up to 15 s for it to remove its pid file.
-pub(crate) fn stop_server_in(dir: &Path) {
-    let data = dir.join("pgdata");
-    if signal_postmaster(&data) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while data.join("postmaster.pid").exists() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 /// `writers` threads, each on its own connection and stream, appending one event per
 /// transaction with the expected-version check, for `duration`. Rate and sorted latencies (µs).
@@ -221,18 +111,19 @@ pub fn run(args: PostgresBenchArgs) -> anyhow::Result<ExitCode> {
         .tempdir_in(&args.work_dir)?;
     print_machine(work.path());
     let max_writers = args.writers.iter().copied().max().unwrap_or(1);
-    let server = Server::start(&work.path().join("postgres"), max_writers + 20)?;
+    let server =
+        harness::Postgres::start_at(&work.path().join("postgres"), Some(max_writers + 20))?;
     println!(
         "POSTGRES version={} synchronous_commit=on fsync=on",
         server.version()?
     );
-    postgres::Client::connect(&server.url, postgres::NoTls)?.batch_execute(SCHEMA)?;
+    postgres::Client::connect(&server.url(), postgres::NoTls)?.batch_execute(SCHEMA)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let duration = Duration::from_millis(args.millis);
     for &writers in &args.writers {
-        let (pg_rate, pg_latencies) = postgres_appends(&server.url, writers, duration)?;
+        let (pg_rate, pg_latencies) = postgres_appends(&server.url(), writers, duration)?;
         let ledger = Ledger::open(work.path().join(format!("ledger-{writers}")))?;
         let (rate, mut latencies) =
             runtime.block_on(concurrent_appends(&ledger, writers, duration))?;

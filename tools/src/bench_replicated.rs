@@ -14,18 +14,17 @@
 #![allow(clippy::float_arithmetic)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use async_nats::jetstream;
 use clap::Args;
 use ledger::{Ledger, LedgerOptions};
 use tokio::sync::watch;
 
 use crate::bench::{Line, Row, concurrent_appends, percentile, print_machine, record};
-use crate::replicated::{JetStreamCommit, http_get, mirror_loop, set_up_log_named};
+use crate::replicated::{JetStreamCommit, mirror_loop, set_up_log_named};
 
 #[derive(Args)]
 pub struct ReplicatedBenchArgs {
@@ -41,91 +40,6 @@ pub struct ReplicatedBenchArgs {
     /// Where the temporary stores and the cluster's files go; default: the current directory.
     #[arg(long, default_value = ".")]
     pub work_dir: PathBuf,
-}
-
-/// Three nats-server children clustered on loopback, killed on drop.
-struct Cluster {
-    children: Vec<Child>,
-    urls: String,
-    monitors: String,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-impl Cluster {
-    fn start(dir: &Path) -> anyhow::Result<Cluster> {
-        let binary = std::env::var_os("NATS_SERVER").unwrap_or_else(|| "nats-server".into());
-        let mut ports = Vec::new();
-        for _ in 0..3 {
-            ports.push((free_port()?, free_port()?, free_port()?));
-        }
-        let routes: Vec<String> = ports
-            .iter()
-            .map(|(_, _, r)| format!("nats-route://127.0.0.1:{r}"))
-            .collect();
-        let mut children = Vec::new();
-        for (n, (client, http, route)) in ports.iter().enumerate() {
-            let config = dir.join(format!("n{}.conf", n + 1));
-            std::fs::write(
-                &config,
-                format!(
-                    "server_name: n{}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
-                     max_payload: 8MB\nping_interval: \"1s\"\nping_max: 2\n\
-                     jetstream {{ store_dir: \"{}\", sync_interval: always }}\n\
-                     cluster {{ name: bench, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
-                    n + 1,
-                    dir.join(format!("n{}", n + 1)).display(),
-                    routes.join(", ")
-                ),
-            )?;
-            children.push(
-                Command::new(&binary)
-                    .arg("-c")
-                    .arg(&config)
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(dir.join(format!("n{}.log", n + 1)))?)
-                    .spawn()
-                    .context("starting nats-server (install it: source tools/nats-server.sh)")?,
-            );
-        }
-        let cluster = Cluster {
-            children,
-            urls: ports
-                .iter()
-                .map(|(c, _, _)| format!("nats://127.0.0.1:{c}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            monitors: ports
-                .iter()
-                .map(|(_, h, _)| format!("http://127.0.0.1:{h}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        };
-        for (_, http, _) in &ports {
-            let started = Instant::now();
-            while http_get(&format!("http://127.0.0.1:{http}"), "/healthz").is_err() {
-                anyhow::ensure!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "the cluster did not become healthy"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Ok(cluster)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            child.kill().ok();
-            child.wait().ok();
-        }
-    }
 }
 
 async fn connect(urls: &str) -> anyhow::Result<async_nats::Client> {
@@ -171,13 +85,13 @@ pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
         .prefix("ledger-bench-replicated-")
         .tempdir_in(&args.work_dir)?;
     print_machine(work.path());
-    let cluster = Cluster::start(work.path())?;
+    let cluster = harness::NatsCluster::start_in(Some(work.path()), &[true, true, true])?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let _entered = runtime.enter();
-    let client = runtime.block_on(connect(&cluster.urls))?;
+    let client = runtime.block_on(connect(&cluster.urls()))?;
     let js = jetstream::new(client.clone());
     let bytes_max = client.server_info().max_payload.saturating_sub(4096);
     let mut raw_16: Option<f64> = None;
@@ -315,8 +229,8 @@ pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
         drop(cluster);
         let dir = work.path().join("failover");
         std::fs::create_dir_all(&dir)?;
-        let cluster = Cluster::start(&dir)?;
-        let client = runtime.block_on(connect(&cluster.urls))?;
+        let cluster = harness::NatsCluster::start_in(Some(&dir), &[true, true, true])?;
+        let client = runtime.block_on(connect(&cluster.urls()))?;
         let (to_first_command, killed) = failover(&dir, &cluster, &runtime, &client)?;
         println!(
             "BENCH workload=failover_writer_sigkill_to_first_accepted_command millis={} writer_killed={killed}",
@@ -367,72 +281,54 @@ async fn measure_lag(
 /// its own id, retried) is accepted by the other. Returns that time and the writer's name.
 fn failover(
     work: &Path,
-    cluster: &Cluster,
+    cluster: &harness::NatsCluster,
     runtime: &tokio::runtime::Runtime,
     client: &async_nats::Client,
 ) -> anyhow::Result<(Duration, String)> {
-    let exe = std::env::current_exe()?;
+    let monitors = cluster.monitors();
     let mut children = Vec::new();
     for name in ["f1", "f2"] {
-        let log = work.join(format!("{name}.log"));
-        let child = Command::new(&exe)
-            .arg("--data")
-            .arg(work.join(name))
-            .args([
-                "serve",
+        let serve = harness::Serve::start(
+            &work.join(name),
+            &cluster.urls(),
+            &[
                 "--replicated",
-                "--nats",
-                &cluster.urls,
                 "--nats-monitor",
-            ])
-            .arg(&cluster.monitors)
-            .args([
+                &monitors,
                 "--instance",
                 name,
                 "--lease-seconds",
                 "3",
-                "--tick-seconds",
-                "0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
-        children.push((name, child, log));
+            ],
+        )?;
+        children.push((name, serve));
     }
-    let started = Instant::now();
-    let writer = loop {
-        if let Some(i) = children.iter().position(|(_, _, log)| {
-            std::fs::read_to_string(log).is_ok_and(|t| t.contains("is the writer"))
-        }) {
-            break i;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
+    let writer = harness::wait_until(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || {
+            children
+                .iter()
+                .position(|(_, serve)| serve.log().contains("is the writer"))
+        },
+        || {
             let logs: Vec<String> = children
                 .iter()
-                .map(|(name, _, log)| {
-                    format!(
-                        "{name}: {}",
-                        std::fs::read_to_string(log).unwrap_or_default()
-                    )
-                })
+                .map(|(name, serve)| format!("{name}: {}", serve.log()))
                 .collect();
-            anyhow::bail!("no instance became the writer:\n{}", logs.join("\n"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+            format!("no instance became the writer:\n{}", logs.join("\n"))
+        },
+    )?;
     let open = r#"{"type":"open_contract","command_id":"failover-open","contract_id":"C-F","customer":"Failover Ltd","package":"advanced","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC","holidays":[],"cancellation_fee_rate":"1.00","sab_commitments":[]}"#;
     runtime.block_on(accepted(client, "open_contract", open.to_owned()))?;
-    let name = children[writer].0.to_owned();
-    children[writer].1.kill()?;
+    let (name, serve) = children.remove(writer);
+    serve.kill();
     let killed = Instant::now();
     let buy = r#"{"type":"purchase","command_id":"failover-buy","contract_id":"C-F","item":"proactive_credits","quantity":"1","unit_price":"250.00","effective_at":"2026-01-01T00:00:00Z"}"#;
     runtime.block_on(accepted(client, "purchase", buy.to_owned()))?;
     let elapsed = killed.elapsed();
-    for (_, mut child, _) in children {
-        child.kill().ok();
-        child.wait().ok();
-    }
-    Ok((elapsed, name))
+    drop(children);
+    Ok((elapsed, name.to_owned()))
 }
 
 /// Sends a command until it is accepted (retrying while no writer answers).

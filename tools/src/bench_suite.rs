@@ -44,7 +44,8 @@ use crate::bench::{
     cpu_ceiling, cpu_us_per_event, generate_history, micros_text, peak_rss_kib, percentile,
     process_cpu, rate_text, raw_fjall_batches, raw_fsync, record, settle,
 };
-use crate::bench_pg::{BALANCE_AS_OF, SCHEMA, Server, postgres_appends};
+use crate::bench_pg::{BALANCE_AS_OF, SCHEMA, postgres_appends};
+use harness::Postgres;
 
 #[derive(Args)]
 pub struct SuiteArgs {
@@ -199,9 +200,9 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
         record(plain_row(&workload, format!("{rate:.0}/s")));
     }
     progress("starting PostgreSQL 15");
-    let postgres = Server::start(
+    let postgres = Postgres::start_at(
         &work.path().join("postgres"),
-        WRITERS.iter().max().copied().unwrap_or(1) + 20,
+        Some(WRITERS.iter().max().copied().unwrap_or(1) + 20),
     )?;
     let postgres_version = postgres.version()?;
 
@@ -256,7 +257,7 @@ fn clean_up_when_interrupted(
             "interrupted: stopping PostgreSQL and removing {}",
             work.display()
         ));
-        crate::bench_pg::stop_server_in(&work.join("postgres"));
+        Postgres::stop_in(&work.join("postgres"));
         // The suite's own threads may still be writing a file or two in there; try again.
         let mut removed = std::fs::remove_dir_all(&work);
         for _ in 0..10 {
@@ -278,7 +279,7 @@ fn clean_up_when_interrupted(
 fn step(
     runtime: &tokio::runtime::Runtime,
     work: &Path,
-    postgres: &Server,
+    postgres: &Postgres,
     size: u64,
     duration: Duration,
 ) -> anyhow::Result<()> {
@@ -292,10 +293,10 @@ fn step(
 
     progress(&format!("{size} events: copying them into PostgreSQL"));
     let database = format!("events_{size}");
-    postgres::Client::connect(&postgres.url, postgres::NoTls)?
+    postgres::Client::connect(&postgres.url(), postgres::NoTls)?
         .batch_execute(&format!("CREATE DATABASE {database}"))?;
     let url = postgres
-        .url
+        .url()
         .replace("dbname=postgres", &format!("dbname={database}"));
     let mut db = postgres::Client::connect(&url, postgres::NoTls)?;
     db.batch_execute(SCHEMA)?;
