@@ -78,6 +78,17 @@ impl ContractBalances {
     }
 }
 
+/// The net change each bucket's balance takes from `movements` (R12), the one balance fold that
+/// every reader of current balances shares: this projection's `balance`, the publisher's
+/// `balance_before`/`balance_after`, and `diff`.
+pub fn net_changes(movements: &[Movement]) -> BTreeMap<schemas::Bucket, Decimal> {
+    let mut changes: BTreeMap<schemas::Bucket, Decimal> = BTreeMap::new();
+    for movement in movements {
+        *changes.entry(movement.bucket).or_default() += movement.balance_delta();
+    }
+    changes
+}
+
 /// The `balances` projection.
 pub struct Balances;
 

@@ -24,7 +24,7 @@ use futures::StreamExt;
 use ledger::Ledger;
 
 use crate::bench::{Line, generate_history, percentile, print_machine};
-use crate::serve::PUBLISH_ACKS_IN_FLIGHT_MAX;
+use publisher::PUBLISH_ACKS_IN_FLIGHT_MAX;
 
 #[derive(Args)]
 pub struct NatsBenchArgs {
@@ -290,7 +290,7 @@ async fn raw_publish(url: &str, messages: u64) -> anyhow::Result<f64> {
     js.create_or_update_stream(stream::Config {
         name: "BENCH_RAW".into(),
         subjects: vec!["bench.raw.>".into()],
-        duplicate_window: crate::serve::DUPLICATE_WINDOW,
+        duplicate_window: publisher::DUPLICATE_WINDOW,
         ..Default::default()
     })
     .await

@@ -560,7 +560,7 @@ async fn set_up_cluster(
     lease_ttl: Duration,
 ) -> anyhow::Result<(stream::Stream, kv::Store, kv::Store)> {
     let log = set_up_log(js, args.replicas).await?;
-    crate::serve::set_up_jetstream(js, args.replicas).await?;
+    publisher::set_up(js, args.replicas).await?;
     let lease = js
         .create_key_value(kv::Config {
             bucket: LEASE_BUCKET.to_owned(),
@@ -607,7 +607,7 @@ struct WriterTerm {
     handler: Handler,
     commands: async_nats::service::endpoint::Endpoint,
     stop: watch::Sender<bool>,
-    publisher: tokio::task::JoinHandle<anyhow::Result<ledger::Checkpoint>>,
+    publisher: tokio::task::JoinHandle<Result<ledger::Checkpoint, publisher::PublishError>>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
 }
 

@@ -13,7 +13,6 @@
 //! SIGTERM or Ctrl-C: stop taking requests, finish those in flight, publish up to the head,
 //! checkpoint, flush, exit 0.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,39 +20,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream;
 use async_nats::service::ServiceExt;
 use chrono::{DateTime, Utc};
 use commands::handler::CommandResult;
 use commands::{Handler, Rejection};
 use futures::StreamExt;
-use ledger::{Checkpoint, Ledger, RecordedEvent};
-use rust_decimal::Decimal;
-use schemas::{Bucket, CommandEnvelope};
+use ledger::{Checkpoint, Ledger};
+use schemas::CommandEnvelope;
 use tokio::sync::{Mutex, watch};
 
 use crate::nats::{NatsArgs, REQUEST_BYTES_MAX};
-
-/// The KV bucket of current balances, key `<contract>.<bucket>`.
-pub const BALANCES_BUCKET: &str = "ledger_balances";
-/// Streams of what the publisher sends (kept by age and size, not by interest).
-pub const EVENTS_STREAM: &str = "LEDGER_EVENTS";
-/// Billables.
-pub const SHORTFALLS_STREAM: &str = "LEDGER_SHORTFALLS";
-/// Expiry notices.
-pub const NOTICES_STREAM: &str = "LEDGER_NOTICES";
-/// The publisher's checkpoint and per-contract balances (a projection keyspace).
-pub const PUBLISHER: &str = "publisher";
-/// Events published between two checkpoints.
-pub const PUBLISH_BATCH_EVENTS_MAX: usize = 2048;
-/// Publishes whose acks may be outstanding at once (async-nats blocks past ~5,000).
-pub const PUBLISH_ACKS_IN_FLIGHT_MAX: usize = 512;
-/// How long a message's id is remembered by JetStream for de-duplication.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
-/// How long published messages are kept.
-pub const RETENTION: Duration = Duration::from_secs(400 * 24 * 60 * 60);
-/// Schema version of every published body (`Ledger-Type: <type>/<version>`).
-pub const MESSAGE_SCHEMA_VERSION: u32 = schemas::nats::MESSAGE_SCHEMA_VERSION;
 
 /// `serve`'s own flags.
 #[derive(clap::Args, Debug)]
@@ -103,7 +80,7 @@ async fn serve(
     let (reconnects_tx, reconnects) = watch::channel(0u64);
     let client = nats.connect("ledger serve", Some(reconnects_tx)).await?;
     let js = jetstream::new(client.clone());
-    set_up_jetstream(&js, 1).await?;
+    publisher::set_up(&js, 1).await?;
 
     let service = client
         .service_builder()
@@ -172,7 +149,7 @@ async fn serve(
 /// switch that stops both.
 pub(crate) struct Background {
     pub stop: watch::Sender<bool>,
-    pub publisher: tokio::task::JoinHandle<anyhow::Result<Checkpoint>>,
+    pub publisher: tokio::task::JoinHandle<Result<Checkpoint, publisher::PublishError>>,
     pub scheduler: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -186,12 +163,9 @@ pub(crate) fn start_background(
     tick_seconds: u64,
 ) -> Background {
     let (stop, stop_rx) = watch::channel(false);
-    let publisher = tokio::spawn(publish_loop(
-        ledger.clone(),
-        js.clone(),
-        reconnects,
-        stop_rx.clone(),
-    ));
+    let (publisher, _) =
+        publisher::Publisher::new(ledger.clone(), js.clone(), reconnects, stop_rx.clone());
+    let publisher = tokio::spawn(publisher.run());
     let scheduler = (tick_seconds > 0).then(|| {
         tokio::spawn(schedule_loop(
             handler.clone(),
@@ -205,73 +179,6 @@ pub(crate) fn start_background(
         publisher,
         scheduler,
     }
-}
-
-/// Creates (or updates) the KV bucket and the streams the publisher writes to.
-pub async fn set_up_jetstream(js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
-    js.create_or_update_key_value(kv::Config {
-        bucket: BALANCES_BUCKET.to_owned(),
-        description: "Contract Ledger: current balance per <contract>.<bucket>".to_owned(),
-        history: 64,
-        max_age: RETENTION,
-        num_replicas: replicas,
-        republish: Some(stream::Republish {
-            source: format!("$KV.{BALANCES_BUCKET}.>"),
-            destination: "ledger.balance.>".to_owned(),
-            headers_only: false,
-        }),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("creating the KV bucket {BALANCES_BUCKET}: {e}"))?;
-    // The KV bucket's own stream keeps message ids for de-duplication as long as the others.
-    let mut kv_stream = js
-        .get_stream(format!("KV_{BALANCES_BUCKET}"))
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the KV stream: {e}"))?;
-    let mut config = kv_stream
-        .info()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the KV stream: {e}"))?
-        .config
-        .clone();
-    if config.duplicate_window != DUPLICATE_WINDOW {
-        config.duplicate_window = DUPLICATE_WINDOW;
-        js.update_stream(config)
-            .await
-            .map_err(|e| anyhow::anyhow!("setting the KV stream's duplicate window: {e}"))?;
-    }
-    for (name, subject, description) in [
-        (
-            EVENTS_STREAM,
-            "ledger.evt.>",
-            "Contract Ledger: every contract event, ledger.evt.<contract>.<type>",
-        ),
-        (
-            SHORTFALLS_STREAM,
-            "ledger.shortfall.>",
-            "Contract Ledger: billables, ledger.shortfall.<contract>",
-        ),
-        (
-            NOTICES_STREAM,
-            "ledger.notice.>",
-            "Contract Ledger: expiry notices, ledger.notice.<contract>",
-        ),
-    ] {
-        js.create_or_update_stream(stream::Config {
-            name: name.to_owned(),
-            description: Some(description.to_owned()),
-            subjects: vec![subject.to_owned()],
-            retention: stream::RetentionPolicy::Limits,
-            max_age: RETENTION,
-            duplicate_window: DUPLICATE_WINDOW,
-            num_replicas: replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the stream {name}: {e}"))?;
-    }
-    Ok(())
 }
 
 /// A reply body with the service-error headers when `code` is set.
@@ -556,366 +463,4 @@ async fn schedule_loop(
             Err(error) => tracing::error!(%error, "scheduler tick failed"),
         }
     }
-}
-
-/// What a contract's balances were after the last published event, kept with the checkpoint.
-type PublishedBalances = BTreeMap<String, Decimal>;
-
-/// The publisher's entry (beside one per contract) recording, per stream it writes to, the last
-/// log position it published there and saw acknowledged. Contract ids never start with `~`.
-const PUBLISHED_KEY: &[u8] = b"~published";
-
-/// Streams the publisher writes to, by the `Outgoing::kind` of their messages.
-fn stream_of(kind: &str) -> &'static str {
-    match kind {
-        "balance_update" => "KV_ledger_balances",
-        "billable" => SHORTFALLS_STREAM,
-        "expiry_notice" => NOTICES_STREAM,
-        _ => EVENTS_STREAM,
-    }
-}
-
-/// Publishes every event past the checkpoint, a batch at a time; returns the final checkpoint
-/// once `stop` is set and everything up to the head is published.
-///
-/// JetStream acknowledges before it syncs to disk (`sync_interval`), so a killed nats-server can
-/// lose the tail of a stream that the publisher already checkpointed. The log is the truth: at
-/// start, after every reconnection and after a failed batch, the publisher compares each
-/// stream's last `Ledger-Position` with what it recorded as acknowledged there, and when a
-/// stream is behind it rewinds to that position and publishes again from there (messages the
-/// stream still has are dropped as duplicates by their ids; lost ones are appended in order).
-async fn publish_loop(
-    ledger: Ledger,
-    js: jetstream::Context,
-    mut reconnects: watch::Receiver<u64>,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<Checkpoint> {
-    let store = ledger.projection_store(PUBLISHER)?;
-    let mut checkpoint = store.checkpoint()?.unwrap_or(Checkpoint {
-        position: 0,
-        hash: ledger::GENESIS_HASH,
-    });
-    let mut published: BTreeMap<String, u64> = match store.get(PUBLISHED_KEY)? {
-        Some(bytes) => serde_json::from_slice(&bytes)?,
-        None => BTreeMap::new(),
-    };
-    let mut backoff = Duration::from_millis(100);
-    let mut check_streams = true;
-    loop {
-        if check_streams || reconnects.has_changed().unwrap_or(false) {
-            reconnects.mark_unchanged();
-            match stream_behind(&js, &published).await {
-                Ok(Some(position)) if position < checkpoint.position => {
-                    tracing::warn!(
-                        from = position,
-                        checkpoint = checkpoint.position,
-                        "a stream lost acknowledged messages (nats-server restarted?); publishing again"
-                    );
-                    checkpoint = rewind(&ledger, &store, position, &mut published)?;
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "could not read the streams' last positions; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            }
-            check_streams = false;
-        }
-        let head = ledger.committed_position();
-        if head == checkpoint.position {
-            if *stop.borrow() {
-                return Ok(checkpoint);
-            }
-            let mut subscription = ledger.subscribe(checkpoint.position + 1);
-            tokio::select! {
-                next = subscription.next() => { next?; }
-                _ = stop.changed() => {}
-                _ = reconnects.changed() => { check_streams = true; }
-            }
-            continue;
-        }
-        let batch: Vec<RecordedEvent> = ledger
-            .scan(checkpoint.position + 1)
-            .take(PUBLISH_BATCH_EVENTS_MAX)
-            .collect::<Result<_, _>>()?;
-        match publish_batch(&store, &js, &batch).await {
-            Ok((mut entries, reached)) => {
-                let last = batch.last().expect("the head is past the checkpoint");
-                checkpoint = Checkpoint {
-                    position: last.position,
-                    hash: last.hash,
-                };
-                for (stream, position) in reached {
-                    published.insert(stream.to_owned(), position);
-                }
-                entries.push((PUBLISHED_KEY.to_vec(), serde_json::to_vec(&published)?));
-                // Only after every message of the batch was acknowledged.
-                store.commit(entries, checkpoint)?;
-                backoff = Duration::from_millis(100);
-            }
-            Err(error) => {
-                // Nothing moved: the same messages, with the same ids, go again.
-                tracing::warn!(%error, position = checkpoint.position + 1, "publishing failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                check_streams = true;
-            }
-        }
-    }
-}
-
-/// The lowest last position among the streams that hold less than the publisher recorded as
-/// acknowledged there, or `None` when none lost anything.
-async fn stream_behind(
-    js: &jetstream::Context,
-    published: &BTreeMap<String, u64>,
-) -> anyhow::Result<Option<u64>> {
-    let mut behind: Option<u64> = None;
-    for (name, &recorded) in published {
-        let stream = js
-            .get_stream(name)
-            .await
-            .map_err(|e| anyhow::anyhow!("stream {name}: {e}"))?;
-        let info = stream.cached_info();
-        let actual = if info.state.messages == 0 {
-            0
-        } else {
-            // The last message that is there (a stream's last sequence may have been removed).
-            let subjects = info
-                .config
-                .subjects
-                .first()
-                .cloned()
-                .unwrap_or(">".to_owned());
-            let last = stream
-                .get_last_raw_message_by_subject(&subjects)
-                .await
-                .map_err(|e| anyhow::anyhow!("stream {name}'s last message: {e}"))?;
-            last.headers
-                .get("Ledger-Position")
-                .and_then(|v| v.as_str().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        if actual < recorded {
-            behind = Some(behind.map_or(actual, |b| b.min(actual)));
-        }
-    }
-    Ok(behind)
-}
-
-/// Moves the publisher back to `position`: its per-contract balances are folded again from the
-/// log up to there, and each stream's record is lowered to it.
-fn rewind(
-    ledger: &Ledger,
-    store: &ledger::ProjectionStore,
-    position: u64,
-    published: &mut BTreeMap<String, u64>,
-) -> anyhow::Result<Checkpoint> {
-    let mut balances: BTreeMap<String, PublishedBalances> = BTreeMap::new();
-    let mut checkpoint = Checkpoint {
-        position: 0,
-        hash: ledger::GENESIS_HASH,
-    };
-    for event in ledger.scan(1).take(position as usize) {
-        let event = event?;
-        if let Some(contract) = projections::contract_of(&event.stream) {
-            let state = balances.entry(contract.to_owned()).or_insert_with(|| {
-                Bucket::ALL
-                    .iter()
-                    .map(|b| (b.name().to_owned(), Decimal::ZERO))
-                    .collect()
-            });
-            for movement in projections::decode_effects(&event).movements {
-                *state.entry(movement.bucket.name().to_owned()).or_default() +=
-                    movement.balance_delta();
-            }
-        }
-        checkpoint = Checkpoint {
-            position: event.position,
-            hash: event.hash,
-        };
-    }
-    for recorded in published.values_mut() {
-        *recorded = (*recorded).min(position);
-    }
-    store.clear()?;
-    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = balances
-        .into_iter()
-        .map(|(contract, state)| (contract.into_bytes(), serde_json::to_vec(&state)))
-        .map(|(key, value)| value.map(|value| (key, value)))
-        .collect::<Result<_, _>>()?;
-    entries.push((PUBLISHED_KEY.to_vec(), serde_json::to_vec(published)?));
-    store.commit(entries, checkpoint)?;
-    Ok(checkpoint)
-}
-
-/// Publishes one batch and awaits every ack; returns the publisher's changed entries and, per
-/// stream, the last position it published there.
-async fn publish_batch(
-    store: &ledger::ProjectionStore,
-    js: &jetstream::Context,
-    batch: &[RecordedEvent],
-) -> anyhow::Result<(Vec<(Vec<u8>, Vec<u8>)>, BTreeMap<&'static str, u64>)> {
-    let mut balances: BTreeMap<String, PublishedBalances> = BTreeMap::new();
-    let mut reached: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut acks = VecDeque::new();
-    for event in batch {
-        let Some(contract) = projections::contract_of(&event.stream) else {
-            continue; // the rate card: not a contract's event
-        };
-        if !balances.contains_key(contract) {
-            let known = match store.get(contract.as_bytes())? {
-                Some(bytes) => serde_json::from_slice(&bytes)?,
-                None => Bucket::ALL
-                    .iter()
-                    .map(|b| (b.name().to_owned(), Decimal::ZERO))
-                    .collect(),
-            };
-            balances.insert(contract.to_owned(), known);
-        }
-        let current = balances.get_mut(contract).expect("inserted above");
-        for message in messages(contract, event, current) {
-            reached.insert(stream_of(message.kind), event.position);
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", message.id.as_str());
-            headers.insert("Content-Type", "application/json");
-            headers.insert(
-                "Ledger-Type",
-                format!("{}/{MESSAGE_SCHEMA_VERSION}", message.kind).as_str(),
-            );
-            headers.insert("Ledger-Position", event.position.to_string().as_str());
-            let ack = js
-                .publish_with_headers(message.subject, headers, message.body.into())
-                .await
-                .map_err(|e| anyhow::anyhow!("publishing: {e}"))?;
-            acks.push_back(ack);
-            if acks.len() >= PUBLISH_ACKS_IN_FLIGHT_MAX {
-                let ack = acks.pop_front().expect("not empty");
-                ack.await
-                    .map_err(|e| anyhow::anyhow!("awaiting an ack: {e}"))?;
-            }
-        }
-    }
-    for ack in acks {
-        // A duplicate (a republish after a crash) is acknowledged as one: success.
-        ack.await
-            .map_err(|e| anyhow::anyhow!("awaiting an ack: {e}"))?;
-    }
-    let entries = balances
-        .into_iter()
-        .map(|(contract, state)| {
-            (
-                contract.into_bytes(),
-                serde_json::to_vec(&state).expect("balances serialize"),
-            )
-        })
-        .collect();
-    Ok((entries, reached))
-}
-
-/// One message to publish.
-struct Outgoing {
-    subject: String,
-    id: String,
-    kind: &'static str,
-    body: Vec<u8>,
-}
-
-/// Every message one event makes, moving `balances` (the contract's published balances).
-fn messages(
-    contract: &str,
-    event: &RecordedEvent,
-    balances: &mut PublishedBalances,
-) -> Vec<Outgoing> {
-    use schemas::nats::*;
-    let mut out = Vec::new();
-    let effects = projections::decode_effects(event);
-    let payload: serde_json::Value =
-        serde_json::from_slice(&event.payload).expect("stored payloads are JSON");
-    fn body<T: serde::Serialize>(message: &T) -> Vec<u8> {
-        serde_json::to_vec(message).expect("messages serialize")
-    }
-    let source = Source {
-        contract_id: contract.to_owned(),
-        position: event.position,
-        event_id: event.event_id.to_string(),
-        event_type: event.event_type.clone(),
-        recorded_at: event.recorded_at,
-        effective_at: event.effective_at,
-    };
-    let metadata = &event.metadata;
-    out.push(Outgoing {
-        subject: format!("ledger.evt.{contract}.{}", event.event_type),
-        id: format!("evt-{}", event.position),
-        kind: "event",
-        body: body(&PublishedEvent {
-            contract_id: contract.to_owned(),
-            position: event.position,
-            stream: event.stream.clone(),
-            version: event.version,
-            event_id: event.event_id.to_string(),
-            event_type: event.event_type.clone(),
-            schema_version: event.schema_version,
-            recorded_at: event.recorded_at,
-            effective_at: event.effective_at,
-            metadata: PublishedMetadata {
-                command_id: metadata.command_id.clone(),
-                actor: metadata.actor.clone(),
-                correlation_id: metadata.correlation_id.clone(),
-                causation_id: metadata.causation_id.clone(),
-                reason: metadata.reason.clone(),
-                reference: metadata.reference.clone(),
-            },
-            payload: payload.clone(),
-        }),
-    });
-    let mut deltas: BTreeMap<Bucket, Decimal> = BTreeMap::new();
-    for movement in &effects.movements {
-        *deltas.entry(movement.bucket).or_default() += movement.balance_delta();
-    }
-    for (bucket, delta) in deltas {
-        let before = balances.get(bucket.name()).copied().unwrap_or_default();
-        let after = before + delta;
-        balances.insert(bucket.name().to_owned(), after);
-        out.push(Outgoing {
-            subject: format!("$KV.{BALANCES_BUCKET}.{contract}.{}", bucket.name()),
-            id: format!("bal-{}-{}", event.position, bucket.name()),
-            kind: "balance_update",
-            body: body(&BalanceUpdate {
-                source: source.clone(),
-                bucket,
-                balance_before: before,
-                balance_after: after,
-            }),
-        });
-    }
-    for (index, billable) in effects.billables.iter().enumerate() {
-        out.push(Outgoing {
-            subject: format!("ledger.shortfall.{contract}"),
-            id: format!("bill-{}-{index}", event.position),
-            kind: "billable",
-            body: body(&PublishedBillable {
-                source: source.clone(),
-                kind: billable.kind,
-                period: billable.period.clone(),
-                amount: billable.amount,
-                currency: billable.currency.clone(),
-            }),
-        });
-    }
-    // Only a notice's payload is parsed a second time, as the typed event.
-    if event.event_type == "expiry_notice_issued"
-        && let Ok(schemas::Event::ExpiryNoticeIssued(notice)) =
-            schemas::Event::from_payload(&event.payload)
-    {
-        out.push(Outgoing {
-            subject: format!("ledger.notice.{contract}"),
-            id: format!("notice-{}", event.position),
-            kind: "expiry_notice",
-            body: body(&PublishedNotice { source, notice }),
-        });
-    }
-    out
 }

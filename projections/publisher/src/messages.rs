@@ -1,0 +1,224 @@
+//! What one event becomes on NATS: pure, so a table test states it.
+
+use std::collections::BTreeMap;
+
+use ledger::RecordedEvent;
+use rust_decimal::Decimal;
+
+use crate::BALANCES_BUCKET;
+
+/// One message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Where it goes.
+    pub subject: String,
+    /// Its `Nats-Msg-Id`, derived from the event's position.
+    pub id: String,
+    /// `event`, `balance_update`, `billable` or `expiry_notice` (its schema's name).
+    pub kind: &'static str,
+    /// The JSON body.
+    pub body: Vec<u8>,
+}
+
+/// Every message one event makes, moving `balances` (the contract's published balances).
+pub fn messages(
+    contract: &str,
+    event: &RecordedEvent,
+    balances: &mut BTreeMap<String, Decimal>,
+) -> Vec<Outgoing> {
+    use schemas::nats::*;
+    let mut out = Vec::new();
+    let effects = projections::decode_effects(event);
+    let payload: serde_json::Value =
+        serde_json::from_slice(&event.payload).expect("stored payloads are JSON");
+    fn body<T: serde::Serialize>(message: &T) -> Vec<u8> {
+        serde_json::to_vec(message).expect("messages serialize")
+    }
+    let source = Source {
+        contract_id: contract.to_owned(),
+        position: event.position,
+        event_id: event.event_id.to_string(),
+        event_type: event.event_type.clone(),
+        recorded_at: event.recorded_at,
+        effective_at: event.effective_at,
+    };
+    let metadata = &event.metadata;
+    out.push(Outgoing {
+        subject: format!("ledger.evt.{contract}.{}", event.event_type),
+        id: format!("evt-{}", event.position),
+        kind: "event",
+        body: body(&PublishedEvent {
+            contract_id: contract.to_owned(),
+            position: event.position,
+            stream: event.stream.clone(),
+            version: event.version,
+            event_id: event.event_id.to_string(),
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            recorded_at: event.recorded_at,
+            effective_at: event.effective_at,
+            metadata: PublishedMetadata {
+                command_id: metadata.command_id.clone(),
+                actor: metadata.actor.clone(),
+                correlation_id: metadata.correlation_id.clone(),
+                causation_id: metadata.causation_id.clone(),
+                reason: metadata.reason.clone(),
+                reference: metadata.reference.clone(),
+            },
+            payload: payload.clone(),
+        }),
+    });
+    for (bucket, delta) in projections::balances::net_changes(&effects.movements) {
+        // A balance that did not move (a cancellation whose fee took back all it returned)
+        // is no update: a watcher would see the same number twice.
+        if delta.is_zero() {
+            continue;
+        }
+        let before = balances.get(bucket.name()).copied().unwrap_or_default();
+        let after = before + delta;
+        balances.insert(bucket.name().to_owned(), after);
+        out.push(Outgoing {
+            subject: format!("$KV.{BALANCES_BUCKET}.{contract}.{}", bucket.name()),
+            id: format!("bal-{}-{}", event.position, bucket.name()),
+            kind: "balance_update",
+            body: body(&BalanceUpdate {
+                source: source.clone(),
+                bucket,
+                balance_before: before,
+                balance_after: after,
+            }),
+        });
+    }
+    for (index, billable) in effects.billables.iter().enumerate() {
+        out.push(Outgoing {
+            subject: format!("ledger.shortfall.{contract}"),
+            id: format!("bill-{}-{index}", event.position),
+            kind: "billable",
+            body: body(&PublishedBillable {
+                source: source.clone(),
+                kind: billable.kind,
+                period: billable.period.clone(),
+                amount: billable.amount,
+                currency: billable.currency.clone(),
+            }),
+        });
+    }
+    // Only a notice's payload is parsed a second time, as the typed event.
+    if event.event_type == "expiry_notice_issued"
+        && let Ok(schemas::Event::ExpiryNoticeIssued(notice)) =
+            schemas::Event::from_payload(&event.payload)
+    {
+        out.push(Outgoing {
+            subject: format!("ledger.notice.{contract}"),
+            id: format!("notice-{}", event.position),
+            kind: "expiry_notice",
+            body: body(&PublishedNotice { source, notice }),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(position: u64, payload: &str) -> RecordedEvent {
+        let value: serde_json::Value = serde_json::from_str(payload).unwrap();
+        RecordedEvent {
+            position,
+            stream: "contract-C-1".to_owned(),
+            version: position,
+            event_id: uuid_of(position),
+            event_type: value["type"].as_str().unwrap().to_owned(),
+            schema_version: 1,
+            recorded_at: "2026-03-01T00:00:00Z".parse().unwrap(),
+            effective_at: Some("2026-03-01T00:00:00Z".parse().unwrap()),
+            metadata: ledger::Metadata::default(),
+            payload: payload.as_bytes().to_vec(),
+            prev_hash: ledger::GENESIS_HASH,
+            hash: ledger::GENESIS_HASH,
+        }
+    }
+
+    fn uuid_of(position: u64) -> uuid::Uuid {
+        uuid::Uuid::from_u128(u128::from(position))
+    }
+
+    const EXAMPLES: &str = "../../schemas/json/examples/events";
+
+    fn example(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(EXAMPLES)
+            .join(format!("{name}.json"));
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    /// Given the published balances and one event, then these messages (subject, id, kind) and
+    /// these balances after.
+    #[test]
+    fn what_each_event_becomes() {
+        let cases: &[(
+            &str,
+            &[(&str, &str)],
+            &[(&str, &str, &str)],
+            &[(&str, &str)],
+        )] = &[
+            (
+                "purchased",
+                &[],
+                &[
+                    ("ledger.evt.C-1.purchased", "evt-7", "event"),
+                    (
+                        "$KV.ledger_balances.C-1.proactive_credits",
+                        "bal-7-proactive_credits",
+                        "balance_update",
+                    ),
+                ],
+                &[("proactive_credits", "100")],
+            ),
+            (
+                // Returned 15, fee 15: the balance did not move, so no update.
+                "booking_cancelled",
+                &[("proactive_credits", "85")],
+                &[("ledger.evt.C-1.booking_cancelled", "evt-7", "event")],
+                &[("proactive_credits", "85")],
+            ),
+            (
+                "sab_shortfall_assessed",
+                &[],
+                &[
+                    ("ledger.evt.C-1.sab_shortfall_assessed", "evt-7", "event"),
+                    ("ledger.shortfall.C-1", "bill-7-0", "billable"),
+                ],
+                &[],
+            ),
+            (
+                "expiry_notice_issued",
+                &[],
+                &[
+                    ("ledger.evt.C-1.expiry_notice_issued", "evt-7", "event"),
+                    ("ledger.notice.C-1", "notice-7", "expiry_notice"),
+                ],
+                &[],
+            ),
+        ];
+        for (name, before, expected, after) in cases {
+            let mut balances: BTreeMap<String, Decimal> = before
+                .iter()
+                .map(|(bucket, value)| ((*bucket).to_owned(), value.parse().unwrap()))
+                .collect();
+            let event = recorded(7, &example(name));
+            let out = messages("C-1", &event, &mut balances);
+            let got: Vec<(&str, &str, &str)> = out
+                .iter()
+                .map(|m| (m.subject.as_str(), m.id.as_str(), m.kind))
+                .collect();
+            assert_eq!(&got, expected, "{name}");
+            let after: BTreeMap<String, Decimal> = after
+                .iter()
+                .map(|(bucket, value)| ((*bucket).to_owned(), value.parse().unwrap()))
+                .collect();
+            assert_eq!(balances, after, "{name}");
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The publish loop: from the checkpoint to the head a batch at a time, every ack awaited before
+//! the checkpoint moves; the rewind when a stream lost what it had acknowledged.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use ledger::{Checkpoint, Ledger, RecordedEvent};
+use rust_decimal::Decimal;
+use schemas::Bucket;
+use tokio::sync::watch;
+
+use crate::{
+    EVENTS_STREAM, MESSAGE_SCHEMA_VERSION, NOTICES_STREAM, PUBLISH_ACKS_IN_FLIGHT_MAX,
+    PUBLISH_BATCH_EVENTS_MAX, PUBLISHER, PublishError, SHORTFALLS_STREAM, messages,
+};
+
+/// What a contract's balances were after the last published event, kept with the checkpoint.
+type PublishedBalances = BTreeMap<String, Decimal>;
+
+/// The publisher, ready to run: `run` until `stop` is set.
+pub struct Publisher {
+    ledger: Ledger,
+    js: jetstream::Context,
+    reconnects: watch::Receiver<u64>,
+    stop: watch::Receiver<bool>,
+    published: watch::Sender<u64>,
+}
+
+/// Watches how far the publisher got.
+#[derive(Clone)]
+pub struct PublisherHandle {
+    published: watch::Receiver<u64>,
+}
+
+impl PublisherHandle {
+    /// The last log position published and acknowledged.
+    pub fn position(&self) -> u64 {
+        *self.published.borrow()
+    }
+
+    /// Waits until everything up to `position` is published and acknowledged; false when the
+    /// publisher stopped before.
+    pub async fn published_to(&mut self, position: u64) -> bool {
+        self.published
+            .wait_for(|published| *published >= position)
+            .await
+            .is_ok()
+    }
+}
+
+impl Publisher {
+    /// A publisher of `ledger` to `js`. `reconnects` counts NATS (re)connections (each makes it
+    /// check the streams for lost messages); `stop` ends `run` once the head is published.
+    pub fn new(
+        ledger: Ledger,
+        js: jetstream::Context,
+        reconnects: watch::Receiver<u64>,
+        stop: watch::Receiver<bool>,
+    ) -> (Publisher, PublisherHandle) {
+        let (published, watcher) = watch::channel(0);
+        (
+            Publisher {
+                ledger,
+                js,
+                reconnects,
+                stop,
+                published,
+            },
+            PublisherHandle { published: watcher },
+        )
+    }
+
+    /// Publishes every event past the checkpoint (see `publish_loop`); returns the final
+    /// checkpoint.
+    ///
+    /// # Errors
+    /// When the log or the publisher's own state cannot be read or written; NATS failures are
+    /// retried.
+    pub async fn run(self) -> Result<Checkpoint, PublishError> {
+        publish_loop(
+            self.ledger,
+            self.js,
+            self.reconnects,
+            self.stop,
+            self.published,
+        )
+        .await
+    }
+}
+
+/// The publisher's entry (beside one per contract) recording, per stream it writes to, the last
+/// log position it published there and saw acknowledged. Contract ids never start with `~`.
+const PUBLISHED_KEY: &[u8] = b"~published";
+
+/// Streams the publisher writes to, by the `Outgoing::kind` of their messages.
+fn stream_of(kind: &str) -> &'static str {
+    match kind {
+        "balance_update" => "KV_ledger_balances",
+        "billable" => SHORTFALLS_STREAM,
+        "expiry_notice" => NOTICES_STREAM,
+        _ => EVENTS_STREAM,
+    }
+}
+
+/// Publishes every event past the checkpoint, a batch at a time; returns the final checkpoint
+/// once `stop` is set and everything up to the head is published.
+///
+/// JetStream acknowledges before it syncs to disk (`sync_interval`), so a killed nats-server can
+/// lose the tail of a stream that the publisher already checkpointed. The log is the truth: at
+/// start, after every reconnection and after a failed batch, the publisher compares each
+/// stream's last `Ledger-Position` with what it recorded as acknowledged there, and when a
+/// stream is behind it rewinds to that position and publishes again from there (messages the
+/// stream still has are dropped as duplicates by their ids; lost ones are appended in order).
+async fn publish_loop(
+    ledger: Ledger,
+    js: jetstream::Context,
+    mut reconnects: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+    published_to: watch::Sender<u64>,
+) -> Result<Checkpoint, PublishError> {
+    let store = ledger.projection_store(PUBLISHER)?;
+    let mut checkpoint = store.checkpoint()?.unwrap_or(Checkpoint {
+        position: 0,
+        hash: ledger::GENESIS_HASH,
+    });
+    let mut published: BTreeMap<String, u64> = match store.get(PUBLISHED_KEY)? {
+        Some(bytes) => serde_json::from_slice(&bytes)?,
+        None => BTreeMap::new(),
+    };
+    published_to.send_replace(checkpoint.position);
+    let mut backoff = Duration::from_millis(100);
+    let mut check_streams = true;
+    loop {
+        if check_streams || reconnects.has_changed().unwrap_or(false) {
+            reconnects.mark_unchanged();
+            match stream_behind(&js, &published).await {
+                Ok(Some(position)) if position < checkpoint.position => {
+                    tracing::warn!(
+                        from = position,
+                        checkpoint = checkpoint.position,
+                        "a stream lost acknowledged messages (nats-server restarted?); publishing again"
+                    );
+                    checkpoint = rewind(&ledger, &store, position, &mut published)?;
+                    published_to.send_replace(checkpoint.position);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the streams' last positions; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            check_streams = false;
+        }
+        let head = ledger.committed_position();
+        if head == checkpoint.position {
+            if *stop.borrow() {
+                return Ok(checkpoint);
+            }
+            let mut subscription = ledger.subscribe(checkpoint.position + 1);
+            tokio::select! {
+                next = subscription.next() => { next?; }
+                _ = stop.changed() => {}
+                _ = reconnects.changed() => { check_streams = true; }
+            }
+            continue;
+        }
+        let batch: Vec<RecordedEvent> = ledger
+            .scan(checkpoint.position + 1)
+            .take(PUBLISH_BATCH_EVENTS_MAX)
+            .collect::<Result<_, _>>()?;
+        match publish_batch(&store, &js, &batch).await {
+            Ok((mut entries, reached)) => {
+                let last = batch.last().expect("the head is past the checkpoint");
+                checkpoint = Checkpoint {
+                    position: last.position,
+                    hash: last.hash,
+                };
+                for (stream, position) in reached {
+                    published.insert(stream.to_owned(), position);
+                }
+                entries.push((PUBLISHED_KEY.to_vec(), serde_json::to_vec(&published)?));
+                // Only after every message of the batch was acknowledged.
+                store.commit(entries, checkpoint)?;
+                published_to.send_replace(checkpoint.position);
+                backoff = Duration::from_millis(100);
+            }
+            Err(error) => {
+                // Nothing moved: the same messages, with the same ids, go again.
+                tracing::warn!(%error, position = checkpoint.position + 1, "publishing failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                check_streams = true;
+            }
+        }
+    }
+}
+
+/// The lowest last position among the streams that hold less than the publisher recorded as
+/// acknowledged there, or `None` when none lost anything.
+async fn stream_behind(
+    js: &jetstream::Context,
+    published: &BTreeMap<String, u64>,
+) -> Result<Option<u64>, PublishError> {
+    let mut behind: Option<u64> = None;
+    for (name, &recorded) in published {
+        let stream = js
+            .get_stream(name)
+            .await
+            .map_err(|e| PublishError::Nats(format!("stream {name}: {e}")))?;
+        let info = stream.cached_info();
+        let actual = if info.state.messages == 0 {
+            0
+        } else {
+            // The last message that is there (a stream's last sequence may have been removed).
+            let subjects = info
+                .config
+                .subjects
+                .first()
+                .cloned()
+                .unwrap_or(">".to_owned());
+            let last = stream
+                .get_last_raw_message_by_subject(&subjects)
+                .await
+                .map_err(|e| PublishError::Nats(format!("stream {name}'s last message: {e}")))?;
+            last.headers
+                .get("Ledger-Position")
+                .and_then(|v| v.as_str().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        if actual < recorded {
+            behind = Some(behind.map_or(actual, |b| b.min(actual)));
+        }
+    }
+    Ok(behind)
+}
+
+/// Moves the publisher back to `position`: its per-contract balances are folded again from the
+/// log up to there, and each stream's record is lowered to it.
+fn rewind(
+    ledger: &Ledger,
+    store: &ledger::ProjectionStore,
+    position: u64,
+    published: &mut BTreeMap<String, u64>,
+) -> Result<Checkpoint, PublishError> {
+    let mut balances: BTreeMap<String, PublishedBalances> = BTreeMap::new();
+    let mut checkpoint = Checkpoint {
+        position: 0,
+        hash: ledger::GENESIS_HASH,
+    };
+    for event in ledger.scan(1).take(position as usize) {
+        let event = event?;
+        if let Some(contract) = projections::contract_of(&event.stream) {
+            let state = balances.entry(contract.to_owned()).or_insert_with(|| {
+                Bucket::ALL
+                    .iter()
+                    .map(|b| (b.name().to_owned(), Decimal::ZERO))
+                    .collect()
+            });
+            let effects = projections::decode_effects(&event);
+            for (bucket, change) in projections::balances::net_changes(&effects.movements) {
+                *state.entry(bucket.name().to_owned()).or_default() += change;
+            }
+        }
+        checkpoint = Checkpoint {
+            position: event.position,
+            hash: event.hash,
+        };
+    }
+    for recorded in published.values_mut() {
+        *recorded = (*recorded).min(position);
+    }
+    store.clear()?;
+    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = balances
+        .into_iter()
+        .map(|(contract, state)| (contract.into_bytes(), serde_json::to_vec(&state)))
+        .map(|(key, value)| value.map(|value| (key, value)))
+        .collect::<Result<_, _>>()?;
+    entries.push((PUBLISHED_KEY.to_vec(), serde_json::to_vec(published)?));
+    store.commit(entries, checkpoint)?;
+    Ok(checkpoint)
+}
+
+/// Publishes one batch and awaits every ack; returns the publisher's changed entries and, per
+/// stream, the last position it published there.
+async fn publish_batch(
+    store: &ledger::ProjectionStore,
+    js: &jetstream::Context,
+    batch: &[RecordedEvent],
+) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, BTreeMap<&'static str, u64>), PublishError> {
+    let mut balances: BTreeMap<String, PublishedBalances> = BTreeMap::new();
+    let mut reached: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut acks = VecDeque::new();
+    for event in batch {
+        let Some(contract) = projections::contract_of(&event.stream) else {
+            continue; // the rate card: not a contract's event
+        };
+        if !balances.contains_key(contract) {
+            let known = match store.get(contract.as_bytes())? {
+                Some(bytes) => serde_json::from_slice(&bytes)?,
+                None => Bucket::ALL
+                    .iter()
+                    .map(|b| (b.name().to_owned(), Decimal::ZERO))
+                    .collect(),
+            };
+            balances.insert(contract.to_owned(), known);
+        }
+        let current = balances.get_mut(contract).expect("inserted above");
+        for message in messages(contract, event, current) {
+            reached.insert(stream_of(message.kind), event.position);
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", message.id.as_str());
+            headers.insert("Content-Type", "application/json");
+            headers.insert(
+                "Ledger-Type",
+                format!("{}/{MESSAGE_SCHEMA_VERSION}", message.kind).as_str(),
+            );
+            headers.insert("Ledger-Position", event.position.to_string().as_str());
+            let ack = js
+                .publish_with_headers(message.subject, headers, message.body.into())
+                .await
+                .map_err(|e| PublishError::Nats(format!("publishing: {e}")))?;
+            acks.push_back(ack);
+            if acks.len() >= PUBLISH_ACKS_IN_FLIGHT_MAX {
+                let ack = acks.pop_front().expect("not empty");
+                ack.await
+                    .map_err(|e| PublishError::Nats(format!("awaiting an ack: {e}")))?;
+            }
+        }
+    }
+    for ack in acks {
+        // A duplicate (a republish after a crash) is acknowledged as one: success.
+        ack.await
+            .map_err(|e| PublishError::Nats(format!("awaiting an ack: {e}")))?;
+    }
+    let entries = balances
+        .into_iter()
+        .map(|(contract, state)| {
+            (
+                contract.into_bytes(),
+                serde_json::to_vec(&state).expect("balances serialize"),
+            )
+        })
+        .collect();
+    Ok((entries, reached))
+}
