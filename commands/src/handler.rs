@@ -23,13 +23,7 @@ use crate::state::{ContractState, EventMeta, RateCard};
 pub const HANDLER_RETRIES_MAX: usize = 8;
 /// Events read from a stream per page while loading state.
 const LOAD_PAGE_MAX: usize = 10_000;
-/// The rate card's stream.
-pub const RATES_STREAM: &str = "rates";
-
-/// The stream of a contract.
-pub fn contract_stream(contract_id: &str) -> String {
-    format!("contract-{contract_id}")
-}
+pub use schemas::{RATES_STREAM, contract_stream};
 
 /// One appended event in a result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -466,8 +460,8 @@ impl Handler {
     /// When the log cannot be read or written.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<Vec<CommandResult>, ledger::Error> {
         let mut results = Vec::new();
-        for stream in self.ledger.stream_ids("contract-")? {
-            let contract_id = stream.trim_start_matches("contract-").to_owned();
+        for stream in self.ledger.stream_ids(schemas::CONTRACT_STREAM_PREFIX)? {
+            let contract_id = schemas::contract_of(&stream).unwrap_or_default().to_owned();
             let cell = self.contract_cell(&contract_id);
             let mut state = cell.lock().await;
             loop {

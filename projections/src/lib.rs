@@ -10,6 +10,7 @@ pub mod audit;
 pub mod balances;
 pub mod disputes;
 pub mod notices;
+pub mod query;
 pub mod runner;
 pub mod shortfalls;
 pub mod time;
@@ -62,10 +63,7 @@ pub fn rebuild_all(
     )
 }
 
-/// The contract a stream belongs to, if it is a contract's stream.
-pub fn contract_of(stream: &str) -> Option<&str> {
-    stream.strip_prefix("contract-")
-}
+pub use schemas::contract_of;
 
 /// Decodes a stored payload. A payload that does not parse is a broken invariant: it was
 /// validated before it was written.
@@ -116,7 +114,7 @@ pub fn contract_events(
     ledger: &ledger::Ledger,
     contract_id: &str,
 ) -> ledger::Result<Vec<ledger::RecordedEvent>> {
-    let stream = format!("contract-{contract_id}");
+    let stream = schemas::contract_stream(contract_id);
     let mut events = Vec::new();
     loop {
         let page = ledger.read_stream(

@@ -16,7 +16,7 @@ use crate::decode;
 /// # Errors
 /// When the log cannot be read.
 pub fn zone_of(ledger: &Ledger, contract_id: &str) -> ledger::Result<Option<Tz>> {
-    let first = ledger.read_stream(&format!("contract-{contract_id}"), 1, 1)?;
+    let first = ledger.read_stream(&schemas::contract_stream(contract_id), 1, 1)?;
     Ok(first.first().and_then(|event| match decode(event) {
         Event::ContractOpened(opened) => opened.time_zone.parse().ok(),
         _ => None,

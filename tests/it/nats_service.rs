@@ -990,3 +990,90 @@ fn over_tls_the_service_and_the_cli_connect_with_the_ca_and_not_without_it() {
     assert!(stderr.contains("cannot reach NATS at"), "{stderr}");
     assert!(serve.terminate().success());
 }
+
+/// Issue 16 #7, issue 15: every read verb over NATS prints byte for byte what the embedded store
+/// prints, in every format, with the same exit code (both answer through
+/// `projections::query`): asked while `serve` holds the store, then asked again of the same
+/// store once it stopped.
+#[test]
+fn every_read_verb_over_nats_prints_what_the_store_prints() {
+    let nats = NatsServer::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let serve = Serve::start(&data, &nats.url(), &[]).unwrap();
+    let (code, _, stderr) = remote(&nats.url(), &["submit", worked_example().to_str().unwrap()]);
+    assert_eq!(
+        code, 1,
+        "two lines of the worked example are rejected: {stderr}"
+    );
+    let (code, _, stderr) = remote(&nats.url(), &["tick", "--now", "2026-12-01T00:00:00Z"]);
+    assert_eq!(code, 0, "{stderr}");
+    let verbs: Vec<Vec<&str>> = vec![
+        vec!["balance", "C-1001"],
+        vec!["balance", "C-1001", "--as-of", "2026-03-01"],
+        vec!["balance", "C-1001", "--detail"],
+        vec![
+            "balance",
+            "C-1001",
+            "--detail",
+            "--known-at",
+            "2030-01-01",
+            "--as-of",
+            "2026-03-01",
+        ],
+        vec!["audit", "C-1001"],
+        vec![
+            "audit",
+            "C-1001",
+            "--from",
+            "2026-03-01",
+            "--to",
+            "2026-04-01",
+        ],
+        vec!["shortfalls"],
+        vec!["notices"],
+        vec!["notices", "C-1001"],
+        vec!["replay", "C-1001"],
+        vec![
+            "diff",
+            "C-1001",
+            "--known-at",
+            "2020-01-01",
+            "--known-at",
+            "2030-01-01",
+        ],
+        vec!["verify"],
+        vec!["log", "read", "--limit", "5"],
+        vec!["balance", "C-404"],
+        vec!["audit", "C-1001", "--from", "June"],
+    ];
+    let formats = ["table", "json", "csv"];
+    let mut over_nats = Vec::new();
+    for args in &verbs {
+        for format in formats {
+            let mut all = vec!["--format", format];
+            all.extend(args.iter().copied());
+            over_nats.push((all.join(" "), remote(&nats.url(), &all)));
+        }
+    }
+    assert!(serve.terminate().success());
+    let mut index = 0;
+    for args in &verbs {
+        for format in formats {
+            let mut all = vec!["--format", format];
+            all.extend(args.iter().copied());
+            let output = ledgerctl(&data).args(&all).output().unwrap();
+            let (name, (code, stdout, stderr)) = &over_nats[index];
+            index += 1;
+            assert_eq!(output.status.code(), Some(*code), "{name}: {stderr}");
+            assert_eq!(
+                String::from_utf8_lossy(&output.stdout),
+                *stdout,
+                "{name} prints the same over NATS"
+            );
+            if *code == 2 {
+                assert!(!stderr.is_empty(), "{name}");
+            }
+        }
+    }
+}

@@ -597,7 +597,7 @@ fn as_of(ledger: &Ledger, db: &mut postgres::Client) -> anyhow::Result<(u64, u64
         ..Default::default()
     };
     let statement = db.prepare(BALANCE_AS_OF)?;
-    let stream = format!("contract-{AS_OF_CONTRACT}");
+    let stream = schemas::contract_stream(AS_OF_CONTRACT);
     let (mut ledger_times, mut pg_times) = (Vec::new(), Vec::new());
     let (mut ledger_answer, mut pg_answer) = (None, None);
     for _ in 0..21 {

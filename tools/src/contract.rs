@@ -102,33 +102,6 @@ pub fn tick(data: &Path, now: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub struct BalanceArgs<'a> {
-    pub contract: &'a str,
-    pub as_of: Option<&'a str>,
-    pub known_at: Option<&'a str>,
-    pub at_position: Option<u64>,
-}
-
-pub fn balance(data: &Path, args: BalanceArgs<'_>, format: Format) -> anyhow::Result<ExitCode> {
-    let ledger = crate::read_ledger(data)?;
-    let time = |flag: &str, text: Option<&str>| {
-        text.map(|t| crate::views::contract_time(&ledger, args.contract, flag, t))
-            .transpose()
-    };
-    let filter = projections::timeline::Filter {
-        as_of: time("--as-of", args.as_of)?,
-        known_at: time("--known-at", args.known_at)?,
-        at_position: args.at_position,
-    };
-    // Sums the contract's entries in the balance timeline, caught up to the head first.
-    let store = ledger.projection_store(projections::timeline::NAME)?;
-    projections::timeline::catch_up(&ledger, &store)?;
-    let Some(view) = projections::timeline::balance(&store, args.contract, filter)? else {
-        anyhow::bail!("no contract {} in {}", args.contract, data.display());
-    };
-    print_balance(&view, format)
-}
-
 /// Prints balances (summed here or answered by the service).
 pub fn print_balance(
     view: &projections::timeline::Balances,

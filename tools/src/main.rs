@@ -203,8 +203,18 @@ fn run() -> ExitCode {
     if let Command::Migrate(args) = &cli.command {
         return finish(replicated::migrate(&cli.data, &cli.nats, args));
     }
+    if let Some(query) = read_query(&cli.command) {
+        let outcome = query.and_then(|query| {
+            let answer = match &cli.nats.nats {
+                Some(_) => nats::ask(&cli.nats, &query)?,
+                None => answer_here(&cli.data, &query)?,
+            };
+            views::print(&answer, format)
+        });
+        return finish(outcome);
+    }
     if cli.nats.nats.is_some() && !matches!(cli.command, Command::Serve(_)) {
-        let outcome = remote(&cli.nats, cli.command, format);
+        let outcome = remote(&cli.nats, cli.command);
         return match outcome {
             Ok(code) => code,
             Err(error) => {
@@ -216,73 +226,22 @@ fn run() -> ExitCode {
     let outcome = match cli.command {
         Command::Submit { file } => contract::submit(&cli.data, &file),
         Command::Tick { now } => contract::tick(&cli.data, &now),
-        Command::Balance {
-            contract,
-            as_of,
-            known_at,
-            at_position,
-            detail: true,
-        } => views::balance_detail(
-            &cli.data,
-            &contract::BalanceArgs {
-                contract: &contract,
-                as_of: as_of.as_deref(),
-                known_at: known_at.as_deref(),
-                at_position,
-            },
-            format,
-        ),
-        Command::Notices { contract } => views::notices(&cli.data, contract.as_deref(), format),
-        Command::Balance {
-            contract,
-            as_of,
-            known_at,
-            at_position,
-            detail: false,
-        } => contract::balance(
-            &cli.data,
-            contract::BalanceArgs {
-                contract: &contract,
-                as_of: as_of.as_deref(),
-                known_at: known_at.as_deref(),
-                at_position,
-            },
-            format,
-        ),
-        Command::Audit {
-            contract,
-            from,
-            to,
-            known_at,
-        } => views::audit(
-            &cli.data,
-            &views::AuditArgs {
-                contract: &contract,
-                from: from.as_deref(),
-                to: to.as_deref(),
-                known_at: known_at.as_deref(),
-            },
-            format,
-        ),
-        Command::Shortfalls { contract } => {
-            views::shortfalls(&cli.data, contract.as_deref(), format)
-        }
         Command::Rebuild => views::rebuild(&cli.data),
         Command::Serve(args) => serve::run(&cli.data, &cli.nats, &args),
         Command::Watch { .. } => Err(anyhow::anyhow!(
             "watch follows a running serve: give --nats URL (or NATS_URL)"
         )),
-        Command::Replay { contract, until } => {
-            views::replay(&cli.data, &contract, until.as_deref(), format)
-        }
-        Command::Diff { contract, known_at } => {
-            views::diff(&cli.data, &contract, &known_at, format)
-        }
-        Command::Verify => verify(&cli.data, format),
-        Command::Log(command) => raw::run(&cli.data, command, format),
+        Command::Log(command) => raw::run(&cli.data, command),
         Command::Bench(command) => bench::run(&cli.data, command),
         Command::Load(args) => load::run(&cli.data, args),
         Command::Status | Command::Migrate(_) => unreachable!("handled above"),
+        Command::Balance { .. }
+        | Command::Notices { .. }
+        | Command::Audit { .. }
+        | Command::Shortfalls { .. }
+        | Command::Replay { .. }
+        | Command::Diff { .. }
+        | Command::Verify => unreachable!("read verbs are answered above"),
     };
     finish(outcome)
 }
@@ -312,69 +271,138 @@ fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
-/// A verb sent to `ledgerctl serve` over NATS (`--nats URL`).
-fn remote(nats: &nats::NatsArgs, command: Command, format: Format) -> anyhow::Result<ExitCode> {
-    use nats::Remote;
-    use views::QueryArgs;
-    let verb = match command {
-        Command::Submit { file } => return nats::run(nats, Remote::Submit(&file), format),
-        Command::Watch { contract, count } => {
-            return nats::watch(nats, contract.as_deref(), count);
-        }
-        Command::Tick { now } => return nats::run(nats, Remote::Tick(&now), format),
+/// The question a read verb asks (`None` for the other verbs), or what is wrong with its flags.
+fn read_query(command: &Command) -> Option<anyhow::Result<projections::query::Query>> {
+    use projections::query::{Query, TextFilter};
+    Some(Ok(match command {
         Command::Balance {
             contract,
             as_of,
             known_at,
             at_position,
-            detail: false,
-        } => Remote::Query(
-            "balance",
-            QueryArgs {
-                contract_id: Some(contract),
-                as_of,
-                known_at,
-                at_position,
-                ..QueryArgs::default()
-            },
-        ),
+            detail,
+        } => {
+            let contract_id = contract.clone();
+            let filter = TextFilter {
+                as_of: as_of.clone(),
+                known_at: known_at.clone(),
+                at_position: *at_position,
+            };
+            if *detail {
+                Query::BalanceDetail {
+                    contract_id,
+                    filter,
+                }
+            } else {
+                Query::Balance {
+                    contract_id,
+                    filter,
+                }
+            }
+        }
         Command::Audit {
             contract,
             from,
             to,
             known_at,
-        } => Remote::Query(
-            "audit",
-            QueryArgs {
-                contract_id: Some(contract),
-                from,
-                to,
-                known_at,
-                ..QueryArgs::default()
-            },
-        ),
-        Command::Shortfalls { contract } => Remote::Query(
-            "shortfalls",
-            QueryArgs {
-                contract_id: contract,
-                ..QueryArgs::default()
-            },
-        ),
-        Command::Replay { contract, until } => Remote::Query(
-            "replay",
-            QueryArgs {
-                contract_id: Some(contract),
-                until,
-                ..QueryArgs::default()
-            },
-        ),
-        _ => anyhow::bail!(
-            "over --nats the service answers submit, tick, balance (without --detail), audit, \
-             shortfalls and replay; run the other verbs where the store is (--data) while \
-             serve is stopped"
+        } => Query::Audit {
+            contract_id: contract.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            known_at: known_at.clone(),
+        },
+        Command::Shortfalls { contract } => Query::Shortfalls {
+            contract_id: contract.clone(),
+        },
+        Command::Notices { contract } => Query::Notices {
+            contract_id: contract.clone(),
+        },
+        Command::Replay { contract, until } => Query::Replay {
+            contract_id: contract.clone(),
+            until: until.clone(),
+        },
+        Command::Diff { contract, known_at } => {
+            let [earlier, later] = known_at.as_slice() else {
+                return Some(Err(anyhow::anyhow!(
+                    "diff takes --known-at twice: the earlier and the later knowledge time"
+                )));
+            };
+            Query::Diff {
+                contract_id: contract.clone(),
+                earlier: earlier.clone(),
+                later: later.clone(),
+            }
+        }
+        Command::Verify => Query::Verify,
+        Command::Log(raw::LogCommand::Read {
+            from,
+            stream,
+            limit,
+        }) => Query::Log {
+            stream: stream.clone(),
+            start: *from,
+            limit: *limit,
+        },
+        _ => return None,
+    }))
+}
+
+/// Answers a read question from the store at `data`. `verify` checks the store files
+/// themselves (`ledger::verify_path`), so that a damaged store is reported, not refused at open.
+fn answer_here(
+    data: &std::path::Path,
+    query: &projections::query::Query,
+) -> anyhow::Result<projections::query::Answer> {
+    use projections::query::{Answer, Query, QueryError, VerifyAnswer};
+    if let Query::Verify = query {
+        let report = ledger::verify_path(readable_store(data)?)?;
+        return Ok(Answer::Verify(VerifyAnswer {
+            ok: report.is_ok(),
+            events_checked: report.events_checked,
+            streams_checked: report.streams_checked,
+            last_position: report.last_position,
+            last_hash: ledger::hex(&report.last_hash),
+            first_bad_position: report.problem.as_ref().map(|p| p.position),
+            problem: report.problem.as_ref().map(|p| p.detail.clone()),
+        }));
+    }
+    let ledger = read_ledger(data)?;
+    match projections::query::answer(&ledger, query) {
+        Ok((answer, _)) => Ok(answer),
+        Err(QueryError::UnknownContract(contract)) => {
+            anyhow::bail!("no contract {contract} in {}", data.display())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A verb's name, for messages.
+fn verb_name(command: &Command) -> &'static str {
+    match command {
+        Command::Rebuild => "rebuild",
+        Command::Log(_) => "log append",
+        Command::Bench(_) => "bench",
+        Command::Load(_) => "load",
+        _ => "this verb",
+    }
+}
+
+/// A verb sent to `ledgerctl serve` over NATS (`--nats URL`).
+fn remote(nats: &nats::NatsArgs, command: Command) -> anyhow::Result<ExitCode> {
+    use nats::Remote;
+    let verb = match &command {
+        Command::Submit { file } => Remote::Submit(file),
+        Command::Watch { contract, count } => {
+            return nats::watch(nats, contract.as_deref(), *count);
+        }
+        Command::Tick { now } => Remote::Tick(&now),
+        other => anyhow::bail!(
+            "over --nats the service answers submit, tick, watch and every read verb; run {} \
+             where the store is (--data)",
+            verb_name(&other)
         ),
     };
-    nats::run(nats, verb, format)
+    nats::run(nats, verb)
 }
 
 /// Opens an existing store to change it (`tick`, `rebuild`). A directory that holds no store is
@@ -470,44 +498,5 @@ fn open_input(file: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead
         Box::new(std::io::BufReader::new(
             std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
         ))
-    })
-}
-
-fn verify(data: &std::path::Path, format: Format) -> anyhow::Result<ExitCode> {
-    let report = ledger::verify_path(readable_store(data)?)?;
-    match format {
-        Format::Json => {
-            let json = serde_json::json!({
-                "ok": report.is_ok(),
-                "events_checked": report.events_checked,
-                "streams_checked": report.streams_checked,
-                "last_position": report.last_position,
-                "last_hash": ledger::hex(&report.last_hash),
-                "first_bad_position": report.problem.as_ref().map(|p| p.position),
-                "problem": report.problem.as_ref().map(|p| p.detail.clone()),
-            });
-            println!("{json}");
-        }
-        Format::Table | Format::Csv | Format::Html => {
-            println!(
-                "checked {} events in {} streams up to position {} (chain head {})",
-                report.events_checked,
-                report.streams_checked,
-                report.last_position,
-                ledger::hex(&report.last_hash)
-            );
-            match &report.problem {
-                None => println!("ok"),
-                Some(problem) => println!(
-                    "BROKEN at position {}: {}",
-                    problem.position, problem.detail
-                ),
-            }
-        }
-    }
-    Ok(if report.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
     })
 }

@@ -267,26 +267,36 @@ pub async fn request(
     Ok(Reply { body, error_code })
 }
 
-/// A query to `ledger.qry.<view>`, its answer decoded, or the service's refusal as an error.
-async fn query<T: serde::de::DeserializeOwned>(
-    client: &async_nats::Client,
-    view: &str,
-    args: &crate::views::QueryArgs,
-) -> anyhow::Result<T> {
-    let reply = request(
-        client,
-        format!("ledger.qry.{view}"),
-        serde_json::to_vec(args).expect("queries serialize"),
-    )
-    .await?;
-    if let Some(code) = reply.error_code {
-        let message = reply.body["error"]["message"]
-            .as_str()
-            .unwrap_or("no message")
-            .to_owned();
-        anyhow::bail!("the ledger service refused the query ({code}): {message}");
-    }
-    serde_json::from_value(reply.body).with_context(|| format!("decoding the {view} answer"))
+/// Asks the service one read question and returns its answer (what the embedded store would
+/// answer, at the head the service had).
+pub fn ask(
+    nats: &NatsArgs,
+    query: &projections::query::Query,
+) -> anyhow::Result<projections::query::Answer> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = nats.connect("ledgerctl", None).await?;
+        let view = query.view();
+        let reply = request(
+            &client,
+            format!("ledger.qry.{view}"),
+            serde_json::to_vec(&query.params()).expect("queries serialize"),
+        )
+        .await?;
+        client.flush().await.ok();
+        if let Some(code) = reply.error_code {
+            let message = reply.body["error"]["message"]
+                .as_str()
+                .unwrap_or("no message")
+                .to_owned();
+            anyhow::bail!("the ledger service refused the query ({code}): {message}");
+        }
+        let body = serde_json::to_vec(&reply.body).expect("JSON values serialize");
+        projections::query::Answer::from_json(view, &body)
+            .with_context(|| format!("decoding the {view} answer"))
+    })
 }
 
 /// The verbs `ledgerctl --nats URL` sends to a running `ledgerctl serve`.
@@ -295,16 +305,10 @@ pub enum Remote<'a> {
     Submit(&'a std::path::Path),
     /// `tick --now`.
     Tick(&'a str),
-    /// `balance`, `audit`, `shortfalls`, `replay`.
-    Query(&'static str, crate::views::QueryArgs),
 }
 
 /// Runs one verb against the service.
-pub fn run(
-    nats: &NatsArgs,
-    verb: Remote<'_>,
-    format: crate::Format,
-) -> anyhow::Result<std::process::ExitCode> {
+pub fn run(nats: &NatsArgs, verb: Remote<'_>) -> anyhow::Result<std::process::ExitCode> {
     use std::io::Write;
     use std::process::ExitCode;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -352,22 +356,6 @@ pub fn run(
                     results.len()
                 );
                 ExitCode::SUCCESS
-            }
-            Remote::Query("balance", args) => {
-                crate::contract::print_balance(&query(&client, "balance", &args).await?, format)?
-            }
-            Remote::Query("audit", args) => {
-                crate::views::print_statement(&query(&client, "audit", &args).await?, format)?
-            }
-            Remote::Query("shortfalls", args) => {
-                let entries: Vec<projections::shortfalls::BillableEntry> =
-                    query(&client, "shortfalls", &args).await?;
-                crate::views::print_shortfalls(&entries, format)?
-            }
-            Remote::Query(view, args) => {
-                let steps: Vec<projections::disputes::ReplayStep> =
-                    query(&client, view, &args).await?;
-                crate::views::print_replay(&steps, format)?
             }
         };
         client.flush().await.ok();

@@ -9,8 +9,6 @@ use anyhow::Context;
 use clap::Subcommand;
 use ledger::{Append, ExpectedVersion, NewEvent};
 
-use crate::Format;
-
 #[derive(Subcommand)]
 pub enum LogCommand {
     /// Append raw events from a JSON-lines file or stdin, one append per line:
@@ -31,19 +29,15 @@ pub enum LogCommand {
         #[arg(long)]
         stream: Option<String>,
         /// At most this many events.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = projections::query::LOG_READ_EVENTS_DEFAULT)]
         limit: usize,
     },
 }
 
-pub fn run(data: &Path, command: LogCommand, format: Format) -> anyhow::Result<ExitCode> {
+pub fn run(data: &Path, command: LogCommand) -> anyhow::Result<ExitCode> {
     match command {
         LogCommand::Append { file } => append(data, &file),
-        LogCommand::Read {
-            from,
-            stream,
-            limit,
-        } => read(data, from, stream.as_deref(), limit, format),
+        LogCommand::Read { .. } => unreachable!("log read is a read question (main.rs)"),
     }
 }
 
@@ -135,56 +129,4 @@ fn append(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-fn read(
-    data: &Path,
-    from: u64,
-    stream: Option<&str>,
-    limit: usize,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
-    let ledger = crate::read_ledger(data)?;
-    let events = match stream {
-        Some(stream) => ledger.read_stream(stream, from, limit)?,
-        None => ledger.read_all(from, limit)?,
-    };
-    let mut stdout = std::io::stdout().lock();
-    if format == Format::Table {
-        writeln!(
-            stdout,
-            "{:>8}  {:<20} {:>5}  {:<24} {:<30} payload",
-            "position", "stream", "ver", "type", "recorded"
-        )?;
-    }
-    for event in events {
-        let payload = String::from_utf8_lossy(&event.payload);
-        match format {
-            Format::Table | Format::Html => writeln!(
-                stdout,
-                "{:>8}  {:<20} {:>5}  {:<24} {:<30} {}",
-                event.position,
-                event.stream,
-                event.version,
-                event.event_type,
-                event.recorded_at.to_rfc3339(),
-                payload
-            )?,
-            Format::Json | Format::Csv => {
-                let payload_json: serde_json::Value = serde_json::from_slice(&event.payload)
-                    .unwrap_or(serde_json::Value::String(payload.into_owned()));
-                let json = serde_json::json!({
-                    "position": event.position, "stream": event.stream, "version": event.version,
-                    "event_id": event.event_id.to_string(), "type": event.event_type,
-                    "schema_version": event.schema_version,
-                    "recorded_at": event.recorded_at.to_rfc3339(),
-                    "effective_at": event.effective_at.map(|t| t.to_rfc3339()),
-                    "command_id": event.metadata.command_id,
-                    "payload": payload_json, "hash": ledger::hex(&event.hash),
-                });
-                writeln!(stdout, "{json}")?;
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -188,6 +188,17 @@ async fn reply(
     error: Option<(u16, &str)>,
     position: Option<u64>,
 ) {
+    let bytes = serde_json::to_vec(body).expect("JSON values serialize");
+    reply_bytes(request, bytes, error, position).await;
+}
+
+/// A reply of JSON bytes with the service-error headers when `code` is set.
+async fn reply_bytes(
+    request: &async_nats::service::Request,
+    bytes: Vec<u8>,
+    error: Option<(u16, &str)>,
+    position: Option<u64>,
+) {
     let mut headers = HeaderMap::new();
     headers.insert("Content-Type", "application/json");
     if let Some(position) = position {
@@ -197,7 +208,6 @@ async fn reply(
         headers.insert("Nats-Service-Error-Code", code.to_string().as_str());
         headers.insert("Nats-Service-Error", status);
     }
-    let bytes = serde_json::to_vec(body).expect("JSON values serialize");
     if let Err(error) = request
         .respond_with_headers(Ok(bytes.into()), headers)
         .await
@@ -344,21 +354,6 @@ async fn answer_tick(handler: &Handler, request: &async_nats::service::Request, 
     }
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Query {
-    contract_id: Option<String>,
-    as_of: Option<String>,
-    known_at: Option<String>,
-    at_position: Option<u64>,
-    from: Option<String>,
-    to: Option<String>,
-    until: Option<String>,
-    /// Read your writes: answer only once the log holds this position (a command's
-    /// `Ledger-Position`), waiting up to 5 s; on a replicated instance the mirror may lag.
-    min_position: Option<u64>,
-}
-
 pub(crate) async fn answer_query(
     ledger: &Ledger,
     views: &Mutex<()>,
@@ -375,27 +370,19 @@ pub(crate) async fn answer_query(
         );
         return reply(&request, &body, Some((413, "payload_too_large")), None).await;
     }
-    let query = if payload.is_empty() {
-        Ok(Query {
-            contract_id: None,
-            as_of: None,
-            known_at: None,
-            at_position: None,
-            from: None,
-            to: None,
-            until: None,
-            min_position: None,
-        })
-    } else {
-        serde_json::from_slice::<Query>(&payload).map_err(|e| format!("bad query: {e}"))
+    // Read your writes: `min_position` (a command reply's `Ledger-Position`) makes the answer
+    // wait until this instance holds it, up to 5 s; on a replicated instance the mirror may lag.
+    let (payload, min_position) = match split_min_position(&payload) {
+        Ok(split) => split,
+        Err(message) => {
+            let body = refusal(None, "invalid_query", message);
+            return reply(&request, &body, Some((400, "invalid_query")), None).await;
+        }
     };
-    if let Ok(Query {
-        min_position: Some(position),
-        ..
-    }) = &query
+    if let Some(position) = min_position
         && tokio::time::timeout(
             crate::replicated::READ_YOUR_WRITES_WAIT,
-            ledger.wait_for(*position),
+            ledger.wait_for(position),
         )
         .await
         .is_err()
@@ -414,33 +401,52 @@ pub(crate) async fn answer_query(
     // projection from racing.
     let _one_at_a_time = views.lock().await;
     let ledger = ledger.clone();
-    let answer = match query {
-        Err(message) => Err((400, "invalid_query", message)),
-        Ok(query) => tokio::task::spawn_blocking(move || {
-            crate::views::query(&ledger, &view, query_args(query))
-        })
-        .await
-        .unwrap_or_else(|e| Err((500, "internal", format!("the query panicked: {e}")))),
+    let answer = match projections::query::Query::from_json(&view, &payload) {
+        Err(error) => Err(error),
+        Ok(query) => {
+            tokio::task::spawn_blocking(move || projections::query::answer(&ledger, &query))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(projections::query::QueryError::Log(
+                        ledger::Error::Invalid {
+                            what: "query",
+                            detail: format!("the query panicked: {e}"),
+                        },
+                    ))
+                })
+        }
     };
     match answer {
-        Ok((body, position)) => reply(&request, &body, None, Some(position)).await,
-        Err((code, status, message)) => {
-            let body = refusal(None, status, message);
+        Ok((answer, position)) => {
+            reply_bytes(&request, answer.to_json(), None, Some(position)).await;
+        }
+        Err(error) => {
+            let (code, status) = error.status();
+            let body = refusal(None, status, error.to_string());
             reply(&request, &body, Some((code, status)), None).await;
         }
     }
 }
 
-fn query_args(query: Query) -> crate::views::QueryArgs {
-    crate::views::QueryArgs {
-        contract_id: query.contract_id,
-        as_of: query.as_of,
-        known_at: query.known_at,
-        at_position: query.at_position,
-        from: query.from,
-        to: query.to,
-        until: query.until,
+/// A query's body without its `min_position`, and that position.
+fn split_min_position(payload: &[u8]) -> Result<(Vec<u8>, Option<u64>), String> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok((Vec::new(), None));
     }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| format!("bad query: {e}"))?;
+    let Some(object) = value.as_object_mut() else {
+        return Err("a query is a JSON object".to_owned());
+    };
+    let min_position = match object.remove("min_position") {
+        None => None,
+        Some(value) => Some(
+            value
+                .as_u64()
+                .ok_or("min_position is a log position (a number)")?,
+        ),
+    };
+    Ok((value.to_string().into_bytes(), min_position))
 }
 
 async fn schedule_loop(

@@ -1,59 +1,90 @@
-//! `ledgerctl audit`, `shortfalls` and `rebuild`: the read side for finance and disputes. Glue:
-//! the numbers come from `projections`.
+//! The read side's renderers: one per view and format (table, JSON, CSV; HTML for the audit
+//! statement), for answers found in the store here or answered by the service over NATS alike
+//! (`projections::query`), so both print the same. And `rebuild`. Glue: the numbers come from
+//! `projections`.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use projections::audit::{Statement, statement};
-use projections::balances::Balances;
-use projections::shortfalls::{BillableEntry, Shortfalls};
-use projections::{Projection, catch_up};
+use projections::audit::Statement;
+use projections::query::{Answer, LogEntry, VerifyAnswer};
+use projections::shortfalls::BillableEntry;
 
 use crate::Format;
 
-/// `audit`'s flags, as given.
-pub struct AuditArgs<'a> {
-    pub contract: &'a str,
-    pub from: Option<&'a str>,
-    pub to: Option<&'a str>,
-    pub known_at: Option<&'a str>,
+/// Prints an answer in `format`; the exit code is the verb's (`verify`: 1 when the log is
+/// broken).
+pub fn print(answer: &Answer, format: Format) -> anyhow::Result<ExitCode> {
+    match answer {
+        Answer::Balance(view) => crate::contract::print_balance(view, format),
+        Answer::BalanceDetail(detail) => print_balance_detail(detail, format),
+        Answer::Audit(statement) => print_statement(statement, format),
+        Answer::Shortfalls(entries) => print_shortfalls(entries, format),
+        Answer::Notices(notices) => print_notices(notices, format),
+        Answer::Replay(steps) => print_replay(steps, format),
+        Answer::Diff(diff) => print_diff(diff, format),
+        Answer::Verify(report) => print_verify(report, format),
+        Answer::Log(entries) => print_log(entries, format),
+    }
 }
 
-pub fn audit(data: &Path, args: &AuditArgs<'_>, format: Format) -> anyhow::Result<ExitCode> {
-    let ledger = crate::read_ledger(data)?;
-    let period = audit_period(&ledger, args)?;
-    let statement = statement(&ledger, args.contract, period)?;
-    print_statement(&statement, format)
-}
-
-/// The statement's period from its flags; a date alone is 00:00 in the contract's zone.
-pub fn audit_period(
-    ledger: &ledger::Ledger,
-    args: &AuditArgs<'_>,
-) -> anyhow::Result<projections::audit::Period> {
-    let time = |flag: &str, text: Option<&str>| {
-        text.map(|t| contract_time(ledger, args.contract, flag, t))
-            .transpose()
-    };
-    Ok(projections::audit::Period {
-        from: time("--from", args.from)?,
-        to: time("--to", args.to)?,
-        known_at: time("--known-at", args.known_at)?,
+/// Prints a verification; exit 1 when the log is broken.
+pub fn print_verify(report: &VerifyAnswer, format: Format) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string(report)?)?,
+        Format::Table | Format::Csv | Format::Html => {
+            writeln!(
+                out,
+                "checked {} events in {} streams up to position {} (chain head {})",
+                report.events_checked,
+                report.streams_checked,
+                report.last_position,
+                report.last_hash
+            )?;
+            match (&report.first_bad_position, &report.problem) {
+                (Some(position), Some(problem)) => {
+                    writeln!(out, "BROKEN at position {position}: {problem}")?;
+                }
+                _ => writeln!(out, "ok")?,
+            }
+        }
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 
-/// A time flag of a contract's verb: RFC 3339, or a date alone (00:00 in the contract's zone;
-/// UTC for an unknown contract, which the verb then reports).
-pub fn contract_time(
-    ledger: &ledger::Ledger,
-    contract: &str,
-    flag: &str,
-    text: &str,
-) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    let zone = projections::time::zone_of(ledger, contract)?.unwrap_or(chrono_tz::Tz::UTC);
-    projections::time::parse(flag, text, zone).map_err(anyhow::Error::msg)
+/// Prints raw events: JSON lines (also for CSV), or a table.
+pub fn print_log(entries: &[LogEntry], format: Format) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if format == Format::Table {
+        writeln!(
+            out,
+            "{:>8}  {:<20} {:>5}  {:<24} {:<30} payload",
+            "position", "stream", "ver", "type", "recorded"
+        )?;
+    }
+    for entry in entries {
+        match format {
+            Format::Table | Format::Html => writeln!(
+                out,
+                "{:>8}  {:<20} {:>5}  {:<24} {:<30} {}",
+                entry.position,
+                entry.stream,
+                entry.version,
+                entry.event_type,
+                entry.recorded_at,
+                entry.payload
+            )?,
+            Format::Json | Format::Csv => writeln!(out, "{}", serde_json::to_string(entry)?)?,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints a statement (built here or answered by the service).
@@ -486,45 +517,6 @@ fn write_table(statement: &Statement, out: &mut dyn Write) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Catches projection `P` up and returns the states of one contract (which must exist) or of
-/// every contract, with the checkpoint they were built to.
-fn projection_states<P: Projection>(
-    data: &Path,
-    contract: Option<&str>,
-) -> anyhow::Result<(ledger::Checkpoint, Vec<P::State>)> {
-    let ledger = crate::read_ledger(data)?;
-    if let Some(contract) = contract
-        && ledger.stream_version(&format!("contract-{contract}"))? == 0
-    {
-        anyhow::bail!("no contract {contract} in {}", data.display());
-    }
-    states_in::<P>(&ledger, contract)
-}
-
-/// A projection's states (one contract's, or all), caught up to the head first.
-fn states_in<P: Projection>(
-    ledger: &ledger::Ledger,
-    contract: Option<&str>,
-) -> anyhow::Result<(ledger::Checkpoint, Vec<P::State>)> {
-    let ledger = ledger.clone();
-    let store = ledger.projection_store(P::NAME)?;
-    let checkpoint = catch_up::<P>(&ledger, &store, &mut |_| {})?;
-    let mut states = Vec::new();
-    for (key, value) in store.entries(contract.unwrap_or("").as_bytes())? {
-        if contract.is_some_and(|c| key != c.as_bytes()) {
-            continue;
-        }
-        states.push(serde_json::from_slice(&value)?);
-    }
-    Ok((checkpoint, states))
-}
-
-pub fn shortfalls(data: &Path, contract: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
-    let (_, states) = projection_states::<Shortfalls>(data, contract)?;
-    let entries: Vec<BillableEntry> = states.into_iter().flat_map(|state| state.entries).collect();
-    print_shortfalls(&entries, format)
-}
-
 /// Prints billables (found here or answered by the service).
 pub fn print_shortfalls(entries: &[BillableEntry], format: Format) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
@@ -611,37 +603,6 @@ fn decimals(map: &std::collections::BTreeMap<String, rust_decimal::Decimal>) -> 
         .map(|(k, v)| format!("{k} {v}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn parse_until(
-    ledger: &ledger::Ledger,
-    contract: &str,
-    until: Option<&str>,
-) -> anyhow::Result<projections::disputes::Until> {
-    use projections::disputes::Until;
-    Ok(match until {
-        None => Until::End,
-        Some(text) => match text.parse::<u64>() {
-            Ok(position) => Until::Position(position),
-            Err(_) => Until::RecordedAt(contract_time(ledger, contract, "--until", text).map_err(
-                |e| e.context("--until takes a log position, an RFC 3339 time or a date"),
-            )?),
-        },
-    })
-}
-
-pub fn replay(
-    data: &Path,
-    contract: &str,
-    until: Option<&str>,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
-    let ledger = crate::read_ledger(data)?;
-    let until = parse_until(&ledger, contract, until)?;
-    let Some(steps) = projections::disputes::replay(&ledger, contract, until)? else {
-        anyhow::bail!("no contract {contract} in {}", data.display());
-    };
-    print_replay(&steps, format)
 }
 
 fn rfc3339(t: &chrono::DateTime<chrono::Utc>) -> String {
@@ -741,21 +702,8 @@ pub fn print_replay(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn diff(
-    data: &Path,
-    contract: &str,
-    known_at: &[String],
-    format: Format,
-) -> anyhow::Result<ExitCode> {
-    let [first, second] = known_at else {
-        anyhow::bail!("diff takes --known-at twice: the earlier and the later knowledge time");
-    };
-    let ledger = crate::read_ledger(data)?;
-    let first = contract_time(&ledger, contract, "--known-at", first)?;
-    let second = contract_time(&ledger, contract, "--known-at", second)?;
-    let Some(diff) = projections::disputes::diff(&ledger, contract, first, second)? else {
-        anyhow::bail!("no contract {contract} in {}", data.display());
-    };
+/// Prints a diff between two knowledge times.
+pub fn print_diff(diff: &projections::disputes::Diff, format: Format) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let undone = |change: &projections::disputes::Change| {
         change.undoes.as_ref().map(undone_text).unwrap_or_default()
@@ -891,13 +839,12 @@ pub fn diff(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn notices(data: &Path, contract: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
-    let (checkpoint, states) = projection_states::<projections::notices::Notices>(data, contract)?;
-    let notices: Vec<_> = states
-        .into_iter()
-        .flat_map(|state| state.notices)
-        .map(shown_notice)
-        .collect();
+/// Prints expiry notices with the money at risk.
+pub fn print_notices(
+    answer: &projections::query::NoticesAnswer,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let notices: Vec<_> = answer.notices.iter().cloned().map(shown_notice).collect();
     let mut out = std::io::stdout().lock();
     match format {
         Format::Json => writeln!(out, "{}", serde_json::to_string(&notices)?)?,
@@ -970,8 +917,7 @@ pub fn notices(data: &Path, contract: Option<&str>, format: Format) -> anyhow::R
             writeln!(
                 out,
                 "built to log position {} (chain hash {})",
-                checkpoint.position,
-                ledger::hex(&checkpoint.hash)
+                answer.built_to_position, answer.built_to_hash
             )?;
             writeln!(
                 out,
@@ -1032,64 +978,17 @@ fn shown_notice(mut notice: projections::notices::Notice) -> projections::notice
     notice
 }
 
-/// `balance --detail`: quantities and money by kind and by lot, and billables. Without filters,
-/// the balances projection's current state; with `--as-of`, `--known-at` or `--at-position`,
-/// the same fold over only the contract's events that pass them, stamped with the last
-/// position counted and its chain hash.
-pub fn balance_detail(
-    data: &Path,
-    args: &crate::contract::BalanceArgs<'_>,
+/// Prints `balance --detail`: quantities and money by kind and by lot, and billables, stamped
+/// with the position and chain hash they were built to.
+pub fn print_balance_detail(
+    detail: &projections::query::BalanceDetail,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let contract = args.contract;
-    let ledger = crate::read_ledger(data)?;
-    let filtered = args.as_of.is_some() || args.known_at.is_some() || args.at_position.is_some();
-    let (balances, checkpoint) = if filtered {
-        let time = |flag: &str, text: Option<&str>| {
-            text.map(|t| contract_time(&ledger, contract, flag, t))
-                .transpose()
-        };
-        let as_of = time("--as-of", args.as_of)?;
-        let known_at = time("--known-at", args.known_at)?;
-        let events = projections::contract_events(&ledger, contract)?;
-        if events.is_empty() {
-            anyhow::bail!("no contract {contract} in {}", data.display());
-        }
-        let mut state = projections::balances::ContractBalances::default();
-        let mut checkpoint = ledger::Checkpoint {
-            position: 0,
-            hash: [0; 32],
-        };
-        for event in &events {
-            if args.at_position.is_some_and(|p| event.position > p)
-                || known_at.is_some_and(|k| event.recorded_at > k)
-                || as_of.is_some_and(|t| event.effective_at.unwrap_or(event.recorded_at) > t)
-            {
-                continue;
-            }
-            Balances::apply(&mut state, event);
-            checkpoint = ledger::Checkpoint {
-                position: event.position,
-                hash: event.hash,
-            };
-        }
-        (state, checkpoint)
-    } else {
-        let store = ledger.projection_store(Balances::NAME)?;
-        let checkpoint = catch_up::<Balances>(&ledger, &store, &mut |_| {})?;
-        let Some(entry) = store.get(contract.as_bytes())? else {
-            anyhow::bail!("no contract {contract} in {}", data.display());
-        };
-        (serde_json::from_slice(&entry)?, checkpoint)
-    };
+    let balances = &detail.balances;
+    let contract = balances.contract_id.as_str();
     let mut out = std::io::stdout().lock();
     match format {
-        Format::Json => {
-            let mut json = serde_json::to_value(&balances)?;
-            json["built_to_position"] = checkpoint.position.into();
-            json["built_to_hash"] = ledger::hex(&checkpoint.hash).into();
-            writeln!(out, "{json}")?;
-        }
+        Format::Json => writeln!(out, "{}", serde_json::to_string(detail)?)?,
         Format::Csv => {
             let mut writer = csv::Writer::from_writer(&mut out);
             writer.write_record([
@@ -1133,10 +1032,7 @@ pub fn balance_detail(
             writeln!(
                 out,
                 "contract {} ({}) — built to log position {} (chain hash {})",
-                contract,
-                balances.currency,
-                checkpoint.position,
-                ledger::hex(&checkpoint.hash)
+                contract, balances.currency, detail.built_to_position, detail.built_to_hash
             )?;
             writeln!(
                 out,
@@ -1185,121 +1081,4 @@ pub fn balance_detail(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A query's parameters, as `ledger.qry.<view>` takes them (JSON) and the flags name them.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct QueryArgs {
-    pub contract_id: Option<String>,
-    pub as_of: Option<String>,
-    pub known_at: Option<String>,
-    pub at_position: Option<u64>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub until: Option<String>,
-}
-
-/// A refused query: the service error code, a snake_case status and a message.
-pub type QueryError = (u16, &'static str, String);
-
-/// Answers `ledger.qry.<view>` from a ledger this process owns: the view's JSON (the same as
-/// `--format json` prints) and the log position it reflects.
-pub fn query(
-    ledger: &ledger::Ledger,
-    view: &str,
-    args: QueryArgs,
-) -> Result<(serde_json::Value, u64), QueryError> {
-    let invalid = |e: anyhow::Error| (400, "invalid_query", format!("{e:#}"));
-    let internal = |e: anyhow::Error| (500, "internal", format!("{e:#}"));
-    let unknown = |contract: &str| (404, "unknown_contract", format!("no contract {contract}"));
-    let needs_contract = || {
-        args.contract_id.clone().ok_or((
-            400,
-            "invalid_query",
-            format!("{view} needs a contract_id"),
-        ))
-    };
-    let head = ledger.committed_position();
-    match view {
-        "balance" => {
-            let contract = needs_contract()?;
-            let time = |flag: &str, t: &Option<String>| {
-                t.as_deref()
-                    .map(|t| contract_time(ledger, &contract, flag, t))
-                    .transpose()
-            };
-            let filter = projections::timeline::Filter {
-                as_of: time("as_of", &args.as_of).map_err(invalid)?,
-                known_at: time("known_at", &args.known_at).map_err(invalid)?,
-                at_position: args.at_position,
-            };
-            let store = ledger
-                .projection_store(projections::timeline::NAME)
-                .map_err(|e| internal(e.into()))?;
-            let checkpoint =
-                projections::timeline::catch_up(ledger, &store).map_err(|e| internal(e.into()))?;
-            let view = projections::timeline::balance(&store, &contract, filter)
-                .map_err(|e| internal(e.into()))?
-                .ok_or_else(|| unknown(&contract))?;
-            Ok((
-                serde_json::to_value(view).expect("views serialize"),
-                checkpoint.position,
-            ))
-        }
-        "shortfalls" => {
-            if let Some(contract) = &args.contract_id
-                && ledger
-                    .stream_version(&format!("contract-{contract}"))
-                    .map_err(|e| internal(e.into()))?
-                    == 0
-            {
-                return Err(unknown(contract));
-            }
-            let (checkpoint, states) =
-                states_in::<Shortfalls>(ledger, args.contract_id.as_deref()).map_err(internal)?;
-            let entries: Vec<BillableEntry> =
-                states.into_iter().flat_map(|state| state.entries).collect();
-            Ok((
-                serde_json::to_value(entries).expect("entries serialize"),
-                checkpoint.position,
-            ))
-        }
-        "audit" => {
-            let contract = needs_contract()?;
-            let period = audit_period(
-                ledger,
-                &AuditArgs {
-                    contract: &contract,
-                    from: args.from.as_deref(),
-                    to: args.to.as_deref(),
-                    known_at: args.known_at.as_deref(),
-                },
-            )
-            .map_err(invalid)?;
-            let statement = statement(ledger, &contract, period).map_err(|e| match e {
-                projections::audit::StatementError::UnknownContract(c) => unknown(&c),
-                projections::audit::StatementError::BadPeriod => {
-                    (400, "invalid_query", e.to_string())
-                }
-                other => internal(other.into()),
-            })?;
-            Ok((
-                serde_json::to_value(statement).expect("statements serialize"),
-                head,
-            ))
-        }
-        "replay" => {
-            let contract = needs_contract()?;
-            let until = parse_until(ledger, &contract, args.until.as_deref()).map_err(invalid)?;
-            let steps = projections::disputes::replay(ledger, &contract, until)
-                .map_err(|e| internal(e.into()))?
-                .ok_or_else(|| unknown(&contract))?;
-            Ok((serde_json::to_value(steps).expect("steps serialize"), head))
-        }
-        other => Err((
-            404,
-            "unknown_view",
-            format!("no view {other:?}; the views are balance, audit, shortfalls, replay"),
-        )),
-    }
 }
