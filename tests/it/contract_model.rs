@@ -252,7 +252,7 @@ fn check_months_tile_the_year(ledger: &ledger::Ledger) -> Result<(), TestCaseErr
     let whole = projections::audit::statement(ledger, "C-1", Default::default()).unwrap();
     let berlin = chrono_tz::Europe::Berlin;
     let month_start = |index: u32| {
-        let (year, month) = (2025 + (index + 11) / 12, (index + 11) % 12 + 1);
+        let (year, month) = (2025 + index.div_ceil(12), (index + 11) % 12 + 1);
         berlin
             .with_ymd_and_hms(year as i32, month, 1, 0, 0, 0)
             .unwrap()

@@ -24,7 +24,7 @@ use ledger::{Ledger, LedgerOptions};
 use tokio::sync::watch;
 
 use crate::bench::{Line, Row, concurrent_appends, percentile, print_machine, record};
-use crate::replicated::{JetStreamCommit, mirror_loop, set_up_log_named};
+use service::replicated::{JetStreamCommit, mirror_loop, set_up_log_named};
 
 #[derive(Args)]
 pub struct ReplicatedBenchArgs {

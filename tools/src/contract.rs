@@ -29,7 +29,7 @@ fn handler(data: &Path, create: bool) -> anyhow::Result<Handler> {
 /// A time flag not tied to a contract (`tick --now`): RFC 3339 with an offset, or a date alone,
 /// 00:00 UTC that day.
 pub fn parse_time(flag: &str, text: &str) -> anyhow::Result<DateTime<Utc>> {
-    projections::time::parse(flag, text, chrono_tz::Tz::UTC).map_err(anyhow::Error::msg)
+    service::parse_time(flag, text)
 }
 
 /// The command id of a line that did not parse, if one can be read from it.

@@ -11,8 +11,6 @@ mod html;
 mod load;
 mod nats;
 mod raw;
-mod replicated;
-mod serve;
 mod views;
 
 use std::io::IsTerminal;
@@ -124,7 +122,7 @@ enum Command {
     /// The long-running service: owns --data and serves it on --nats (commands and queries as
     /// the NATS service `ledger`, balances/events/billables/notices published to JetStream, the
     /// scheduler on a timer). SIGTERM or Ctrl-C drains and exits 0.
-    Serve(serve::ServeArgs),
+    Serve(service::ServeArgs),
     /// A contract's history event by event with the balances after each.
     Replay {
         /// The contract id.
@@ -157,7 +155,7 @@ enum Command {
     Status,
     /// Relay a verified embedded store (--data) into an empty LEDGER_LOG on the cluster at
     /// --nats, same positions and hashes; run again after an interruption to go on.
-    Migrate(replicated::MigrateArgs),
+    Migrate(service::replicated::MigrateArgs),
     /// Append and read raw events (no contract rules): for inspecting and seeding a store.
     #[command(subcommand)]
     Log(raw::LogCommand),
@@ -198,10 +196,13 @@ fn run() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Command::Status = cli.command {
-        return finish(replicated::status(&cli.nats, format == Format::Json));
+        return finish(service::replicated::status(
+            &cli.nats,
+            format == Format::Json,
+        ));
     }
     if let Command::Migrate(args) = &cli.command {
-        return finish(replicated::migrate(&cli.data, &cli.nats, args));
+        return finish(service::replicated::migrate(&cli.data, &cli.nats, args));
     }
     if let Some(query) = read_query(&cli.command) {
         let outcome = query.and_then(|query| {
@@ -227,7 +228,7 @@ fn run() -> ExitCode {
         Command::Submit { file } => contract::submit(&cli.data, &file),
         Command::Tick { now } => contract::tick(&cli.data, &now),
         Command::Rebuild => views::rebuild(&cli.data),
-        Command::Serve(args) => serve::run(&cli.data, &cli.nats, &args),
+        Command::Serve(args) => service::serve::run(&cli.data, &cli.nats, &args),
         Command::Watch { .. } => Err(anyhow::anyhow!(
             "watch follows a running serve: give --nats URL (or NATS_URL)"
         )),
@@ -395,11 +396,11 @@ fn remote(nats: &nats::NatsArgs, command: Command) -> anyhow::Result<ExitCode> {
         Command::Watch { contract, count } => {
             return nats::watch(nats, contract.as_deref(), *count);
         }
-        Command::Tick { now } => Remote::Tick(&now),
+        Command::Tick { now } => Remote::Tick(now),
         other => anyhow::bail!(
             "over --nats the service answers submit, tick, watch and every read verb; run {} \
              where the store is (--data)",
-            verb_name(&other)
+            verb_name(other)
         ),
     };
     nats::run(nats, verb)

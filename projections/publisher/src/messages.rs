@@ -155,14 +155,18 @@ mod tests {
 
     /// Given the published balances and one event, then these messages (subject, id, kind) and
     /// these balances after.
+    /// One row: the example event, the balances before, the messages (subject, id, kind), the
+    /// balances after.
+    type Case<'a> = (
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a [(&'a str, &'a str, &'a str)],
+        &'a [(&'a str, &'a str)],
+    );
+
     #[test]
     fn what_each_event_becomes() {
-        let cases: &[(
-            &str,
-            &[(&str, &str)],
-            &[(&str, &str, &str)],
-            &[(&str, &str)],
-        )] = &[
+        let cases: &[Case] = &[
             (
                 "purchased",
                 &[],

@@ -1,185 +1,15 @@
-//! `ledgerctl serve`: one process owns the store and serves it on NATS. It runs
-//! - the `ledger` service (async-nats service API, so `$SRV.PING|INFO|STATS` work) with the
-//!   endpoints `ledger.cmd.<verb>` (a command's JSON; `tick`) and `ledger.qry.<view>`
-//!   (`balance`, `audit`, `shortfalls`, `replay`);
-//! - the publisher (an outbox over the log): balance changes into the KV bucket
-//!   `ledger_balances` (republished live on `ledger.balance.<contract>.<bucket>`), events on
-//!   `ledger.evt.<contract>.<type>`, billables on `ledger.shortfall.<contract>`, expiry notices on
-//!   `ledger.notice.<contract>`; every message carries a `Nats-Msg-Id` derived from its log
-//!   position, so a republish after a crash is dropped by JetStream as a duplicate; the
-//!   publisher's checkpoint moves only after JetStream acknowledged everything before it;
-//! - the scheduler: `tick` on a timer (R8, R9, R10, R15).
-//!
-//! SIGTERM or Ctrl-C: stop taking requests, finish those in flight, publish up to the head,
-//! checkpoint, flush, exit 0.
+//! The `ledger` service's endpoints: `ledger.cmd.<verb>` (a command's JSON, and `tick`) and
+//! `ledger.qry.<view>` (`projections::query`). Every reply carries `Content-Type` and, when it
+//! reflects the log, `Ledger-Position`; a refusal carries the service error headers.
 
-use std::path::Path;
-use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::Context;
 use async_nats::HeaderMap;
-use async_nats::jetstream;
-use async_nats::service::ServiceExt;
-use chrono::{DateTime, Utc};
 use commands::handler::CommandResult;
 use commands::{Handler, Rejection};
-use futures::StreamExt;
-use ledger::{Checkpoint, Ledger};
+use ledger::Ledger;
 use schemas::CommandEnvelope;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 
-use crate::nats::{NatsArgs, REQUEST_BYTES_MAX};
-
-/// `serve`'s own flags.
-#[derive(clap::Args, Debug)]
-pub struct ServeArgs {
-    /// Fix the clock (RFC 3339) for commands and the scheduler, for tests and replays.
-    #[arg(long)]
-    pub now: Option<String>,
-    /// Seconds between scheduler ticks; 0 turns the scheduler off.
-    #[arg(long, default_value_t = 60)]
-    pub tick_seconds: u64,
-    #[command(flatten)]
-    pub replicated: crate::replicated::ReplicatedArgs,
-}
-
-pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        nats.nats.is_some(),
-        "serve needs a NATS server: --nats URL (or NATS_URL)"
-    );
-    if args.replicated.replicated {
-        return crate::replicated::run(data, nats, args);
-    }
-    let fixed_now = args
-        .now
-        .as_deref()
-        .map(|t| crate::contract::parse_time("--now", t))
-        .transpose()?;
-    let ledger = crate::create_ledger(data)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve(ledger, nats, fixed_now, args.tick_seconds))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn serve(
-    ledger: Ledger,
-    nats: &NatsArgs,
-    fixed_now: Option<DateTime<Utc>>,
-    tick_seconds: u64,
-) -> anyhow::Result<()> {
-    let clock: ledger::Clock = match fixed_now {
-        Some(now) => Arc::new(move || now),
-        None => Arc::new(Utc::now),
-    };
-    let handler = Handler::new(ledger.clone(), clock.clone(), "ledger-service");
-    let (reconnects_tx, reconnects) = watch::channel(0u64);
-    let client = nats.connect("ledger serve", Some(reconnects_tx)).await?;
-    let js = jetstream::new(client.clone());
-    publisher::set_up(&js, 1).await?;
-
-    let service = client
-        .service_builder()
-        .description("Contract Ledger: commands and queries")
-        .start("ledger", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| anyhow::anyhow!("starting the NATS service: {e}"))?;
-    let mut commands_endpoint = service
-        .endpoint_builder()
-        .name("cmd")
-        .add("ledger.cmd.*")
-        .await
-        .map_err(|e| anyhow::anyhow!("adding ledger.cmd.*: {e}"))?;
-    let mut queries_endpoint = service
-        .endpoint_builder()
-        .name("qry")
-        .add("ledger.qry.*")
-        .await
-        .map_err(|e| anyhow::anyhow!("adding ledger.qry.*: {e}"))?;
-
-    let Background {
-        stop: stop_tx,
-        publisher,
-        scheduler,
-    } = start_background(&ledger, &js, reconnects, &handler, &clock, tick_seconds);
-    let views = Arc::new(Mutex::new(()));
-    tracing::info!("serving the ledger on NATS");
-    eprintln!("ledgerctl serve: serving (pid {})", std::process::id());
-
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut in_flight = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            Some(request) = commands_endpoint.next() => {
-                let handler = handler.clone();
-                in_flight.spawn(async move { answer_command(&handler, request).await });
-            }
-            Some(request) = queries_endpoint.next() => {
-                let ledger = ledger.clone();
-                let views = views.clone();
-                in_flight.spawn(async move { answer_query(&ledger, &views, request).await });
-            }
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
-    tracing::info!("stopping: draining requests in flight");
-    commands_endpoint.stop().await.ok();
-    queries_endpoint.stop().await.ok();
-    while in_flight.join_next().await.is_some() {}
-    stop_tx.send(true).ok();
-    if let Some(scheduler) = scheduler {
-        scheduler.await.ok();
-    }
-    let checkpoint = publisher.await.context("the publisher task")??;
-    client.flush().await.context("flushing NATS")?;
-    eprintln!(
-        "ledgerctl serve: stopped; published and checkpointed to position {}",
-        checkpoint.position
-    );
-    Ok(())
-}
-
-/// What runs beside the endpoints of the log's writer: the publisher and the scheduler, with the
-/// switch that stops both.
-pub(crate) struct Background {
-    pub stop: watch::Sender<bool>,
-    pub publisher: tokio::task::JoinHandle<Result<Checkpoint, publisher::PublishError>>,
-    pub scheduler: Option<tokio::task::JoinHandle<()>>,
-}
-
-/// Starts the publisher and, unless `tick_seconds` is 0, the scheduler.
-pub(crate) fn start_background(
-    ledger: &Ledger,
-    js: &jetstream::Context,
-    reconnects: watch::Receiver<u64>,
-    handler: &Handler,
-    clock: &ledger::Clock,
-    tick_seconds: u64,
-) -> Background {
-    let (stop, stop_rx) = watch::channel(false);
-    let (publisher, _) =
-        publisher::Publisher::new(ledger.clone(), js.clone(), reconnects, stop_rx.clone());
-    let publisher = tokio::spawn(publisher.run());
-    let scheduler = (tick_seconds > 0).then(|| {
-        tokio::spawn(schedule_loop(
-            handler.clone(),
-            clock.clone(),
-            Duration::from_secs(tick_seconds),
-            stop_rx,
-        ))
-    });
-    Background {
-        stop,
-        publisher,
-        scheduler,
-    }
-}
+use crate::REQUEST_BYTES_MAX;
 
 /// A reply body with the service-error headers when `code` is set.
 async fn reply(
@@ -229,7 +59,8 @@ fn refusal(command_id: Option<String>, code: &str, message: String) -> serde_jso
     .expect("refusals serialize")
 }
 
-pub(crate) async fn answer_command(handler: &Handler, request: async_nats::service::Request) {
+/// Answers one `ledger.cmd.<verb>` request: the command decided and appended, or refused.
+pub async fn answer_command(handler: &Handler, request: async_nats::service::Request) {
     let subject = request.message.subject.to_string();
     let verb = subject.rsplit('.').next().unwrap_or_default().to_owned();
     let payload = request.message.payload.clone();
@@ -328,7 +159,7 @@ async fn answer_tick(handler: &Handler, request: &async_nats::service::Request, 
     }
     let now = serde_json::from_slice::<Tick>(payload)
         .map_err(|e| format!("tick takes {{\"now\":\"<RFC 3339>\"}}: {e}"))
-        .and_then(|t| crate::contract::parse_time("now", &t.now).map_err(|e| format!("{e:#}")));
+        .and_then(|t| crate::parse_time("now", &t.now).map_err(|e| format!("{e:#}")));
     let now = match now {
         Ok(now) => now,
         Err(message) => {
@@ -354,7 +185,9 @@ async fn answer_tick(handler: &Handler, request: &async_nats::service::Request, 
     }
 }
 
-pub(crate) async fn answer_query(
+/// Answers one `ledger.qry.<view>` request (`projections::query`), after the log holds the
+/// request's `min_position`.
+pub async fn answer_query(
     ledger: &Ledger,
     views: &Mutex<()>,
     request: async_nats::service::Request,
@@ -380,12 +213,9 @@ pub(crate) async fn answer_query(
         }
     };
     if let Some(position) = min_position
-        && tokio::time::timeout(
-            crate::replicated::READ_YOUR_WRITES_WAIT,
-            ledger.wait_for(position),
-        )
-        .await
-        .is_err()
+        && tokio::time::timeout(crate::READ_YOUR_WRITES_WAIT, ledger.wait_for(position))
+            .await
+            .is_err()
     {
         let body = refusal(
             None,
@@ -447,26 +277,4 @@ fn split_min_position(payload: &[u8]) -> Result<(Vec<u8>, Option<u64>), String> 
         ),
     };
     Ok((value.to_string().into_bytes(), min_position))
-}
-
-async fn schedule_loop(
-    handler: Handler,
-    clock: ledger::Clock,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut interval = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop.changed() => return,
-        }
-        match handler.tick(clock()).await {
-            Ok(results) if !results.is_empty() => {
-                tracing::info!(appended = results.len(), "scheduler tick");
-            }
-            Ok(_) => {}
-            Err(error) => tracing::error!(%error, "scheduler tick failed"),
-        }
-    }
 }

@@ -38,14 +38,17 @@ use ledger::replica::Pending;
 use ledger::{Ledger, LedgerOptions, Replicator, WireBatch};
 use tokio::sync::{Mutex, watch};
 
-use crate::nats::NatsArgs;
-use crate::serve::{ServeArgs, answer_command, answer_query};
+use crate::NatsArgs;
+use crate::ServeArgs;
+use crate::endpoints::{answer_command, answer_query};
 
 /// The replicated log's stream and its one subject.
 pub const LOG_STREAM: &str = "LEDGER_LOG";
+/// The subject every batch of the replicated log is published on.
 pub const LOG_SUBJECT: &str = "ledger.log";
 /// The writer lease's bucket and key.
 pub const LEASE_BUCKET: &str = "ledger_writer";
+/// The lease's key in its bucket.
 pub const LEASE_KEY: &str = "writer";
 /// Each instance's role and position, for `status`.
 pub const INSTANCES_BUCKET: &str = "ledger_instances";
@@ -62,18 +65,20 @@ const REPLICATE_WINDOW: usize = 4;
 const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a mirror's consumer may deliver nothing before the mirror checks the stream.
 const MIRROR_IDLE_CHECK: Duration = Duration::from_secs(2);
-/// How long a query with `min_position` waits for the mirror.
-pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);
 
 /// The replicated commit: one JetStream publish per batch, fenced by the expected sequence.
-pub(crate) struct JetStreamCommit {
+pub struct JetStreamCommit {
+    /// The cluster.
     pub js: jetstream::Context,
     /// The log's stream and subject (LEDGER_LOG, ledger.log; benchmarks use their own).
     pub stream: String,
+    /// The subject its batches are published on.
     pub subject: String,
+    /// Where the async publishes run (the commit is called from the writer's thread).
     pub runtime: tokio::runtime::Handle,
     /// The stream's sequence of the last batch this writer knows of.
     pub last_sequence: std::sync::Mutex<u64>,
+    /// The largest batch message, below the server's max_payload.
     pub bytes_max: usize,
 }
 
@@ -91,7 +96,12 @@ impl JetStreamCommit {
         headers
     }
 
-    pub(crate) async fn publish(&self, batch: &WireBatch, expected: u64) -> Result<u64, String> {
+    /// Publishes one batch expecting the stream's last sequence to be `expected`; its
+    /// sequence, or why it was refused.
+    ///
+    /// # Errors
+    /// A refused or unanswered publish, in words.
+    pub async fn publish(&self, batch: &WireBatch, expected: u64) -> Result<u64, String> {
         self.publish_after(batch, expected, None).await
     }
 
@@ -266,6 +276,12 @@ pub struct ReplicatedArgs {
     pub lease_seconds: u64,
 }
 
+/// `serve --replicated`: this instance joins the replicated log with `data` as its mirror, and
+/// serves until SIGTERM or Ctrl-C.
+///
+/// # Errors
+/// Bad flags, a cluster that does not fsync every write, a store that is not the log's prefix,
+/// NATS or the store failing.
 pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let replicated = &args.replicated;
     anyhow::ensure!(
@@ -280,7 +296,7 @@ pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<Exi
     let fixed_now = args
         .now
         .as_deref()
-        .map(|t| crate::contract::parse_time("--now", t))
+        .map(|t| crate::parse_time("--now", t))
         .transpose()?;
     let clock: ledger::Clock = match fixed_now {
         Some(now) => Arc::new(move || now),
@@ -307,7 +323,7 @@ pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<Exi
 }
 
 /// Refuses a cluster whose nodes do not fsync every write, naming the node.
-pub(crate) fn check_nodes_sync(monitors: &[String]) -> anyhow::Result<Vec<String>> {
+pub fn check_nodes_sync(monitors: &[String]) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
     for url in monitors {
         let body = http_get(url, "/varz").with_context(|| format!("reading {url}/varz"))?;
@@ -332,7 +348,7 @@ pub(crate) fn check_nodes_sync(monitors: &[String]) -> anyhow::Result<Vec<String
 }
 
 /// A plain HTTP/1.0 GET of a monitoring endpoint (loopback or a private network; no TLS).
-pub(crate) fn http_get(base: &str, path: &str) -> anyhow::Result<String> {
+pub fn http_get(base: &str, path: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};
     let authority = base
         .trim_start_matches("http://")
@@ -369,7 +385,7 @@ async fn set_up_log(js: &jetstream::Context, replicas: usize) -> anyhow::Result<
 }
 
 /// Gets or creates a replicated log's stream (LEDGER_LOG, or a benchmark's own).
-pub(crate) async fn set_up_log_named(
+pub async fn set_up_log_named(
     js: &jetstream::Context,
     replicas: usize,
     name: &str,
@@ -434,7 +450,7 @@ async fn check_log_placement(
 
 /// Applies the stream to the local store from its replicated sequence on, until `stop`.
 /// Returns an error only when a batch does not follow the local log (the mirror must stop).
-pub(crate) async fn mirror_loop(
+pub async fn mirror_loop(
     ledger: Ledger,
     stream: stream::Stream,
     mut stop: watch::Receiver<bool>,
@@ -962,6 +978,7 @@ async fn become_writer(
         stop,
         publisher,
         scheduler,
+        ..
     } = crate::serve::start_background(ledger, js, reconnects, &handler, clock, tick_seconds);
     Ok(WriterTerm {
         revision,
