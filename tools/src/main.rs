@@ -1,11 +1,6 @@
 //! `ledgerctl`: the command-line program. Glue only: it parses arguments, opens the store, calls
 //! the crates and prints. No rule of the domain lives here.
 
-mod bench;
-mod bench_nats;
-mod bench_pg;
-mod bench_replicated;
-mod bench_suite;
 mod contract;
 mod html;
 mod load;
@@ -233,7 +228,7 @@ fn run() -> ExitCode {
             "watch follows a running serve: give --nats URL (or NATS_URL)"
         )),
         Command::Log(command) => raw::run(&cli.data, command),
-        Command::Bench(command) => bench::run(&cli.data, command),
+        Command::Bench(command) => bench::run(command),
         Command::Load(args) => load::run(&cli.data, args),
         Command::Status | Command::Migrate(_) => unreachable!("handled above"),
         Command::Balance { .. }

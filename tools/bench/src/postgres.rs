@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use ledger::Ledger;
 
-use crate::bench::{Line, concurrent_appends, percentile, print_machine};
+use crate::{Line, concurrent_appends, percentile, print_machine};
 
 #[derive(Args)]
 pub struct PostgresBenchArgs {
@@ -32,9 +32,9 @@ pub struct PostgresBenchArgs {
 
 /// The events table, the append with its expected-version check and the point-in-time balance:
 /// the same files `tests/it/postgres_side.rs` checks against the ledger's answers.
-pub(crate) const SCHEMA: &str = include_str!("../sql/schema.sql");
-pub(crate) const APPEND: &str = include_str!("../sql/append.sql");
-pub(crate) const BALANCE_AS_OF: &str = include_str!("../sql/balance_as_of.sql");
+pub(crate) const SCHEMA: &str = include_str!("../../sql/schema.sql");
+pub(crate) const APPEND: &str = include_str!("../../sql/append.sql");
+pub(crate) const BALANCE_AS_OF: &str = include_str!("../../sql/balance_as_of.sql");
 
 /// `writers` threads, each on its own connection and stream, appending one event per
 /// transaction with the expected-version check, for `duration`. Rate and sorted latencies (µs).
@@ -105,6 +105,7 @@ pub(crate) fn postgres_appends(
 }
 
 pub fn run(args: PostgresBenchArgs) -> anyhow::Result<ExitCode> {
+    let report = &mut crate::Report::default();
     std::fs::create_dir_all(&args.work_dir)?;
     let work = tempfile::Builder::new()
         .prefix("ledger-bench-pg-")
@@ -138,7 +139,7 @@ pub fn run(args: PostgresBenchArgs) -> anyhow::Result<ExitCode> {
             target_ratio: (writers >= 256).then_some(10.0),
             cpu_us_per_event: None,
         }
-        .print();
+        .print(report);
         println!(
             "BENCH workload=postgres15_appends_{writers}_writers per_sec={pg_rate:.0} p50_us={} p99_us={}",
             percentile(&pg_latencies, 50),

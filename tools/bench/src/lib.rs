@@ -7,6 +7,13 @@
 
 // Rates and percentiles are reported as floating-point numbers; no money is computed here.
 #![allow(clippy::float_arithmetic)]
+// Benchmarks are a tool's internals, not an API: their items are documented where it helps.
+#![allow(missing_docs)]
+
+mod nats;
+mod postgres;
+mod replicated;
+mod suite;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,17 +38,17 @@ pub enum BenchCommand {
     Projections(ProjectionsArgs),
     /// The NATS service: commands over request/reply beside a raw echo responder,
     /// append-to-subscriber latency, and the publisher beside a raw JetStream publish loop.
-    Nats(crate::bench_nats::NatsBenchArgs),
+    Nats(crate::nats::NatsBenchArgs),
     /// Durable appends with 1, 16 and 256 writers beside PostgreSQL 15 (one insert per
     /// transaction, the same expected-version check, synchronous_commit on), started here.
-    Postgres(crate::bench_pg::PostgresBenchArgs),
+    Postgres(crate::postgres::PostgresBenchArgs),
     /// The replicated log on a 3-node JetStream cluster started here: appends with 1, 16, 256
     /// writers beside a raw R3 publish pipeline and the embedded ledger, mirror lag, failover.
-    Replicated(crate::bench_replicated::ReplicatedBenchArgs),
+    Replicated(crate::replicated::ReplicatedBenchArgs),
     /// The whole suite in one run, printing one table: appends, commands, rebuild and as-of at
     /// each log size beside raw fsync, raw fjall and PostgreSQL 15; the NATS service; versions
     /// and the machine.
-    Suite(crate::bench_suite::SuiteArgs),
+    Suite(crate::suite::SuiteArgs),
 }
 
 #[derive(Args)]
@@ -89,17 +96,17 @@ pub struct AppendArgs {
 /// Envelope ≈ 150 bytes of header, stream and type + this payload ≈ 300 bytes.
 const PAYLOAD_BYTES: usize = 150;
 const RAW_RECORD_BYTES: usize = 300;
-pub(crate) const RAW_FJALL_BATCH: usize = 1000;
+pub const RAW_FJALL_BATCH: usize = 1000;
 
-pub fn run(_data: &Path, command: BenchCommand) -> anyhow::Result<ExitCode> {
+pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Append(args) => append(args),
         BenchCommand::Commands(args) => commands_bench(args),
         BenchCommand::Projections(args) => projections_bench(args),
-        BenchCommand::Nats(args) => crate::bench_nats::run(args),
-        BenchCommand::Postgres(args) => crate::bench_pg::run(args),
-        BenchCommand::Replicated(args) => crate::bench_replicated::run(args),
-        BenchCommand::Suite(args) => crate::bench_suite::run(args),
+        BenchCommand::Nats(args) => crate::nats::run(args, &mut Report::default()),
+        BenchCommand::Postgres(args) => crate::postgres::run(args),
+        BenchCommand::Replicated(args) => crate::replicated::run(args, &mut Report::default()),
+        BenchCommand::Suite(args) => crate::suite::run(args),
     }
 }
 
@@ -107,6 +114,7 @@ pub fn run(_data: &Path, command: BenchCommand) -> anyhow::Result<ExitCode> {
 /// id) as fast as acks come back; the baseline appends one raw event per call to one stream
 /// per client. Both fsync per group commit in the same way.
 fn commands_bench(args: CommandsArgs) -> anyhow::Result<ExitCode> {
+    let report = &mut Report::default();
     let duration = Duration::from_millis(args.millis);
     std::fs::create_dir_all(&args.work_dir)?;
     let work = tempfile::Builder::new()
@@ -131,12 +139,12 @@ fn commands_bench(args: CommandsArgs) -> anyhow::Result<ExitCode> {
             target_ratio: Some(0.50),
             cpu_us_per_event: None,
         }
-        .print();
+        .print(report);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn concurrent_commands(
+pub async fn concurrent_commands(
     ledger: Ledger,
     contracts: usize,
     duration: Duration,
@@ -203,7 +211,7 @@ pub(crate) async fn concurrent_commands(
     ))
 }
 
-pub(crate) struct Line {
+pub struct Line {
     pub workload: String,
     pub per_sec: f64,
     pub p50_us: Option<u64>,
@@ -217,7 +225,7 @@ pub(crate) struct Line {
 /// One row of `bench suite`'s table: every `Line` printed while the suite runs, and the suite's
 /// own rows. `speedup` is how many times the ledger's figure beats the baseline's (a rate over a
 /// rate, or a time under a time).
-pub(crate) struct Row {
+pub struct Row {
     pub step: String,
     pub workload: String,
     pub ledger: String,
@@ -228,19 +236,36 @@ pub(crate) struct Row {
     pub memory: String,
 }
 
-/// Rows recorded so far, and the step (log size) the next rows belong to.
-pub(crate) static ROWS: std::sync::Mutex<Vec<Row>> = std::sync::Mutex::new(Vec::new());
-pub(crate) static STEP: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+/// The rows a run recorded, and the step (log size) the next rows belong to: what `bench suite`
+/// prints as its table. Each benchmark records into the report it is handed.
+#[derive(Default)]
+pub struct Report {
+    rows: Vec<Row>,
+    step: String,
+}
 
-pub(crate) fn record(mut row: Row) {
-    if row.step.is_empty() {
-        row.step = STEP.lock().expect("not poisoned").clone();
+impl Report {
+    /// Records a row, in the current step unless it names its own.
+    pub fn record(&mut self, mut row: Row) {
+        if row.step.is_empty() {
+            row.step = self.step.clone();
+        }
+        self.rows.push(row);
     }
-    ROWS.lock().expect("not poisoned").push(row);
+
+    /// The log size the next rows belong to.
+    pub fn set_step(&mut self, step: &str) {
+        step.clone_into(&mut self.step);
+    }
+
+    /// Every row so far.
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
 }
 
 /// A rate for the table: events per second, with its latencies when measured.
-pub(crate) fn rate_text(per_sec: f64, p50_us: Option<u64>, p99_us: Option<u64>) -> String {
+pub fn rate_text(per_sec: f64, p50_us: Option<u64>, p99_us: Option<u64>) -> String {
     let mut text = format!("{per_sec:.0}/s");
     if let (Some(p50), Some(p99)) = (p50_us, p99_us) {
         text += &format!(" (p50 {}, p99 {})", micros_text(p50), micros_text(p99));
@@ -252,7 +277,7 @@ pub(crate) fn rate_text(per_sec: f64, p50_us: Option<u64>, p99_us: Option<u64>) 
 /// included, from the process CPU clock (`clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`), which
 /// counts in nanoseconds; `/proc/self/stat` counts in 10 ms ticks, and a short round of a small
 /// run can use less than one.
-pub(crate) fn process_cpu() -> Duration {
+pub fn process_cpu() -> Duration {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     Duration::new(
         u64::try_from(now.tv_sec).unwrap_or(0),
@@ -262,13 +287,13 @@ pub(crate) fn process_cpu() -> Duration {
 
 /// CPU microseconds per event since `since` (a [`process_cpu`] reading): what the work cost
 /// both cores, not how long it took.
-pub(crate) fn cpu_us_per_event(since: Duration, events: f64) -> f64 {
+pub fn cpu_us_per_event(since: Duration, events: f64) -> f64 {
     (process_cpu().saturating_sub(since)).as_secs_f64() * 1e6 / events.max(1.0)
 }
 
 /// What a workload costing `cpu_us_per_event` could reach with every core of this machine busy
 /// with it and no time lost to waits: the cores, and events per second.
-pub(crate) fn cpu_ceiling(cpu_us_per_event: f64) -> (usize, f64) {
+pub fn cpu_ceiling(cpu_us_per_event: f64) -> (usize, f64) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (cores, cores as f64 * 1e6 / cpu_us_per_event)
 }
@@ -280,7 +305,7 @@ const SETTLE_MAX: Duration = Duration::from_secs(30);
 /// Waits until the ledger's store has no flush or compaction queued or running (at most
 /// [`SETTLE_MAX`]), so that the next timed round, the ledger's or a raw baseline's, does not pay
 /// for the background work of the one before it. Returns how long it waited.
-pub(crate) fn settle(ledger: &Ledger) -> Duration {
+pub fn settle(ledger: &Ledger) -> Duration {
     let start = Instant::now();
     while !ledger.background_work().is_quiet() {
         if start.elapsed() >= SETTLE_MAX {
@@ -301,7 +326,7 @@ pub(crate) fn settle(ledger: &Ledger) -> Duration {
     start.elapsed()
 }
 
-pub(crate) fn micros_text(us: u64) -> String {
+pub fn micros_text(us: u64) -> String {
     if us >= 10_000 {
         format!("{:.1} ms", us as f64 / 1000.0)
     } else {
@@ -310,9 +335,10 @@ pub(crate) fn micros_text(us: u64) -> String {
 }
 
 impl Line {
-    pub fn print(&self) {
+    /// Prints the machine-readable line and records the row beside its baseline.
+    pub fn print(&self, report: &mut Report) {
         if let Some((name, rate)) = &self.baseline {
-            record(Row {
+            report.record(Row {
                 step: String::new(),
                 workload: self.workload.clone(),
                 ledger: rate_text(self.per_sec, self.p50_us, self.p99_us),
@@ -347,6 +373,7 @@ impl Line {
 }
 
 fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
+    let report = &mut Report::default();
     let duration = Duration::from_millis(args.millis);
     std::fs::create_dir_all(&args.work_dir)?;
     let work = tempfile::Builder::new()
@@ -364,7 +391,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         target_ratio: None,
         cpu_us_per_event: None,
     }
-    .print();
+    .print(report);
     let (fjall_rate, fjall_cpu) = raw_fjall_batches(
         &work.path().join("raw-fjall"),
         duration,
@@ -380,7 +407,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         target_ratio: None,
         cpu_us_per_event: Some(fjall_cpu),
     }
-    .print();
+    .print(report);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
@@ -409,7 +436,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
                     target_ratio: None,
                     cpu_us_per_event: Some(cpu),
                 }
-                .print();
+                .print(report);
                 same_batch.push((name, rate));
             }
         }
@@ -452,7 +479,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
                 target_ratio,
                 cpu_us_per_event: Some(cpu),
             }
-            .print();
+            .print(report);
         }
         if writers > 1 {
             let (cores, ceiling) = cpu_ceiling(cpu);
@@ -468,7 +495,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
                 target_ratio: None,
                 cpu_us_per_event: None,
             }
-            .print();
+            .print(report);
         }
     }
 
@@ -483,7 +510,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         target_ratio: None,
         cpu_us_per_event: None,
     }
-    .print();
+    .print(report);
     Line {
         workload: format!("scan_decode_{events}_events"),
         per_sec: scan_rate,
@@ -493,7 +520,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
         target_ratio: None,
         cpu_us_per_event: None,
     }
-    .print();
+    .print(report);
     let meets = if scan_rate >= 500_000.0 { "yes" } else { "no" };
     println!(
         "BENCH workload=scan_decode_absolute per_sec={scan_rate:.0} target_per_sec=500000 meets={meets}"
@@ -501,7 +528,7 @@ fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn print_machine(work: &Path) {
+pub fn print_machine(work: &Path) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|text| {
@@ -521,14 +548,14 @@ pub(crate) fn print_machine(work: &Path) {
     );
 }
 
-pub(crate) fn percentile(sorted: &[u64], p: usize) -> u64 {
+pub fn percentile(sorted: &[u64], p: usize) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
     sorted[(sorted.len() - 1) * p / 100]
 }
 
-pub(crate) fn raw_fsync(path: &Path, duration: Duration) -> anyhow::Result<f64> {
+pub fn raw_fsync(path: &Path, duration: Duration) -> anyhow::Result<f64> {
     let mut file = std::fs::File::create(path)?;
     let record = [b'x'; RAW_RECORD_BYTES];
     let start = Instant::now();
@@ -543,7 +570,7 @@ pub(crate) fn raw_fsync(path: &Path, duration: Duration) -> anyhow::Result<f64> 
 
 /// What a raw fjall baseline writes for each event.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RawLayout {
+pub enum RawLayout {
     /// One 300-byte item: the disk's limit through fjall, and since store format 2 the
     /// ledger's own fsync'd layout (its stream index is written after the fsync, elsewhere).
     Event,
@@ -555,7 +582,7 @@ pub(crate) enum RawLayout {
 }
 
 impl RawLayout {
-    pub(crate) fn suffix(self) -> &'static str {
+    pub fn suffix(self) -> &'static str {
         match self {
             RawLayout::Event => "",
             RawLayout::EventAndStreamIndex => "_with_stream_index",
@@ -565,7 +592,7 @@ impl RawLayout {
 
 /// Raw fjall: batches of `batch` events committed with `PersistMode::SyncAll`, back to back.
 /// Returns events per second and CPU microseconds per event (fjall's own threads included).
-pub(crate) fn raw_fjall_batches(
+pub fn raw_fjall_batches(
     path: &Path,
     duration: Duration,
     batch: usize,
@@ -607,7 +634,7 @@ fn bench_event() -> NewEvent {
     NewEvent::new("bench_event", vec![b'x'; PAYLOAD_BYTES])
 }
 
-pub(crate) async fn concurrent_appends(
+pub async fn concurrent_appends(
     ledger: &Ledger,
     writers: usize,
     duration: Duration,
@@ -715,7 +742,7 @@ fn scan(
 }
 
 /// Peak resident memory of this process, in KiB (Linux `VmHWM`), after resetting it when asked.
-pub(crate) fn peak_rss_kib(reset: bool) -> u64 {
+pub fn peak_rss_kib(reset: bool) -> u64 {
     if reset {
         // Writing 5 to clear_refs resets the peak RSS counter (Linux ≥ 4.0).
         let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -735,7 +762,7 @@ pub(crate) fn peak_rss_kib(reset: bool) -> u64 {
 /// A valid history written straight to the log (bypassing `decide`, which the commands
 /// benchmark measures): per contract an opening, one large DAS lot, then one-minute
 /// consumptions; contract 0 gets 10,000 events for the as-of query.
-pub(crate) fn generate_history(ledger: &Ledger, events: u64, contracts: u64) -> anyhow::Result<()> {
+pub fn generate_history(ledger: &Ledger, events: u64, contracts: u64) -> anyhow::Result<()> {
     use schemas::*;
     let dec = |s: &str| s.parse::<rust_decimal::Decimal>().expect("literal decimal");
     let per_contract = (events / contracts.max(1)).max(3);
@@ -820,6 +847,7 @@ pub(crate) fn generate_history(ledger: &Ledger, events: u64, contracts: u64) -> 
 }
 
 fn projections_bench(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
+    let report = &mut Report::default();
     use projections::Projection;
     std::fs::create_dir_all(&args.work_dir)?;
     let work = tempfile::Builder::new()
@@ -891,7 +919,7 @@ fn projections_bench(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
         target_ratio: Some(0.60),
         cpu_us_per_event: None,
     }
-    .print();
+    .print(report);
     Line {
         workload: format!(
             "rebuild_all_{}_projections_{events}_events_median_of_7",
@@ -904,7 +932,7 @@ fn projections_bench(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
         target_ratio: None,
         cpu_us_per_event: None,
     }
-    .print();
+    .print(report);
     println!(
         "BENCH workload=rebuild_peak_memory events={events} contracts={} peak_rss_kib={peak_kib} rss_before_kib={before_kib}",
         args.contracts

@@ -23,7 +23,7 @@ use clap::Args;
 use ledger::{Ledger, LedgerOptions};
 use tokio::sync::watch;
 
-use crate::bench::{Line, Row, concurrent_appends, percentile, print_machine, record};
+use crate::{Line, Report, Row, concurrent_appends, percentile, print_machine};
 use service::replicated::{JetStreamCommit, mirror_loop, set_up_log_named};
 
 #[derive(Args)]
@@ -78,7 +78,7 @@ async fn raw_pipeline(
     Ok(messages as f64 / start.elapsed().as_secs_f64())
 }
 
-pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: ReplicatedBenchArgs, report: &mut Report) -> anyhow::Result<ExitCode> {
     let duration = Duration::from_millis(args.millis);
     std::fs::create_dir_all(&args.work_dir)?;
     let work = tempfile::Builder::new()
@@ -161,7 +161,7 @@ pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
                 target_ratio: None,
                 cpu_us_per_event: None,
             }
-            .print();
+            .print(report);
         }
         eprintln!(
             "replicated, {writers} writers: {rate:.0} events/s in {batches} batches \
@@ -199,7 +199,7 @@ pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
                 target_ratio: target,
                 cpu_us_per_event: None,
             }
-            .print();
+            .print(report);
         }
         println!(
             "BENCH workload=mirror_lag_writers_{writers} samples={} p50_us={} p99_us={}",
@@ -207,7 +207,7 @@ pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
             percentile(&lags, 50),
             percentile(&lags, 99)
         );
-        record(Row {
+        report.record(Row {
             step: String::new(),
             workload: format!("replicated_mirror_lag_writers_{writers}"),
             ledger: format!(
@@ -236,7 +236,7 @@ pub fn run(args: ReplicatedBenchArgs) -> anyhow::Result<ExitCode> {
             "BENCH workload=failover_writer_sigkill_to_first_accepted_command millis={} writer_killed={killed}",
             to_first_command.as_millis()
         );
-        record(Row {
+        report.record(Row {
             step: String::new(),
             workload: "replicated_failover_writer_sigkill_to_first_accepted_command".into(),
             ledger: format!("{} ms (lease 3 s)", to_first_command.as_millis()),

@@ -39,12 +39,12 @@ use clap::Args;
 use ledger::Ledger;
 use projections::Projection;
 
-use crate::bench::{
-    RAW_FJALL_BATCH, ROWS, RawLayout, Row, STEP, concurrent_appends, concurrent_commands,
-    cpu_ceiling, cpu_us_per_event, generate_history, micros_text, peak_rss_kib, percentile,
-    process_cpu, rate_text, raw_fjall_batches, raw_fsync, record, settle,
+use crate::postgres::{BALANCE_AS_OF, SCHEMA, postgres_appends};
+use crate::{
+    RAW_FJALL_BATCH, RawLayout, Report, Row, concurrent_appends, concurrent_commands, cpu_ceiling,
+    cpu_us_per_event, generate_history, micros_text, peak_rss_kib, percentile, process_cpu,
+    rate_text, raw_fjall_batches, raw_fsync, settle,
 };
-use crate::bench_pg::{BALANCE_AS_OF, SCHEMA, postgres_appends};
 use harness::Postgres;
 
 #[derive(Args)]
@@ -164,6 +164,7 @@ const AS_OF: &str = "2026-01-08T00:00:00Z";
 
 pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let report = &mut Report::default();
     std::fs::create_dir_all(&args.work_dir)?;
     let work = tempfile::Builder::new()
         .prefix("ledger-bench-suite-")
@@ -179,7 +180,7 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     clean_up_when_interrupted(&runtime, work.path().to_owned())?;
 
     progress("the disk's limit: raw write+fsync, raw fjall SyncAll batches");
-    set_step("—");
+    report.set_step("—");
     let fsync_rate = raw_fsync(&work.path().join("raw-fsync"), duration)?;
     let (fjall_rate, _) = raw_fjall_batches(
         &work.path().join("raw-fjall"),
@@ -197,7 +198,7 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
             fjall_rate,
         ),
     ] {
-        record(plain_row(&workload, format!("{rate:.0}/s")));
+        report.record(plain_row(&workload, format!("{rate:.0}/s")));
     }
     progress("starting PostgreSQL 15");
     let postgres = Postgres::start_at(
@@ -207,34 +208,46 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
     let postgres_version = postgres.version()?;
 
     for &size in &sizes {
-        step(&runtime, work.path(), &postgres, size, duration)?;
+        step(&runtime, work.path(), &postgres, size, duration, report)?;
     }
     drop(postgres);
 
     let mut nats_version = String::from("nats-server not run (--no-nats)");
     if !args.no_nats {
         progress("the NATS service (bench nats)");
-        set_step("—");
+        report.set_step("—");
         nats_version = command_version(
             std::env::var_os("NATS_SERVER").unwrap_or_else(|| "nats-server".into()),
             "--version",
         );
-        crate::bench_nats::run(crate::bench_nats::NatsBenchArgs {
-            millis: args.millis,
-            clients: COMMAND_CONTRACTS,
-            publish_events: 100_000,
-            work_dir: work.path().to_owned(),
-        })?;
+        crate::nats::run(
+            crate::nats::NatsBenchArgs {
+                millis: args.millis,
+                clients: COMMAND_CONTRACTS,
+                publish_events: 100_000,
+                work_dir: work.path().to_owned(),
+            },
+            report,
+        )?;
         progress("the replicated log on a 3-node JetStream cluster (bench replicated)");
-        crate::bench_replicated::run(crate::bench_replicated::ReplicatedBenchArgs {
-            millis: args.millis,
-            writers: WRITERS.to_vec(),
-            no_failover: false,
-            work_dir: work.path().to_owned(),
-        })?;
+        crate::replicated::run(
+            crate::replicated::ReplicatedBenchArgs {
+                millis: args.millis,
+                writers: WRITERS.to_vec(),
+                no_failover: false,
+                work_dir: work.path().to_owned(),
+            },
+            report,
+        )?;
     }
 
-    print_table(work.path(), &postgres_version, &nats_version, started);
+    print_table(
+        report,
+        work.path(),
+        &postgres_version,
+        &nats_version,
+        started,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -282,6 +295,7 @@ fn step(
     postgres: &Postgres,
     size: u64,
     duration: Duration,
+    report: &mut Report,
 ) -> anyhow::Result<()> {
     phase(&format!("{size} events: generating the history"));
     let ledger = Ledger::open(work.join(format!("ledger-{size}")))?;
@@ -289,7 +303,7 @@ fn step(
     let events = ledger.committed_position();
     // The rows of this step say how many events the log really held (the generator rounds up:
     // one contract always gets 10k events for the as-of rows).
-    set_step(&format!("{events}"));
+    report.set_step(&format!("{events}"));
 
     progress(&format!("{size} events: copying them into PostgreSQL"));
     let database = format!("events_{size}");
@@ -306,7 +320,7 @@ fn step(
     // PostgreSQL's own appends and, on the same disk and cores, the ledger's and the raw loops'.
     db.batch_execute("VACUUM ANALYZE events")?;
     db.batch_execute("CHECKPOINT")?;
-    record(Row {
+    report.record(Row {
         step: String::new(),
         workload: "generate_history_and_copy_it_into_postgresql".into(),
         ledger: format!("{events} events"),
@@ -358,7 +372,7 @@ fn step(
             Some(percentile(&latencies, 50)),
             Some(percentile(&latencies, 99)),
         ) + &cpu_text(cpu);
-        record(Row {
+        report.record(Row {
             step: String::new(),
             workload: format!("durable_appends_{writers}_writers"),
             ledger: ledger_figure.clone(),
@@ -405,7 +419,7 @@ fn step(
             };
             for (baseline, baseline_rate, baseline_cpu, target) in compared {
                 let baseline_figure = format!("{baseline_rate:.0}/s{}", cpu_text(baseline_cpu));
-                record(Row {
+                report.record(Row {
                     step: String::new(),
                     workload: format!("durable_appends_{writers}_writers"),
                     ledger: ledger_figure.clone(),
@@ -417,7 +431,7 @@ fn step(
                 });
                 if writers > 1 && target.is_some() {
                     let (cores, ceiling) = cpu_ceiling(cpu);
-                    record(Row {
+                    report.record(Row {
                         step: String::new(),
                         workload: format!(
                             "durable_appends_{writers}_writers: CPU ceiling, {cores} cores ÷ {cpu:.1} µs CPU/event"
@@ -457,7 +471,7 @@ fn step(
     }
     let (raw_rate, rate) = (median(raw_rates), median(rates));
     latencies.sort_unstable();
-    record(Row {
+    report.record(Row {
         step: String::new(),
         workload: format!("commands_embedded_{COMMAND_CONTRACTS}_contracts (decide + append)"),
         ledger: rate_text(
@@ -483,10 +497,10 @@ fn step(
     projections::rebuild_all(&ledger, &mut |_| {})?;
     let rebuild_rate = events_now as f64 / start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let balances = db.query(include_str!("../sql/balances_all.sql"), &[])?;
+    let balances = db.query(include_str!("../../sql/balances_all.sql"), &[])?;
     let sql_rate = events_now as f64 / start.elapsed().as_secs_f64();
     anyhow::ensure!(!balances.is_empty(), "PostgreSQL found no balances");
-    record(Row {
+    report.record(Row {
         step: String::new(),
         workload: "rebuild_balances".into(),
         ledger: format!("{balances_rate:.0} events/s"),
@@ -496,7 +510,7 @@ fn step(
         target: Some(0.6),
         memory: phase_peak(),
     });
-    record(Row {
+    report.record(Row {
         step: String::new(),
         workload: "rebuild_balances".into(),
         ledger: format!("{balances_rate:.0} events/s"),
@@ -510,7 +524,7 @@ fn step(
         "rebuild_all_{}_projections_one_scan",
         projections::PERSISTED.len()
     );
-    record(Row {
+    report.record(Row {
         step: String::new(),
         workload: workload.clone(),
         ledger: format!("{rebuild_rate:.0} events/s"),
@@ -520,7 +534,7 @@ fn step(
         target: None,
         memory: phase_peak(),
     });
-    record(Row {
+    report.record(Row {
         step: String::new(),
         workload,
         ledger: format!("{rebuild_rate:.0} events/s"),
@@ -533,7 +547,7 @@ fn step(
 
     phase(&format!("{size} events: balance --as-of"));
     let (ledger_us, pg_us) = as_of(&ledger, &mut db)?;
-    record(Row {
+    report.record(Row {
         step: String::new(),
         workload: "balance_as_of_contract_with_10k_events (p50 of 21)".into(),
         ledger: micros_text(ledger_us),
@@ -661,10 +675,6 @@ fn phase_peak() -> String {
     format!("{} MiB", peak_rss_kib(false) / 1024)
 }
 
-fn set_step(step: &str) {
-    *STEP.lock().expect("not poisoned") = step.to_owned();
-}
-
 fn progress(what: &str) {
     eprintln!("suite: {what}");
 }
@@ -685,7 +695,7 @@ fn command_version(program: impl AsRef<std::ffi::OsStr>, flag: &str) -> String {
 
 /// A locked crate's version, from the Cargo.lock this binary was built with.
 fn locked(name: &str) -> String {
-    let lock = include_str!("../../Cargo.lock");
+    let lock = include_str!("../../../Cargo.lock");
     let needle = format!("name = \"{name}\"\nversion = \"");
     lock.find(&needle)
         .and_then(|at| lock[at + needle.len()..].split('"').next())
@@ -693,8 +703,14 @@ fn locked(name: &str) -> String {
         .to_owned()
 }
 
-fn print_table(work: &Path, postgres_version: &str, nats_version: &str, started: Instant) {
-    crate::bench::print_machine(work);
+fn print_table(
+    report: &Report,
+    work: &Path,
+    postgres_version: &str,
+    nats_version: &str,
+    started: Instant,
+) {
+    crate::print_machine(work);
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -724,7 +740,7 @@ fn print_table(work: &Path, postgres_version: &str, nats_version: &str, started:
         "| log events | workload | ledger | baseline | baseline figure | ledger ÷ baseline | target | meets | peak RSS |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for row in ROWS.lock().expect("not poisoned").iter() {
+    for row in report.rows() {
         let speedup = row.speedup.map_or("—".into(), |s| format!("{s:.2}×"));
         let (target, meets) = match (row.target, row.speedup) {
             (Some(target), Some(speedup)) => (

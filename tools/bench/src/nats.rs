@@ -23,7 +23,7 @@ use clap::Args;
 use futures::StreamExt;
 use ledger::Ledger;
 
-use crate::bench::{Line, generate_history, percentile, print_machine};
+use crate::{Line, Report, generate_history, percentile, print_machine};
 use publisher::PUBLISH_ACKS_IN_FLIGHT_MAX;
 
 #[derive(Args)]
@@ -119,7 +119,7 @@ async fn request_load(
     Ok((rate, all))
 }
 
-pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: NatsBenchArgs, report: &mut Report) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.work_dir)?;
     let work = tempfile::Builder::new()
         .prefix("ledger-bench-nats-")
@@ -177,7 +177,7 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
             target_ratio: None,
             cpu_us_per_event: None,
         }
-        .print();
+        .print(report);
         println!(
             "BENCH workload=raw_nats_request_reply_echo_{}_clients per_sec={raw_rate:.0} p50_us={} p99_us={}",
             args.clients,
@@ -209,13 +209,13 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
             }
         }
         waits.sort_unstable();
-        crate::bench::record(crate::bench::Row {
+        report.record(crate::Row {
             step: String::new(),
             workload: "append_to_subscriber_latency_over_nats".into(),
             ledger: format!(
                 "p50 {}, p99 {}",
-                crate::bench::micros_text(percentile(&waits, 50)),
-                crate::bench::micros_text(percentile(&waits, 99))
+                crate::micros_text(percentile(&waits, 50)),
+                crate::micros_text(percentile(&waits, 99))
             ),
             baseline: "—".into(),
             baseline_figure: String::new(),
@@ -277,7 +277,7 @@ pub fn run(args: NatsBenchArgs) -> anyhow::Result<ExitCode> {
         target_ratio: Some(0.5),
         cpu_us_per_event: None,
     }
-    .print();
+    .print(report);
     Ok(ExitCode::SUCCESS)
 }
 
