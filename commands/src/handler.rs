@@ -112,20 +112,47 @@ fn reused_id(command_id: &str) -> Rejection {
     )
 }
 
-/// An append that failed for a reason a retry cannot fix.
-fn append_failure(error: &ledger::Error) -> Rejection {
-    match error {
-        ledger::Error::IdempotencyKeyReused { command_id } => reused_id(command_id),
-        other => io_failure(other),
+/// Why a command was neither accepted nor rejected: an operational failure, not the command's
+/// fault. Nothing of it was acknowledged; sending it again with the same `command_id` is safe
+/// (R14). The NATS service answers it 500 `internal`, the CLI exits 2.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The log could not read or record it (a full disk, a writer that stopped or lost its
+    /// lease).
+    #[error("the command was not recorded: {0}")]
+    Storage(#[from] ledger::Error),
+    /// The stream kept changing under every attempt.
+    #[error("{stream} kept changing under {HANDLER_RETRIES_MAX} attempts; retry the command")]
+    Contended {
+        /// The stream.
+        stream: String,
+    },
+}
+
+/// How `run` ends when it appends nothing.
+enum NotAppended {
+    /// The rules refused it.
+    Rejected(Rejection),
+    /// The log failed.
+    Failed(HandlerError),
+}
+
+impl From<Rejection> for NotAppended {
+    fn from(rejection: Rejection) -> Self {
+        NotAppended::Rejected(rejection)
     }
 }
 
-fn io_failure(error: &ledger::Error) -> Rejection {
-    Rejection::new(
-        "storage_failure",
-        "",
-        format!("the command was not recorded: {error}"),
-    )
+impl From<ledger::Error> for NotAppended {
+    fn from(error: ledger::Error) -> Self {
+        match error {
+            // R14: not a failure of the log but of the command.
+            ledger::Error::IdempotencyKeyReused { command_id } => {
+                NotAppended::Rejected(reused_id(&command_id))
+            }
+            other => NotAppended::Failed(HandlerError::Storage(other)),
+        }
+    }
 }
 
 fn content_hash(envelope: &CommandEnvelope) -> [u8; 32] {
@@ -214,8 +241,15 @@ impl Handler {
         Ok(state.clone())
     }
 
-    /// Runs one command: the INTERFACE.md result.
-    pub async fn submit(&self, mut envelope: CommandEnvelope) -> CommandResult {
+    /// Runs one command: the INTERFACE.md result, accepted or rejected.
+    ///
+    /// # Errors
+    /// When the log could not read or record it, or the contract kept changing under every
+    /// attempt: not the command's fault, and safe to send again with the same `command_id`.
+    pub async fn submit(
+        &self,
+        mut envelope: CommandEnvelope,
+    ) -> Result<CommandResult, HandlerError> {
         // Hash the command as sent, before the actor is defaulted: a retry through another
         // process or user must match its first attempt.
         let hash = content_hash(&envelope);
@@ -225,27 +259,35 @@ impl Handler {
         let command_id = envelope.command_id.clone();
         if let Some(id) = &command_id {
             match self.replay_answer(id, hash) {
-                Ok(Some(result)) => return result,
+                Ok(Some(result)) => return Ok(result),
                 Ok(None) => {}
-                Err(rejection) => return CommandResult::rejected(command_id, rejection),
+                Err(NotAppended::Rejected(rejection)) => {
+                    return Ok(CommandResult::rejected(command_id, rejection));
+                }
+                Err(NotAppended::Failed(error)) => return Err(error),
             }
         }
         match self.run(&envelope, hash).await {
-            Ok(events) => CommandResult {
+            Ok(events) => Ok(CommandResult {
                 command_id,
                 ok: true,
                 events: Some(events),
                 error: None,
-            },
-            Err(rejection) => {
+            }),
+            Err(not_appended) => {
                 // A retry that raced its own first attempt (it passed the lookup above while
                 // the first was still being written) must still get the first answer (R14).
                 if let Some(id) = &command_id
                     && let Ok(Some(first)) = self.replay_answer(id, hash)
                 {
-                    return first;
+                    return Ok(first);
                 }
-                CommandResult::rejected(command_id, rejection)
+                match not_appended {
+                    NotAppended::Rejected(rejection) => {
+                        Ok(CommandResult::rejected(command_id, rejection))
+                    }
+                    NotAppended::Failed(error) => Err(error),
+                }
             }
         }
     }
@@ -256,18 +298,14 @@ impl Handler {
         &self,
         command_id: &str,
         hash: [u8; 32],
-    ) -> Result<Option<CommandResult>, Rejection> {
-        let Some((stored_hash, appended)) = self
-            .ledger
-            .command(command_id)
-            .map_err(|e| io_failure(&e))?
-        else {
+    ) -> Result<Option<CommandResult>, NotAppended> {
+        let Some((stored_hash, appended)) = self.ledger.command(command_id)? else {
             return Ok(None);
         };
         if stored_hash != hash {
-            return Err(reused_id(command_id));
+            return Err(NotAppended::Rejected(reused_id(command_id)));
         }
-        let events = self.result_events(&appended).map_err(|e| io_failure(&e))?;
+        let events = self.result_events(&appended)?;
         Ok(Some(CommandResult {
             command_id: Some(command_id.to_owned()),
             ok: true,
@@ -302,7 +340,7 @@ impl Handler {
         &self,
         envelope: &CommandEnvelope,
         hash: [u8; 32],
-    ) -> Result<Vec<ResultEvent>, Rejection> {
+    ) -> Result<Vec<ResultEvent>, NotAppended> {
         if let Command::PublishRates(_) = envelope.body {
             return self.run_rates(envelope, hash).await;
         }
@@ -313,7 +351,8 @@ impl Handler {
         if !decide::valid_contract_id(contract_id) {
             return Err(Rejection::invalid(format!(
                 "contract_id {contract_id:?} must be 1 to 64 characters of A-Z a-z 0-9 _ -"
-            )));
+            ))
+            .into());
         }
         let stream = contract_stream(contract_id);
         let cell = self.contract_cell(contract_id);
@@ -329,12 +368,11 @@ impl Handler {
         let mut read_first = state.version == 0;
         for _attempt in 0..HANDLER_RETRIES_MAX {
             if read_first {
-                self.refresh(&stream, &mut state)
-                    .map_err(|e| io_failure(&e))?;
+                self.refresh(&stream, &mut state)?;
             }
             let rates = if needs_rates {
                 let mut rates = self.rates.lock().await;
-                self.refresh_rates(&mut rates).map_err(|e| io_failure(&e))?;
+                self.refresh_rates(&mut rates)?;
                 rates.clone()
             } else {
                 RateCard::default()
@@ -344,11 +382,10 @@ impl Handler {
                 Err(_) if !read_first => {
                     // Perhaps refused on a stale state: read, and decide once more on what the
                     // log holds (this attempt's rates are already fresh).
-                    self.refresh(&stream, &mut state)
-                        .map_err(|e| io_failure(&e))?;
+                    self.refresh(&stream, &mut state)?;
                     decide::decide(&state, &rates, envelope, (self.clock)())?
                 }
-                Err(rejection) => return Err(rejection),
+                Err(rejection) => return Err(rejection.into()),
             };
             match self
                 .append(
@@ -361,9 +398,8 @@ impl Handler {
                 .await
             {
                 Ok(appended) if appended.duplicate => {
-                    self.refresh(&stream, &mut state)
-                        .map_err(|e| io_failure(&e))?;
-                    return self.result_events(&appended).map_err(|e| io_failure(&e));
+                    self.refresh(&stream, &mut state)?;
+                    return Ok(self.result_events(&appended)?);
                 }
                 Ok(appended) => {
                     for (decision, event) in decided.iter().zip(&appended.events) {
@@ -377,26 +413,20 @@ impl Handler {
                     return Ok(appended_events(&decided, &appended));
                 }
                 Err(ledger::Error::VersionConflict { .. }) => read_first = true,
-                Err(other) => return Err(append_failure(&other)),
+                Err(other) => return Err(other.into()),
             }
         }
-        Err(Rejection::new(
-            "version_conflict",
-            "",
-            format!(
-                "contract {contract_id} kept changing under {HANDLER_RETRIES_MAX} attempts; retry the command"
-            ),
-        ))
+        Err(NotAppended::Failed(HandlerError::Contended { stream }))
     }
 
     async fn run_rates(
         &self,
         envelope: &CommandEnvelope,
         hash: [u8; 32],
-    ) -> Result<Vec<ResultEvent>, Rejection> {
+    ) -> Result<Vec<ResultEvent>, NotAppended> {
         let mut rates = self.rates.lock().await;
         for _attempt in 0..HANDLER_RETRIES_MAX {
-            self.refresh_rates(&mut rates).map_err(|e| io_failure(&e))?;
+            self.refresh_rates(&mut rates)?;
             let decided =
                 decide::decide(&ContractState::default(), &rates, envelope, (self.clock)())?;
             match self
@@ -410,22 +440,20 @@ impl Handler {
                 .await
             {
                 Ok(appended) => {
-                    self.refresh_rates(&mut rates).map_err(|e| io_failure(&e))?;
+                    self.refresh_rates(&mut rates)?;
                     return if appended.duplicate {
-                        self.result_events(&appended).map_err(|e| io_failure(&e))
+                        Ok(self.result_events(&appended)?)
                     } else {
                         Ok(appended_events(&decided, &appended))
                     };
                 }
                 Err(ledger::Error::VersionConflict { .. }) => continue,
-                Err(other) => return Err(append_failure(&other)),
+                Err(other) => return Err(other.into()),
             }
         }
-        Err(Rejection::new(
-            "version_conflict",
-            "",
-            "the rate card kept changing; retry",
-        ))
+        Err(NotAppended::Failed(HandlerError::Contended {
+            stream: RATES_STREAM.to_owned(),
+        }))
     }
 
     async fn append(

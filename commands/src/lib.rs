@@ -13,7 +13,7 @@ pub mod rejection;
 pub mod state;
 
 pub use decide::{Decided, TimeDriven, decide, decide_time_driven, due};
-pub use handler::{CommandResult, Handler};
+pub use handler::{CommandResult, Handler, HandlerError};
 pub use rejection::Rejection;
 pub use state::{ContractState, EventMeta, RateCard, Status};
 

@@ -310,6 +310,7 @@ async fn many_tasks_spending_the_same_credits_never_overdraw() {
             handler
                 .submit(schemas::CommandEnvelope::from_json(&json).unwrap())
                 .await
+                .unwrap()
         }
     };
     for line in [
@@ -353,7 +354,7 @@ async fn a_handler_with_a_stale_cache_decides_on_what_the_log_holds() {
     let submit = |handler: &commands::Handler, json: &str| {
         let handler = handler.clone();
         let envelope = schemas::CommandEnvelope::from_json(json).unwrap();
-        async move { handler.submit(envelope).await }
+        async move { handler.submit(envelope).await.unwrap() }
     };
     // Each consumption starts on its own day (DAS hours may run past a day).
     let consume = |day: i64, hours: i64| {

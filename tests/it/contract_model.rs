@@ -336,7 +336,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let ledger = ledger::Ledger::open(dir.path()).unwrap();
         let handler = Handler::new(ledger.clone(), Arc::new(chrono::Utc::now), "proptest");
-        let submit = |json: &str| runtime.block_on(handler.submit(CommandEnvelope::from_json(json).unwrap()));
+        let submit = |json: &str| runtime.block_on(handler.submit(CommandEnvelope::from_json(json).unwrap())).unwrap();
         let setup = [
             r#"{"type":"open_contract","command_id":"open","contract_id":"C-1","customer":"X","package":"advanced","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"Europe/Berlin","holidays":["2026-05-01"],"cancellation_fee_rate":"0.50","sab_commitments":[{"year":1,"incidents":10,"value_per_incident":"500.00"}]}"#,
             r#"{"type":"publish_rates","command_id":"rates","effective_from":"2026-01-01T00:00:00Z","rates":{"WS":"7.4","HALF":"2.5"}}"#,
@@ -399,7 +399,7 @@ proptest! {
         // (A rejected command wrote nothing, so nothing remembers it: a retry is decided afresh.)
         let end = ledger.committed_position();
         for (json, first) in submitted.iter().filter(|(_, result)| result.ok) {
-            let again = runtime.block_on(cold_handler.submit(CommandEnvelope::from_json(json).unwrap()));
+            let again = runtime.block_on(cold_handler.submit(CommandEnvelope::from_json(json).unwrap())).unwrap();
             prop_assert_eq!(&again, first);
             prop_assert_eq!(ledger.committed_position(), end, "a resubmit appended: {}", json);
         }

@@ -156,3 +156,70 @@ async fn a_full_index_disk_stops_the_index_not_the_log() {
     assert_eq!(ledger.stream_version("after").unwrap(), 1);
     assert!(ledger.verify().unwrap().is_ok());
 }
+
+/// Issue 15: a command the log cannot record is an operational failure, not a rejection: on a
+/// full disk `submit` stops with exit 2 naming the cause (embedded), and the NATS service answers
+/// 500 `internal`, which `ledgerctl --nats submit` reports the same way; never 422 `rejected`
+/// or exit 1.
+#[test]
+fn a_full_disk_is_an_internal_failure_not_a_rejection() {
+    let commands: String = std::iter::once(
+        r#"{"type":"open_contract","command_id":"open","contract_id":"C-1","customer":"X","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC"}"#.to_owned(),
+    )
+    .chain((0..600).map(|i| {
+        format!(
+            r#"{{"type":"purchase","command_id":"buy-{i}","contract_id":"C-1","item":"proactive_credits","quantity":"1","unit_price":"1.00","effective_at":"2026-01-02T00:00:00Z","reason":"{}"}}"#,
+            "x".repeat(20_000)
+        )
+    }))
+    .collect::<Vec<_>>()
+    .join("\n");
+    let check = |output: std::process::Output, how: &str| {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{how}: {stderr}");
+        assert!(
+            stdout.lines().count() >= 1,
+            "{how}: some were recorded first"
+        );
+        assert!(
+            stdout.lines().all(|line| line.contains(r#""ok":true"#)),
+            "{how}: the failure is no result line: {stdout}"
+        );
+        assert!(
+            stderr.contains("not recorded") && stderr.contains("command_id buy-"),
+            "{how}: {stderr}"
+        );
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .expect("run mount");
+    assert!(status.success(), "mounting a tmpfs needs root");
+    let _mount = Mount(dir.path().to_owned());
+    let embedded = tests::run_ledgerctl(&dir.path().join("embedded"), &["submit", "-"], &commands);
+    check(embedded, "embedded");
+
+    let served = tempfile::tempdir().unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(served.path())
+        .status()
+        .expect("run mount");
+    assert!(status.success(), "mounting a tmpfs needs root");
+    let _served_mount = Mount(served.path().to_owned());
+    let nats = tests::NatsServer::start().unwrap();
+    let serve = tests::Serve::start(&served.path().join("data"), &nats.url(), &[]).unwrap();
+    let over_nats = tests::run_ledgerctl(
+        &served.path().join("unused"),
+        &["--nats", &nats.url(), "submit", "-"],
+        &commands,
+    );
+    let stderr = String::from_utf8_lossy(&over_nats.stderr).into_owned();
+    check(over_nats, "over NATS");
+    assert!(stderr.contains("(500)"), "{stderr}");
+    drop(serve);
+}

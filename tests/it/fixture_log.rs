@@ -75,7 +75,8 @@ async fn the_version_1_fixture_store_opens_verifies_and_folds_to_the_recorded_ba
     // And the old store takes new commands.
     let result = handler
         .submit(schemas::CommandEnvelope::from_json(r#"{"type":"publish_rates","effective_from":"2027-03-01T00:00:00Z","rates":{"WS-NEW":"3"}}"#).unwrap())
-        .await;
+        .await
+        .unwrap();
     assert!(result.ok, "{:?}", result.error);
     assert!(ledger.verify().unwrap().is_ok());
 }

@@ -236,7 +236,8 @@ async fn rebuild_equals_incremental_byte_for_byte_over_100k_events() {
         async move {
             let result = handler
                 .submit(schemas::CommandEnvelope::from_json(&json).unwrap())
-                .await;
+                .await
+                .unwrap();
             assert!(result.ok, "{json}: {:?}", result.error);
         }
     };

@@ -109,7 +109,8 @@ async fn every_event_a_full_scenario_writes_validates_against_its_schema() {
         for line in std::fs::read_to_string(data.join(file)).unwrap().lines() {
             let result = handler
                 .submit(schemas::CommandEnvelope::from_json(line).unwrap())
-                .await;
+                .await
+                .unwrap();
             if result.command_id.as_deref() == Some("we-dse-mon") {
                 consumed_event = Some(result.events.unwrap()[0].event_id.clone());
             }
@@ -128,7 +129,8 @@ async fn every_event_a_full_scenario_writes_validates_against_its_schema() {
     for line in extras {
         let result = handler
             .submit(schemas::CommandEnvelope::from_json(&line).unwrap())
-            .await;
+            .await
+            .unwrap();
         assert!(result.ok, "{line}: {:?}", result.error);
     }
     handler

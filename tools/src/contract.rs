@@ -45,8 +45,9 @@ pub fn submit(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     submit_each(reader, |_, envelope| {
+        // A rejection is a result line; a failure of the log stops the run (exit 2).
         Ok(serde_json::to_value(
-            runtime.block_on(handler.submit(envelope)),
+            runtime.block_on(handler.submit(envelope))?,
         )?)
     })
 }
@@ -54,7 +55,8 @@ pub fn submit(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
 /// The `submit` loop, wherever the commands go: reads JSON lines, skips blank ones, answers a
 /// line that does not parse here (it never travels), hands the others to `run` (with the line
 /// as written), prints one result line each. Exit 0 when all were accepted, 1 when any was
-/// rejected.
+/// rejected; a command the log could not record stops the run with an error (exit 2), safe to
+/// send again with its `command_id`.
 pub fn submit_each(
     reader: Box<dyn BufRead>,
     mut run: impl FnMut(&str, CommandEnvelope) -> anyhow::Result<serde_json::Value>,
@@ -67,7 +69,13 @@ pub fn submit_each(
             continue;
         }
         let result = match CommandEnvelope::from_json(&line) {
-            Ok(envelope) => run(&line, envelope)?,
+            Ok(envelope) => {
+                let command_id = envelope.command_id.clone();
+                run(&line, envelope).with_context(|| match &command_id {
+                    Some(id) => format!("line {} (command_id {id})", index + 1),
+                    None => format!("line {}", index + 1),
+                })?
+            }
             Err(message) => serde_json::to_value(CommandResult::rejected(
                 command_id_of(&line),
                 Rejection::invalid(format!("line {}: {message}", index + 1)),

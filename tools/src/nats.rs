@@ -112,9 +112,18 @@ pub fn run(nats: &NatsArgs, verb: Remote<'_>) -> anyhow::Result<std::process::Ex
                 .unwrap_or_default()
                 .to_owned();
             let subject = format!("ledger.cmd.{verb}");
-            Ok(runtime
-                .block_on(request(&client, subject, line.as_bytes().to_vec()))?
-                .body)
+            let reply = runtime.block_on(request(&client, subject, line.as_bytes().to_vec()))?;
+            // 500: the service could not record it (not the command's fault): stop, as the
+            // embedded store does; resending it with its command_id is safe.
+            if reply.error_code.as_deref() == Some("500") {
+                anyhow::bail!(
+                    "the ledger service could not record it (500): {}",
+                    reply.body["error"]["message"]
+                        .as_str()
+                        .unwrap_or("no message")
+                );
+            }
+            Ok(reply.body)
         })?;
         runtime.block_on(client.flush()).ok();
         return Ok(code);

@@ -158,7 +158,7 @@ pub async fn concurrent_commands(
         async move {
             let envelope =
                 schemas::CommandEnvelope::from_json(&json).map_err(anyhow::Error::msg)?;
-            let result = handler.submit(envelope).await;
+            let result = handler.submit(envelope).await?;
             anyhow::ensure!(result.ok, "{json}: {:?}", result.error);
             anyhow::Ok(())
         }

@@ -90,7 +90,19 @@ pub async fn answer_command(handler: &Handler, request: async_nats::service::Req
         return reply(&request, &body, Some((404, "unknown_verb")), None).await;
     }
     let result = match command_for_verb(&verb, &payload) {
-        Ok(envelope) => handler.submit(envelope).await,
+        Ok(envelope) => {
+            let command_id = envelope.command_id.clone();
+            match handler.submit(envelope).await {
+                Ok(result) => result,
+                Err(error) => {
+                    // Not the command's fault: the log could not record it (a full disk, a
+                    // writer that stopped or lost its lease). A retry with the same command_id
+                    // is safe.
+                    let body = refusal(command_id, "internal", error.to_string());
+                    return reply(&request, &body, Some((500, "internal")), None).await;
+                }
+            }
+        }
         Err(message) => {
             let command_id = serde_json::from_slice::<serde_json::Value>(&payload)
                 .ok()
@@ -105,10 +117,6 @@ pub async fn answer_command(handler: &Handler, request: async_nats::service::Req
     let error = result.error.as_ref().map(|rejection| {
         if rejection.code == "invalid_command" {
             (400, "invalid_command")
-        } else if rejection.code == "storage_failure" {
-            // Not the command's fault: the log could not record it (a full disk, a writer that
-            // stopped or lost its lease). A retry with the same command_id is safe.
-            (500, "internal")
         } else {
             (422, "rejected")
         }
