@@ -16,7 +16,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::decide::{self, Decided};
-use crate::rejection::Rejection;
+use crate::rejection::{Code, Rejection};
 use crate::state::{ContractState, EventMeta, RateCard};
 
 /// Attempts at one command when other writers keep moving the stream.
@@ -25,44 +25,7 @@ pub const HANDLER_RETRIES_MAX: usize = 8;
 const LOAD_PAGE_MAX: usize = 10_000;
 pub use schemas::{RATES_STREAM, contract_stream};
 
-/// One appended event in a result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ResultEvent {
-    /// The log's event id.
-    pub event_id: String,
-    /// Global position.
-    pub position: u64,
-    /// Event type.
-    #[serde(rename = "type")]
-    pub event_type: String,
-}
-
-/// The answer to a command (INTERFACE.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CommandResult {
-    /// The command's id, when it had one.
-    pub command_id: Option<String>,
-    /// Accepted?
-    pub ok: bool,
-    /// What was appended (or had been, for a retry).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub events: Option<Vec<ResultEvent>>,
-    /// Why not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<Rejection>,
-}
-
-impl CommandResult {
-    /// A rejection.
-    pub fn rejected(command_id: Option<String>, rejection: Rejection) -> CommandResult {
-        CommandResult {
-            command_id,
-            ok: false,
-            events: None,
-            error: Some(rejection),
-        }
-    }
-}
+pub use schemas::result::{CommandResult, ResultEvent};
 
 /// Which events a balance counts.
 #[derive(Debug, Clone, Copy, Default)]
@@ -106,7 +69,7 @@ pub struct Handler {
 
 fn reused_id(command_id: &str) -> Rejection {
     Rejection::new(
-        "idempotency_key_reused",
+        Code::IdempotencyKeyReused,
         "R14",
         format!("command_id {command_id:?} was used before for a different command; use a new id"),
     )
@@ -494,11 +457,11 @@ impl Handler {
             let mut state = cell.lock().await;
             loop {
                 self.refresh(&stream, &mut state)?;
-                let Some(next) = decide::due(&state, now).into_iter().next() else {
+                let Some(next) = crate::schedule::due(&state, now).into_iter().next() else {
                     break;
                 };
                 let command_id = next.command_id(&state);
-                let decided = match decide::decide_time_driven(&state, &next) {
+                let decided = match crate::schedule::decide_time_driven(&state, &next) {
                     Ok(decided) => decided,
                     Err(_) => break,
                 };

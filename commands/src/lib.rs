@@ -10,11 +10,13 @@ mod currency;
 pub mod decide;
 pub mod handler;
 pub mod rejection;
+pub mod schedule;
 pub mod state;
 
-pub use decide::{Decided, TimeDriven, decide, decide_time_driven, due};
+pub use decide::{Decided, decide};
 pub use handler::{CommandResult, Handler, HandlerError};
 pub use rejection::Rejection;
+pub use schedule::{TimeDriven, decide_time_driven, due};
 pub use state::{ContractState, EventMeta, RateCard, Status};
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use schemas::{CommandEnvelope, Event};
 
-use crate::decide::{decide, decide_time_driven, due};
+use crate::decide::decide;
+use crate::schedule::{decide_time_driven, due};
 use crate::state::{ContractState, EventMeta, RateCard};
 
 struct World {
@@ -857,7 +858,7 @@ fn r8_a_termination_backdated_before_recorded_activity_is_refused() {
         .run(r#"{"type":"terminate_contract","contract_id":"C-1","effective_at":"2026-02-01T00:00:00Z"}"#)
         .unwrap_err();
     assert_eq!(
-        (refused.code, refused.rule),
+        (refused.code.as_str(), refused.rule.as_deref().unwrap_or("")),
         ("termination_before_activity", "R8")
     );
     assert!(
@@ -959,7 +960,10 @@ fn r13_a_late_entry_never_spends_a_purchase_made_after_it() {
         ))
         .unwrap_err();
     assert_eq!(
-        (rejected.code, rejected.rule),
+        (
+            rejected.code.as_str(),
+            rejected.rule.as_deref().unwrap_or("")
+        ),
         ("insufficient_balance", "R5")
     );
     assert!(
@@ -1076,7 +1080,13 @@ fn r3_a_conversion_that_rounds_to_zero_credits_is_an_invalid_quantity() {
             "2026-02-01T00:00:00Z",
         ))
         .unwrap_err();
-    assert_eq!((rejected.code, rejected.rule), ("invalid_quantity", "R3"));
+    assert_eq!(
+        (
+            rejected.code.as_str(),
+            rejected.rule.as_deref().unwrap_or("")
+        ),
+        ("invalid_quantity", "R3")
+    );
 }
 
 #[test]

@@ -10,9 +10,11 @@ mod effects;
 pub mod event;
 pub mod json_schema;
 pub mod nats;
+pub mod result;
 
 pub use command::*;
 pub use event::*;
+pub use result::{Code, CommandResult, Rejection, ResultEvent};
 
 /// Contract streams are named `contract-<id>`; this prefix is the one place that says so.
 pub const CONTRACT_STREAM_PREFIX: &str = "contract-";

@@ -381,7 +381,7 @@ async fn a_handler_with_a_stale_cache_decides_on_what_the_log_holds() {
     assert!(submit(&second, &consume(4, 197)).await.ok);
     let overdraw = submit(&first, &consume(20, 2)).await;
     assert_eq!(
-        overdraw.error.map(|e| e.code),
+        overdraw.error.map(|e| e.code.as_str()),
         Some("insufficient_balance"),
         "1 hour left, 2 asked"
     );
