@@ -27,7 +27,7 @@ use crate::decode;
 use crate::time::{head_at, local};
 
 /// One event's line in the statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatementLine {
     /// Global position.
     pub position: u64,
@@ -64,7 +64,7 @@ pub struct StatementLine {
 }
 
 /// A SAB conversion on the statement (R9), or its reversal (negative incidents and amount).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SabLine {
     /// Incidents converted.
     pub incidents: i64,
@@ -79,7 +79,7 @@ pub struct SabLine {
 }
 
 /// The event a reversal undid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Undone {
     /// Its event id.
     pub event_id: String,
@@ -90,7 +90,7 @@ pub struct Undone {
 }
 
 /// Opening + movements = closing, for one bucket (in units, or in money).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RollForward {
     /// The bucket.
     pub bucket: String,
@@ -107,7 +107,7 @@ pub struct RollForward {
 /// One support year's SAB commitment and what became of it (R9, R11), over everything the
 /// statement knows of (not only its period): the year's billable total must equal
 /// `max(0, committed − net converted)` once the year is assessed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SabYear {
     /// The support year, from 1.
     pub support_year: u32,
@@ -130,7 +130,7 @@ pub struct SabYear {
 }
 
 /// A contract's statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Statement {
     /// The contract.
     pub contract_id: String,

@@ -13,7 +13,7 @@ use crate::runner::Projection;
 use crate::{contract_of, decode, with_effects};
 
 /// One lot: its unit price, what is left, and quantities and money by kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LotBalance {
     /// Money per unit.
     pub unit_price: Decimal,
@@ -26,7 +26,7 @@ pub struct LotBalance {
 }
 
 /// One bucket.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BucketBalance {
     /// Units left.
     pub balance: Decimal,
@@ -39,7 +39,7 @@ pub struct BucketBalance {
 }
 
 /// One contract.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ContractBalances {
     /// The contract.
     pub contract_id: String,

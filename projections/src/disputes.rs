@@ -25,7 +25,7 @@ pub enum Until {
 }
 
 /// One step of a replay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReplayStep {
     /// Global position.
     pub position: u64,
@@ -50,7 +50,7 @@ pub struct ReplayStep {
 }
 
 /// A change between two knowledge times.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Change {
     /// Global position.
     pub position: u64,
@@ -78,7 +78,7 @@ pub struct Change {
 }
 
 /// What changed between two knowledge times.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Diff {
     /// The contract.
     pub contract_id: String,

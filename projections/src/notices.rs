@@ -13,7 +13,7 @@ use crate::runner::Projection;
 use crate::{contract_of, decode};
 
 /// One notice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Notice {
     /// The contract.
     pub contract_id: String,

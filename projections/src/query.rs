@@ -18,59 +18,7 @@ use crate::notices::{Notice, Notices};
 use crate::runner::Projection;
 use crate::shortfalls::{BillableEntry, Shortfalls};
 
-/// The views, by the names their endpoints and verbs take.
-pub const VIEWS: [&str; 9] = [
-    "balance",
-    "balance_detail",
-    "audit",
-    "shortfalls",
-    "notices",
-    "replay",
-    "diff",
-    "verify",
-    "log",
-];
-
-/// A question's parameters as they travel: one flat object, every field optional; which ones a
-/// view needs is checked when it becomes a [`Query`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueryParams {
-    /// The contract (every view but `shortfalls`, `notices`, `verify` and `log` needs one;
-    /// those take it as a filter).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contract_id: Option<String>,
-    /// Effective at or before (RFC 3339 or a date).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub as_of: Option<String>,
-    /// Recorded at or before (RFC 3339 or a date); `diff` takes two.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub known_at: Option<String>,
-    /// `diff`'s later knowledge time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub known_at_later: Option<String>,
-    /// At or before this log position.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at_position: Option<u64>,
-    /// A statement's period: effective at or after.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// A statement's period: effective before.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    /// `replay`: up to a log position, or a recorded time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub until: Option<String>,
-    /// `log`: the stream to read (else the whole log).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<String>,
-    /// `log`: the first position (or stream version).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start: Option<u64>,
-    /// `log`: at most this many events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<usize>,
-}
+pub use schemas::nats::{QueryParams, VIEWS};
 
 /// One read question, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,7 +364,7 @@ impl From<serde_json::Error> for QueryError {
 }
 
 /// `balance_detail`'s answer: the fold and the position and chain hash it was built to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BalanceDetail {
     /// The fold.
     #[serde(flatten)]
@@ -428,7 +376,7 @@ pub struct BalanceDetail {
 }
 
 /// `notices`' answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NoticesAnswer {
     /// The position the notices projection was built to.
     pub built_to_position: u64,
@@ -439,7 +387,7 @@ pub struct NoticesAnswer {
 }
 
 /// `verify`'s answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VerifyAnswer {
     /// Whether the log verified.
     pub ok: bool,
@@ -458,7 +406,7 @@ pub struct VerifyAnswer {
 }
 
 /// One raw event, as `log` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogEntry {
     /// Global position.
     pub position: u64,
@@ -788,4 +736,33 @@ fn balance_detail(
         built_to_position: checkpoint.position,
         built_to_hash: ledger::hex(&checkpoint.hash),
     })
+}
+
+/// `(view, schema)` of every view's reply as the service sends it (`ledger.qry.<view>`), and
+/// `params` for the request: what `schemas/json/queries/` holds, kept in step by a test.
+pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
+    fn reply<T: schemars::JsonSchema>(view: &str) -> serde_json::Value {
+        let generator = schemars::generate::SchemaSettings::draft2020_12()
+            .for_serialize()
+            .into_generator();
+        let mut schema =
+            serde_json::to_value(generator.into_root_schema_for::<T>()).expect("schemas serialize");
+        schema["title"] = serde_json::json!(format!("{view} (reply)"));
+        schema
+    }
+    let mut params =
+        serde_json::to_value(schemars::schema_for!(QueryParams)).expect("schemas serialize");
+    params["title"] = serde_json::json!("query parameters");
+    vec![
+        ("params", params),
+        ("balance", reply::<crate::timeline::Balances>("balance")),
+        ("balance_detail", reply::<BalanceDetail>("balance_detail")),
+        ("audit", reply::<Statement>("audit")),
+        ("shortfalls", reply::<Vec<BillableEntry>>("shortfalls")),
+        ("notices", reply::<NoticesAnswer>("notices")),
+        ("replay", reply::<Vec<ReplayStep>>("replay")),
+        ("diff", reply::<Diff>("diff")),
+        ("verify", reply::<VerifyAnswer>("verify")),
+        ("log", reply::<Vec<LogEntry>>("log")),
+    ]
 }

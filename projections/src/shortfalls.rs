@@ -10,7 +10,7 @@ use crate::runner::Projection;
 use crate::{contract_of, decode, with_effects};
 
 /// One billable amount.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BillableEntry {
     /// The contract.
     pub contract_id: String,

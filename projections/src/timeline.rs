@@ -34,7 +34,9 @@ pub struct Filter {
 }
 
 /// A contract's balances under a filter.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Balances {
     /// The contract.
     pub contract_id: String,

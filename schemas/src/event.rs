@@ -64,7 +64,7 @@ impl MovementKind {
 /// Sums per movement kind, of units or of money: the terms of R12's
 /// `purchased + returned − converted − consumed − fees − forfeited`. The one place that formula
 /// is written; the rules' state, the projections and the audit statement all use it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct KindTotals {
     /// `purchased`.
     pub purchased: Decimal,

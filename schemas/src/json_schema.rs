@@ -146,6 +146,13 @@ pub fn nats_schemas() -> Vec<(&'static str, Value)> {
             "service_refusal",
             titled("service_refusal", schema_of::<ServiceRefusal>()),
         ),
+        (
+            "command_result",
+            titled(
+                "command_result",
+                schema_of::<crate::result::CommandResult>(),
+            ),
+        ),
     ]
 }
 
@@ -168,7 +175,59 @@ pub fn asyncapi() -> Value {
         })
     };
     let command = |name: &str, reference: &str| json!({"name": name, "contentType": "application/json", "payload": {"$ref": reference}});
-    json!({
+    // One channel per endpoint, each with its request and its reply (a refusal is a reply too).
+    let mut channels = serde_json::Map::new();
+    let mut operations = serde_json::Map::new();
+    let refusal = command("service_refusal", "./nats/service_refusal.schema.json");
+    let endpoints = crate::COMMAND_TYPES
+        .iter()
+        .map(|verb| {
+            (
+                format!("ledger.cmd.{verb}"),
+                format!("cmd_{verb}"),
+                command(verb, &format!("./commands/{verb}.schema.json")),
+                command("command_result", "./nats/command_result.schema.json"),
+            )
+        })
+        .chain(std::iter::once((
+            "ledger.cmd.tick".to_owned(),
+            "cmd_tick".to_owned(),
+            json!({"name": "tick", "contentType": "application/json", "payload": {"type": "object", "required": ["now"], "additionalProperties": false, "properties": {"now": {"type": "string", "description": "RFC 3339 with an offset, or a date (00:00 UTC); not later than the service's clock."}}}}),
+            json!({"name": "tick_results", "contentType": "application/json", "payload": {"type": "array", "items": {"$ref": "./nats/command_result.schema.json"}}}),
+        )))
+        .chain(crate::nats::VIEWS.iter().map(|view| {
+            (
+                format!("ledger.qry.{view}"),
+                format!("qry_{view}"),
+                command("query", "./queries/params.schema.json"),
+                command(view, &format!("./queries/{view}.schema.json")),
+            )
+        }));
+    for (address, id, request, answer) in endpoints {
+        channels.insert(
+            id.clone(),
+            json!({
+                "address": address,
+                "messages": {"request": request, "reply": answer, "refusal": refusal.clone()}
+            }),
+        );
+        operations.insert(
+            id.clone(),
+            json!({
+                "action": "receive",
+                "channel": {"$ref": format!("#/channels/{id}")},
+                "messages": [{"$ref": format!("#/channels/{id}/messages/request")}],
+                "reply": {
+                    "channel": {"$ref": format!("#/channels/{id}")},
+                    "messages": [
+                        {"$ref": format!("#/channels/{id}/messages/reply")},
+                        {"$ref": format!("#/channels/{id}/messages/refusal")}
+                    ]
+                }
+            }),
+        );
+    }
+    let mut document = json!({
         "asyncapi": "3.0.0",
         "info": {
             "title": "Contract Ledger",
@@ -177,21 +236,6 @@ pub fn asyncapi() -> Value {
         },
         "defaultContentType": "application/json",
         "channels": {
-            "command": {
-                "address": "ledger.cmd.{verb}",
-                "parameters": {"verb": {"description": "A command type (schemas/json/commands/) or `tick`."}},
-                "messages": {
-                    "command": command("command", "./commands/{verb}.schema.json"),
-                    "refusal": command("service_refusal", "./nats/service_refusal.schema.json")
-                }
-            },
-            "query": {
-                "address": "ledger.qry.{view}",
-                "parameters": {"view": {"enum": ["balance", "audit", "shortfalls", "replay"]}},
-                "messages": {
-                    "refusal": command("service_refusal", "./nats/service_refusal.schema.json")
-                }
-            },
             "balances": {
                 "address": "$KV.ledger_balances.{contract}.{bucket}",
                 "description": "KV bucket `ledger_balances`, key `<contract>.<bucket>`, 64 revisions kept.",
@@ -224,12 +268,19 @@ pub fn asyncapi() -> Value {
             }
         },
         "operations": {
-            "sendCommand": {"action": "send", "channel": {"$ref": "#/channels/command"}},
-            "sendQuery": {"action": "send", "channel": {"$ref": "#/channels/query"}},
             "receiveBalances": {"action": "receive", "channel": {"$ref": "#/channels/balanceFeed"}},
             "receiveEvents": {"action": "receive", "channel": {"$ref": "#/channels/events"}},
             "receiveShortfalls": {"action": "receive", "channel": {"$ref": "#/channels/shortfalls"}},
             "receiveNotices": {"action": "receive", "channel": {"$ref": "#/channels/notices"}}
         }
-    })
+    });
+    document["channels"]
+        .as_object_mut()
+        .expect("channels")
+        .extend(channels);
+    document["operations"]
+        .as_object_mut()
+        .expect("operations")
+        .extend(operations);
+    document
 }

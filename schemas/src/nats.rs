@@ -151,3 +151,57 @@ pub struct RefusalDetail {
     /// What was wrong and what would be right.
     pub message: String,
 }
+
+/// The read views, by the names their endpoints (`ledger.qry.<view>`) and verbs take.
+pub const VIEWS: [&str; 9] = [
+    "balance",
+    "balance_detail",
+    "audit",
+    "shortfalls",
+    "notices",
+    "replay",
+    "diff",
+    "verify",
+    "log",
+];
+
+/// A question's parameters as they travel: one flat object, every field optional; which ones a
+/// view needs is checked when it becomes a [`Query`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryParams {
+    /// The contract (every view but `shortfalls`, `notices`, `verify` and `log` needs one;
+    /// those take it as a filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract_id: Option<String>,
+    /// Effective at or before (RFC 3339 or a date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<String>,
+    /// Recorded at or before (RFC 3339 or a date); `diff` takes two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_at: Option<String>,
+    /// `diff`'s later knowledge time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_at_later: Option<String>,
+    /// At or before this log position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_position: Option<u64>,
+    /// A statement's period: effective at or after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A statement's period: effective before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// `replay`: up to a log position, or a recorded time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// `log`: the stream to read (else the whole log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// `log`: the first position (or stream version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<u64>,
+    /// `log`: at most this many events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}

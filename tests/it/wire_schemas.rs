@@ -51,22 +51,75 @@ fn committed_schemas_match_the_code() {
     check_files("commands", &command_schemas());
     check_files("events", &event_schemas());
     check_files("nats", &nats_schemas());
+    check_files("queries", &projections::query::schemas());
     let path = schema_dir().join("asyncapi.json");
     if updating() {
         std::fs::write(&path, pretty(&asyncapi())).unwrap();
     }
     let committed = std::fs::read_to_string(&path).expect("asyncapi.json; UPDATE_SCHEMAS=1");
     assert_eq!(committed, pretty(&asyncapi()), "asyncapi.json drifted");
-    // Every schema the AsyncAPI document points at exists.
-    let text = pretty(&asyncapi());
-    for reference in text.split("\"$ref\": \"./").skip(1) {
-        let file = reference.split('"').next().unwrap();
-        if !file.contains('{') {
+    // Every reference in the AsyncAPI document resolves: a file beside it, or a pointer into
+    // the document itself; and every endpoint has a request and a reply.
+    let document = asyncapi();
+    let mut references = Vec::new();
+    collect_references(&document, &mut references);
+    assert!(!references.is_empty());
+    for reference in &references {
+        if let Some(pointer) = reference.strip_prefix('#') {
+            assert!(
+                document.pointer(pointer).is_some(),
+                "asyncapi.json points at {reference}, which it does not hold"
+            );
+        } else {
+            let file = reference.trim_start_matches("./");
             assert!(
                 schema_dir().join(file).exists(),
                 "asyncapi.json points at {file}"
             );
         }
+    }
+    let endpoints: Vec<String> = schemas::COMMAND_TYPES
+        .iter()
+        .map(|verb| format!("ledger.cmd.{verb}"))
+        .chain(std::iter::once("ledger.cmd.tick".to_owned()))
+        .chain(
+            schemas::nats::VIEWS
+                .iter()
+                .map(|view| format!("ledger.qry.{view}")),
+        )
+        .collect();
+    let channels = document["channels"].as_object().unwrap();
+    for endpoint in endpoints {
+        let channel = channels
+            .values()
+            .find(|channel| channel["address"] == endpoint.as_str())
+            .unwrap_or_else(|| panic!("asyncapi.json has no channel for {endpoint}"));
+        for message in ["request", "reply", "refusal"] {
+            assert!(
+                channel["messages"][message]["payload"].is_object(),
+                "{endpoint} has no {message}"
+            );
+        }
+    }
+}
+
+/// Every `$ref` in `value`.
+fn collect_references(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(object) => {
+            for (key, inner) in object {
+                match (key.as_str(), inner) {
+                    ("$ref", serde_json::Value::String(reference)) => out.push(reference.clone()),
+                    _ => collect_references(inner, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for inner in items {
+                collect_references(inner, out);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -184,5 +237,65 @@ async fn every_event_a_full_scenario_writes_validates_against_its_schema() {
             "{} no longer validates",
             path.display()
         );
+    }
+}
+
+/// Every view's answer to the worked example (the bytes `ledger.qry.<view>` replies with) and
+/// every command result validate against their committed schemas, and every question's
+/// parameters against `params`.
+#[test]
+fn every_query_answer_and_command_result_validates_against_its_schema() {
+    use projections::query::{Query, answer, schemas};
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/worked-example.jsonl"),
+    )
+    .unwrap();
+    let output = tests::run_ledgerctl(dir.path(), &["submit", "-"], &example);
+    let result_schema = nats_schemas()
+        .into_iter()
+        .find(|(name, _)| *name == "command_result")
+        .unwrap()
+        .1;
+    let results = jsonschema::validator_for(&result_schema).unwrap();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(results.is_valid(&value), "{line}");
+    }
+    tests::run_ledgerctl(dir.path(), &["tick", "--now", "2026-12-01"], "");
+    let ledger = ledger::Ledger::open(dir.path()).unwrap();
+    let schemas: BTreeMap<&str, serde_json::Value> = schemas().into_iter().collect();
+    let params = jsonschema::validator_for(&schemas["params"]).unwrap();
+    let questions = [
+        (
+            "balance",
+            r#"{"contract_id":"C-1001","as_of":"2026-03-01"}"#,
+        ),
+        ("balance_detail", r#"{"contract_id":"C-1001"}"#),
+        ("audit", r#"{"contract_id":"C-1001","from":"2026-01-01"}"#),
+        ("shortfalls", r#"{}"#),
+        ("notices", r#"{"contract_id":"C-1001"}"#),
+        ("replay", r#"{"contract_id":"C-1001"}"#),
+        (
+            "diff",
+            r#"{"contract_id":"C-1001","known_at":"2020-01-01","known_at_later":"2030-01-01"}"#,
+        ),
+        ("verify", r#"{}"#),
+        ("log", r#"{"limit":3}"#),
+    ];
+    for (view, body) in questions {
+        assert!(
+            params.is_valid(&serde_json::from_str(body).unwrap()),
+            "{view}: {body}"
+        );
+        let query = Query::from_json(view, body.as_bytes()).unwrap();
+        let (reply, _) = answer(&ledger, &query).unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&reply.to_json()).unwrap();
+        let validator = jsonschema::validator_for(&schemas[view]).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&reply)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{view}: {errors:?}");
     }
 }
