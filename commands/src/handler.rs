@@ -19,10 +19,8 @@ use crate::decide::{self, Decided};
 use crate::rejection::{Code, Rejection};
 use crate::state::{ContractState, EventMeta, RateCard};
 
-/// Attempts at one command when other writers keep moving the stream.
-pub const HANDLER_RETRIES_MAX: usize = 8;
-/// Events read from a stream per page while loading state.
-const LOAD_PAGE_MAX: usize = 10_000;
+pub use crate::limits::HANDLER_RETRIES_MAX;
+use crate::limits::{LOAD_PAGE_MAX, WARM_CONTRACTS_MAX};
 pub use schemas::{RATES_STREAM, contract_stream};
 
 pub use schemas::result::{CommandResult, ResultEvent};
@@ -64,6 +62,7 @@ pub struct Handler {
     clock: ledger::Clock,
     default_actor: String,
     contracts: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<ContractState>>>>>,
+    warm_contracts_max: usize,
     rates: Arc<tokio::sync::Mutex<RateCard>>,
 }
 
@@ -150,8 +149,15 @@ impl Handler {
             clock,
             default_actor: default_actor.into(),
             contracts: Arc::default(),
+            warm_contracts_max: WARM_CONTRACTS_MAX,
             rates: Arc::default(),
         }
+    }
+
+    /// The same handler keeping at most `max` contracts warm (`WARM_CONTRACTS_MAX` by default).
+    pub fn with_warm_contracts_max(mut self, max: usize) -> Handler {
+        self.warm_contracts_max = max.max(1);
+        self
     }
 
     /// The log.
@@ -161,7 +167,19 @@ impl Handler {
 
     fn contract_cell(&self, contract_id: &str) -> Arc<tokio::sync::Mutex<ContractState>> {
         let mut contracts = self.contracts.lock().expect("contract cache lock");
+        if let Some(cell) = contracts.get(contract_id) {
+            return cell.clone();
+        }
+        if contracts.len() >= self.warm_contracts_max {
+            // Drop the idle states (no command holds them): they are read again when needed.
+            contracts.retain(|_, cell| Arc::strong_count(cell) > 1);
+        }
         contracts.entry(contract_id.to_owned()).or_default().clone()
+    }
+
+    /// How many contracts' states are warm.
+    pub fn warm_contracts(&self) -> usize {
+        self.contracts.lock().expect("contract cache lock").len()
     }
 
     /// Folds whatever the stream has beyond the state's version.

@@ -9,6 +9,7 @@ pub mod calendar;
 mod currency;
 pub mod decide;
 pub mod handler;
+pub mod limits;
 pub mod rejection;
 pub mod schedule;
 pub mod state;

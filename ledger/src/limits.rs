@@ -51,3 +51,17 @@ pub const INDEX_GATHER_MAX: std::time::Duration = std::time::Duration::from_mill
 
 /// Index entries pending after which the indexer writes without gathering further.
 pub const INDEX_GATHER_ENTRIES: usize = 4_096;
+
+// How the limits relate, checked when the crate compiles.
+const _: () = assert!(
+    EVENTS_PER_APPEND_MAX <= EVENTS_PER_BATCH_MAX,
+    "one append lands in one batch"
+);
+const _: () = assert!(
+    SUBSCRIPTION_PAGE_MAX <= READ_PAGE_MAX,
+    "a subscription page is one read"
+);
+const _: () = assert!(
+    EVENTS_PER_APPEND_MAX * EVENT_BYTES_MAX <= 1 << 30,
+    "one append stays under a GiB"
+);

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod balances;
 pub mod disputes;
+pub mod limits;
 pub mod notices;
 pub mod query;
 pub mod runner;

@@ -105,8 +105,7 @@ impl TextFilter {
     }
 }
 
-/// Events `log` returns when no limit is given.
-pub const LOG_READ_EVENTS_DEFAULT: usize = 1_000;
+pub use crate::limits::LOG_READ_EVENTS_DEFAULT;
 
 impl Query {
     /// The question `view` asks with `params`; an error names what is missing or not taken.

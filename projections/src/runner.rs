@@ -7,8 +7,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Events folded between two commits of a projection.
-pub const PROJECTION_PAGE_EVENTS_MAX: usize = 100_000;
+pub use crate::limits::PROJECTION_PAGE_EVENTS_MAX;
 
 /// A fold over the log, keyed by entity (a contract).
 pub trait Projection {

@@ -399,3 +399,50 @@ async fn a_handler_with_a_stale_cache_decides_on_what_the_log_holds() {
     assert_eq!((cold.version, &cold.totals), (warm.version, &warm.totals));
     assert_eq!(warm.version, 7, "open, two purchases, four consumptions");
 }
+
+/// Issue 15: the handler keeps a bounded number of contracts warm; a contract whose state was
+/// dropped is read from its stream again and decides exactly as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warm_state_cache_is_bounded_and_a_dropped_state_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ledger::Ledger::open(dir.path()).unwrap();
+    let handler = commands::Handler::new(ledger, Arc::new(chrono::Utc::now), "test")
+        .with_warm_contracts_max(8);
+    let submit = |json: String| {
+        let handler = handler.clone();
+        async move {
+            handler
+                .submit(schemas::CommandEnvelope::from_json(&json).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..40 {
+        let open = format!(
+            r#"{{"type":"open_contract","contract_id":"W-{i}","customer":"X","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC"}}"#
+        );
+        assert!(submit(open).await.ok);
+        let buy = format!(
+            r#"{{"type":"purchase","contract_id":"W-{i}","item":"dse_hours","quantity":"2","unit_price":"1","effective_at":"2026-01-01T00:00:00Z"}}"#
+        );
+        assert!(submit(buy).await.ok);
+        assert!(
+            handler.warm_contracts() <= 8,
+            "{} warm",
+            handler.warm_contracts()
+        );
+    }
+    // W-0 was dropped long ago: its state is read again, so 2 hours are there and 3 are not.
+    let consume = |hours: u32| {
+        format!(
+            r#"{{"type":"consume_hours","contract_id":"W-0","bucket":"dse_hours","started_at":"2026-03-02T09:00:00Z","ended_at":"2026-03-02T{:02}:00:00Z"}}"#,
+            9 + hours
+        )
+    };
+    let refused = submit(consume(3)).await;
+    assert_eq!(
+        refused.error.map(|e| e.code.as_str()),
+        Some("insufficient_balance")
+    );
+    assert!(submit(consume(2)).await.ok);
+}

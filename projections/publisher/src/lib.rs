@@ -14,11 +14,10 @@
 //! Not here: the NATS service's endpoints (`tools/service`), any rule, any read model but the
 //! published balances it keeps beside its checkpoint.
 
+pub mod limits;
 mod messages;
 mod outbox;
 mod topology;
-
-use std::time::Duration;
 
 pub use crate::messages::{Outgoing, messages};
 pub use crate::outbox::{Publisher, PublisherHandle};
@@ -34,25 +33,10 @@ pub const SHORTFALLS_STREAM: &str = "LEDGER_SHORTFALLS";
 pub const NOTICES_STREAM: &str = "LEDGER_NOTICES";
 /// The publisher's checkpoint and per-contract balances (a projection keyspace).
 pub const PUBLISHER: &str = "publisher";
-/// Events published between two checkpoints.
-pub const PUBLISH_BATCH_EVENTS_MAX: usize = 2048;
-/// Publishes whose acks may be outstanding at once (async-nats blocks past ~5,000).
-pub const PUBLISH_ACKS_IN_FLIGHT_MAX: usize = 512;
-/// How long a message's id is remembered by JetStream for de-duplication.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
-/// How long published messages are kept.
-pub const RETENTION: Duration = Duration::from_secs(400 * 24 * 60 * 60);
+pub use crate::limits::*;
+
 /// Schema version of every published body (`Ledger-Type: <type>/<version>`).
 pub const MESSAGE_SCHEMA_VERSION: u32 = schemas::nats::MESSAGE_SCHEMA_VERSION;
-
-const _: () = assert!(
-    PUBLISH_ACKS_IN_FLIGHT_MAX < 5_000,
-    "async-nats blocks a publisher with about 5,000 acks outstanding"
-);
-const _: () = assert!(
-    PUBLISH_ACKS_IN_FLIGHT_MAX <= PUBLISH_BATCH_EVENTS_MAX,
-    "the acks window fits in one batch"
-);
 
 /// Why publishing stopped or a batch failed.
 #[derive(Debug, thiserror::Error)]

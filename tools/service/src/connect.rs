@@ -6,12 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-/// How long the CLI waits for the service to answer one request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The largest command or query body the service reads; a larger one is refused with
-/// `payload_too_large` (a command is a few hundred bytes).
-pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
+use crate::limits::{CONNECT_WAIT_SECONDS, REQUEST_TIMEOUT};
 
 /// Connection flags. Secrets come from flags or the environment; none is ever put in a subject
 /// or a message.
@@ -200,9 +195,6 @@ impl NatsArgs {
         }
     }
 }
-
-/// How long `serve` keeps trying its first NATS connection by default.
-pub const CONNECT_WAIT_SECONDS: u64 = 30;
 
 /// Server errors the client heard (permissions violations), for `request`.
 type Refusals = (

@@ -8,15 +8,13 @@
 
 mod connect;
 mod endpoints;
+pub mod limits;
 pub mod replicated;
 pub mod serve;
 
-pub use connect::{CONNECT_WAIT_SECONDS, NatsArgs, REQUEST_BYTES_MAX, REQUEST_TIMEOUT, refusals};
+pub use connect::{NatsArgs, refusals};
+pub use limits::{CONNECT_WAIT_SECONDS, READ_YOUR_WRITES_WAIT, REQUEST_BYTES_MAX, REQUEST_TIMEOUT};
 pub use serve::ServeArgs;
-
-/// How long a query with `min_position` waits for this instance to hold that position (read
-/// your writes; a replicated instance's mirror may lag) before it is answered 503.
-pub const READ_YOUR_WRITES_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A time flag not tied to a contract (`tick --now`, `serve --now`): RFC 3339 with an offset,
 /// or a date alone (00:00 UTC that day).

@@ -41,6 +41,7 @@ use tokio::sync::{Mutex, watch};
 use crate::NatsArgs;
 use crate::ServeArgs;
 use crate::endpoints::{answer_command, answer_query};
+use crate::limits::*;
 
 /// The replicated log's stream and its one subject.
 pub const LOG_STREAM: &str = "LEDGER_LOG";
@@ -52,19 +53,6 @@ pub const LEASE_BUCKET: &str = "ledger_writer";
 pub const LEASE_KEY: &str = "writer";
 /// Each instance's role and position, for `status`.
 pub const INSTANCES_BUCKET: &str = "ledger_instances";
-/// Room left in a message for its headers, below the server's max_payload.
-const HEADER_ROOM_BYTES: usize = 4 * 1024;
-/// How long the writer keeps retrying one batch's publish (no quorum, a leader election) before
-/// it gives up and stops. A leader election took 4–8 s here.
-const REPLICATE_DEADLINE: Duration = Duration::from_secs(30);
-/// Batches submitted to LEDGER_LOG and not yet written locally: while one batch's R3 ack is
-/// on its way, the next ones are already sent (each fenced by its predecessor's sequence).
-const REPLICATE_WINDOW: usize = 4;
-/// How long one publish waits for its ack before it is sent again (same id: the stream drops a
-/// second copy). Short, so that a leader election costs little more than itself.
-const ACK_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a mirror's consumer may deliver nothing before the mirror checks the stream.
-const MIRROR_IDLE_CHECK: Duration = Duration::from_secs(2);
 
 /// The replicated commit: one JetStream publish per batch, fenced by the expected sequence.
 pub struct JetStreamCommit {
@@ -565,9 +553,6 @@ async fn catch_up(ledger: &Ledger, stream: &mut stream::Stream) -> anyhow::Resul
     Ok(last)
 }
 
-/// How long an instance keeps trying to set up the cluster's streams and buckets at start.
-const SET_UP_DEADLINE: Duration = Duration::from_secs(90);
-
 /// Creates (or finds) LEDGER_LOG, the publisher's streams and bucket, the lease bucket and the
 /// instances bucket.
 async fn set_up_cluster(
@@ -1025,9 +1010,6 @@ pub struct MigrateArgs {
     #[arg(long, default_value_t = 3)]
     pub replicas: usize,
 }
-
-/// The events per batch a migration publishes (as the writer's group commits would).
-const MIGRATE_BATCH_EVENTS: usize = 1_000;
 
 /// The last position in LEDGER_LOG and its hash, from its last batch (0 and genesis: empty).
 async fn log_tail(log: &mut stream::Stream) -> anyhow::Result<(u64, u64, ledger::Hash)> {

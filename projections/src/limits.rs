@@ -1,0 +1,17 @@
+//! Every limit of the read side, in one place, with how they relate to the log's.
+
+/// Events folded between two commits of a projection; a page's changed entries are what a
+/// catch-up holds in memory.
+pub const PROJECTION_PAGE_EVENTS_MAX: usize = 100_000;
+
+/// Events `log read` (the `log` view) returns when no limit is given.
+pub const LOG_READ_EVENTS_DEFAULT: usize = 1_000;
+
+const _: () = assert!(
+    LOG_READ_EVENTS_DEFAULT <= ledger::limits::READ_PAGE_MAX,
+    "the default log read is one read of the log"
+);
+const _: () = assert!(
+    PROJECTION_PAGE_EVENTS_MAX as u64 >= ledger::limits::SCAN_CHUNK_EVENTS,
+    "a page spans at least one scan chunk"
+);
