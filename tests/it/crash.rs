@@ -35,8 +35,9 @@ fn parse_ack(line: &str) -> Option<Ack> {
     })
 }
 
-/// Runs one load process, kills it after `kill_after`, returns the acknowledged appends.
-fn run_and_kill(data: &std::path::Path, kill_after: Duration) -> Vec<Ack> {
+/// Runs one load process, SIGKILLs it once it acknowledged `kill_after_acks` appends (a moment
+/// in the middle of the load, chosen by count, not by a pause), returns the acknowledged appends.
+fn run_and_kill(data: &std::path::Path, kill_after_acks: usize) -> Vec<Ack> {
     let mut child = ledgerctl(data)
         .args(["load", "--writers", "16", "--streams", "6"])
         .stdout(Stdio::piped())
@@ -45,14 +46,21 @@ fn run_and_kill(data: &std::path::Path, kill_after: Duration) -> Vec<Ack> {
         .expect("spawn ledgerctl load");
     let stdout = child.stdout.take().unwrap();
     let (ready_tx, ready_rx) = mpsc::channel();
+    let (reached_tx, reached_rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut acks = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if line.starts_with("ready") {
                 let _ = ready_tx.send(());
+                if kill_after_acks == 0 {
+                    let _ = reached_tx.send(());
+                }
             } else if let Some(ack) = parse_ack(&line) {
                 acks.push(ack);
+                if acks.len() == kill_after_acks {
+                    let _ = reached_tx.send(());
+                }
             }
         }
         acks
@@ -65,7 +73,10 @@ fn run_and_kill(data: &std::path::Path, kill_after: Duration) -> Vec<Ack> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    std::thread::sleep(kill_after);
+    assert!(
+        reached_rx.recv_timeout(Duration::from_secs(60)).is_ok(),
+        "the load never reached {kill_after_acks} acknowledged appends"
+    );
     // SIGKILL: no destructor, no flush, no fsync of ours runs.
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
@@ -181,8 +192,8 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
     let mut cycles_index_behind = 0;
     let mut most_behind = 0;
     for cycle in 0..cycles {
-        let kill_after = Duration::from_millis(5 + rng.below(250));
-        let acks = run_and_kill(dir.path(), kill_after);
+        let kill_after_acks = rng.below(3_000) as usize;
+        let acks = run_and_kill(dir.path(), kill_after_acks);
         total_acks += acks.len();
         let (position, index_behind) = check_store(dir.path(), &acks);
         assert!(position >= last_position, "cycle {cycle}: the log shrank");

@@ -83,10 +83,45 @@ async fn balances_in_kv(
     }
 }
 
-/// Reads every message in the ledger's streams and KV bucket (once the publisher is idle) and
-/// validates each body against the schema its `Ledger-Type` header names, and each event's
-/// payload against its event type's schema. Returns how many of each kind it saw.
-async fn validate_published(client: &async_nats::Client) -> BTreeMap<String, usize> {
+/// Waits until the publisher says (KV `ledger_publisher`, key `position`) that everything up to
+/// `position` is published.
+async fn published_to(client: &async_nats::Client, position: u64) {
+    let js = async_nats::jetstream::new(client.clone());
+    let started = Instant::now();
+    loop {
+        let said = match js.get_key_value("ledger_publisher").await {
+            Ok(bucket) => bucket
+                .get("position")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|value| String::from_utf8_lossy(&value).parse::<u64>().ok())
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        if said >= position {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the publisher did not reach position {position} (at {said})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The log's head, as the service answers `verify`.
+fn head_over_nats(url: &str) -> u64 {
+    let (code, out, stderr) = remote(url, &["--format", "json", "verify"]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    report["last_position"].as_u64().unwrap()
+}
+
+/// Reads every message in the ledger's streams and KV bucket (once the publisher reached
+/// `head`) and validates each body against the schema its `Ledger-Type` header names, and each
+/// event's payload against its event type's schema. Returns how many of each kind it saw.
+async fn validate_published(client: &async_nats::Client, head: u64) -> BTreeMap<String, usize> {
     use async_nats::jetstream::consumer;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/json");
     let load = |path: std::path::PathBuf| -> jsonschema::Validator {
@@ -96,32 +131,7 @@ async fn validate_published(client: &async_nats::Client) -> BTreeMap<String, usi
     };
     let js = async_nats::jetstream::new(client.clone());
     let mut counts = BTreeMap::new();
-    // Wait until the publisher stops moving.
-    let mut last = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut total = 0;
-        for name in [
-            "LEDGER_EVENTS",
-            "LEDGER_SHORTFALLS",
-            "LEDGER_NOTICES",
-            "KV_ledger_balances",
-        ] {
-            total += js
-                .get_stream(name)
-                .await
-                .unwrap()
-                .info()
-                .await
-                .unwrap()
-                .state
-                .messages;
-        }
-        if total == last {
-            break;
-        }
-        last = total;
-    }
+    published_to(client, head).await;
     for name in [
         "LEDGER_EVENTS",
         "LEDGER_SHORTFALLS",
@@ -274,11 +284,10 @@ fn serve_runs_the_worked_example_and_publishes_its_balances() {
         let (code, _, stderr) = remote(&nats.url(), &["tick", "--now", now]);
         assert_eq!(code, 0, "{stderr}");
     }
-    let (_, everything, _) = remote(&nats.url(), &["balance", "C-1001", "--format", "json"]);
-    let _ = everything;
+    let head = head_over_nats(&nats.url());
     runtime().block_on(async {
         let client = async_nats::connect(nats.url()).await.unwrap();
-        let counts = validate_published(&client).await;
+        let counts = validate_published(&client, head).await;
         for kind in ["event", "balance_update", "billable", "expiry_notice"] {
             assert!(
                 counts.get(kind).copied().unwrap_or(0) > 0,
@@ -634,7 +643,13 @@ fn nats_server_killed_under_load_loses_and_doubles_no_published_message() {
         }
     });
     nats.kill();
-    std::thread::sleep(Duration::from_millis(300));
+    // Restarted once the service noticed it was gone (its connection dropped), so the outage is
+    // real to it.
+    assert!(
+        serve.wait_for_log("disconnected", Duration::from_secs(20)),
+        "serve never noticed: {}",
+        serve.log()
+    );
     nats.restart().unwrap();
     // Each client either finished after reconnecting or failed with a clear error.
     for client in clients {
@@ -812,20 +827,29 @@ fn a_late_subscriber_catches_up_and_ends_with_the_ledgers_balances() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Its lines as they come; the first means it is watching (current values come first).
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stdout = watcher.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let first = lines_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the watcher printed the current values");
     let (code, _, stderr) = remote(&nats.url(), &["submit", &files[1]]);
     assert_eq!(code, 0, "{stderr}");
-    let waited = Instant::now();
-    let output = loop {
-        if let Some(_status) = watcher.try_wait().unwrap() {
-            break watcher.wait_with_output().unwrap();
-        }
-        assert!(
-            waited.elapsed() < Duration::from_secs(20),
-            "the watcher did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut lines = vec![first];
+    while let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(20)) {
+        lines.push(line);
+    }
+    reader.join().unwrap();
+    let output = watcher.wait_with_output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -841,7 +865,8 @@ fn a_late_subscriber_catches_up_and_ends_with_the_ledgers_balances() {
     )
     .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
+    assert_eq!(lines.len(), 2 + 61, "every line it was asked for");
+    for line in &lines {
         let update: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(validator.is_valid(&update), "{update}");
         let key = format!(
@@ -939,7 +964,7 @@ fn a_token_server_serves_with_the_token_and_refuses_without_it() {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(20), "{stderr}");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
     assert!(serve.terminate().success());
 }

@@ -31,6 +31,12 @@ pub const EVENTS_STREAM: &str = "LEDGER_EVENTS";
 pub const SHORTFALLS_STREAM: &str = "LEDGER_SHORTFALLS";
 /// Expiry notices, `ledger.notice.<contract>`.
 pub const NOTICES_STREAM: &str = "LEDGER_NOTICES";
+/// The KV bucket where the publisher says how far it got: key [`PROGRESS_KEY`], the last log
+/// position whose messages are all published and acknowledged. A consumer that saw a command's
+/// `Ledger-Position` P can wait for P here before it reads the feeds.
+pub const PROGRESS_BUCKET: &str = "ledger_publisher";
+/// The key in [`PROGRESS_BUCKET`].
+pub const PROGRESS_KEY: &str = "position";
 /// The publisher's checkpoint and per-contract balances (a projection keyspace).
 pub const PUBLISHER: &str = "publisher";
 pub use crate::limits::*;

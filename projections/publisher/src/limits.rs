@@ -8,6 +8,8 @@ pub const PUBLISH_BATCH_EVENTS_MAX: usize = 2048;
 pub const PUBLISH_ACKS_IN_FLIGHT_MAX: usize = 512;
 /// How long a message's id is remembered by JetStream for de-duplication.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long the publisher waits to write its progress (a hint) before it goes on without.
+pub const PROGRESS_WRITE_WAIT: Duration = Duration::from_secs(2);
 /// How long published messages are kept.
 pub const RETENTION: Duration = Duration::from_secs(400 * 24 * 60 * 60);
 

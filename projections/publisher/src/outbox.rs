@@ -11,9 +11,11 @@ use rust_decimal::Decimal;
 use schemas::Bucket;
 use tokio::sync::watch;
 
+use crate::limits::PROGRESS_WRITE_WAIT;
 use crate::{
-    EVENTS_STREAM, MESSAGE_SCHEMA_VERSION, NOTICES_STREAM, PUBLISH_ACKS_IN_FLIGHT_MAX,
-    PUBLISH_BATCH_EVENTS_MAX, PUBLISHER, PublishError, SHORTFALLS_STREAM, messages,
+    EVENTS_STREAM, MESSAGE_SCHEMA_VERSION, NOTICES_STREAM, PROGRESS_BUCKET, PROGRESS_KEY,
+    PUBLISH_ACKS_IN_FLIGHT_MAX, PUBLISH_BATCH_EVENTS_MAX, PUBLISHER, PublishError,
+    SHORTFALLS_STREAM, messages,
 };
 
 /// What a contract's balances were after the last published event, kept with the checkpoint.
@@ -130,6 +132,8 @@ async fn publish_loop(
         None => BTreeMap::new(),
     };
     published_to.send_replace(checkpoint.position);
+    // The position last written to the progress bucket.
+    let mut said = 0;
     let mut backoff = Duration::from_millis(100);
     let mut check_streams = true;
     loop {
@@ -157,6 +161,13 @@ async fn publish_loop(
         }
         let head = ledger.committed_position();
         if head == checkpoint.position {
+            if said < checkpoint.position {
+                // Said once per position reached, written or not (a hint); then the head is read
+                // again, since it may have moved while this waited.
+                say_progress(&js, checkpoint.position).await;
+                said = checkpoint.position;
+                continue;
+            }
             if *stop.borrow() {
                 return Ok(checkpoint);
             }
@@ -196,6 +207,27 @@ async fn publish_loop(
                 check_streams = true;
             }
         }
+    }
+}
+
+/// Writes `position` to the progress bucket once the publisher is caught up (a hint: when it
+/// cannot, it says so in the log and the next catch-up writes it again).
+async fn say_progress(js: &jetstream::Context, position: u64) {
+    let written = async {
+        let bucket = js.get_key_value(PROGRESS_BUCKET).await.ok()?;
+        bucket
+            .put(PROGRESS_KEY, position.to_string().into())
+            .await
+            .ok()
+    };
+    // A hint, never a reason to stall: bounded like every other wait on NATS here.
+    if tokio::time::timeout(PROGRESS_WRITE_WAIT, written)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        tracing::warn!(position, "could not write the publisher's progress");
     }
 }
 

@@ -3,12 +3,21 @@
 use async_nats::jetstream::{self, kv, stream};
 
 use crate::{
-    BALANCES_BUCKET, DUPLICATE_WINDOW, EVENTS_STREAM, NOTICES_STREAM, PublishError, RETENTION,
-    SHORTFALLS_STREAM,
+    BALANCES_BUCKET, DUPLICATE_WINDOW, EVENTS_STREAM, NOTICES_STREAM, PROGRESS_BUCKET,
+    PublishError, RETENTION, SHORTFALLS_STREAM,
 };
 
-/// Creates (or updates) the KV bucket and the streams the publisher writes to.
+/// Creates (or updates) the KV buckets and the streams the publisher writes to.
 pub async fn set_up(js: &jetstream::Context, replicas: usize) -> Result<(), PublishError> {
+    js.create_or_update_key_value(kv::Config {
+        bucket: PROGRESS_BUCKET.to_owned(),
+        description: "Contract Ledger: the last log position the publisher published".to_owned(),
+        history: 1,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| PublishError::Nats(format!("creating the KV bucket {PROGRESS_BUCKET}: {e}")))?;
     js.create_or_update_key_value(kv::Config {
         bucket: BALANCES_BUCKET.to_owned(),
         description: "Contract Ledger: current balance per <contract>.<bucket>".to_owned(),
