@@ -92,3 +92,127 @@ impl Rng {
         self.0 % bound.max(1)
     }
 }
+
+/// The log's durable commit behind its seam (`ledger::Replicator`): the embedded fjall commit, or
+/// a replicated one that applies every batch to a second real store before the local commit (as
+/// `serve --replicated` does through LEDGER_LOG, without a network). The log API tables and the
+/// crash tests run against each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `Ledger::open`: one store, `SyncAll` per batch.
+    Embedded,
+    /// A writer replicating into a mirror store; the mirror must end with the same log.
+    Replicated,
+}
+
+impl Backend {
+    /// Every backend.
+    pub const ALL: [Backend; 2] = [Backend::Embedded, Backend::Replicated];
+
+    /// Opens a writer on `dir` with `options` (its `writer` flag is the backend's to set).
+    pub fn open_with(self, dir: &std::path::Path, options: ledger::LedgerOptions) -> Opened {
+        match self {
+            Backend::Embedded => Opened {
+                ledger: ledger::Ledger::open_with(dir, options).unwrap(),
+                mirror: None,
+            },
+            Backend::Replicated => {
+                let mirror_dir = tempfile::tempdir().unwrap();
+                let mirror = ledger::Ledger::open_with(
+                    mirror_dir.path(),
+                    ledger::LedgerOptions {
+                        writer: false,
+                        ..ledger::LedgerOptions::default()
+                    },
+                )
+                .unwrap();
+                let replicator = std::sync::Arc::new(IntoMirror {
+                    mirror: mirror.clone(),
+                    sequence: std::sync::atomic::AtomicU64::new(0),
+                    kept: std::sync::Mutex::new(Vec::new()),
+                    // As the test cluster's max_payload (8 MB), less room for headers.
+                    bytes_max: 8 * 1024 * 1024 - 4 * 1024,
+                });
+                let ledger = ledger::Ledger::open_with(
+                    dir,
+                    ledger::LedgerOptions {
+                        writer: false,
+                        ..options
+                    },
+                )
+                .unwrap();
+                ledger.start_writer(Some(replicator)).unwrap();
+                Opened {
+                    ledger,
+                    mirror: Some((mirror, mirror_dir)),
+                }
+            }
+        }
+    }
+
+    /// Opens a writer on `dir` with the default options.
+    pub fn open(self, dir: &std::path::Path) -> Opened {
+        self.open_with(dir, ledger::LedgerOptions::default())
+    }
+}
+
+/// A writer opened on a backend; for the replicated one, its mirror.
+pub struct Opened {
+    /// The writer.
+    pub ledger: ledger::Ledger,
+    mirror: Option<(ledger::Ledger, tempfile::TempDir)>,
+}
+
+impl Opened {
+    /// The replicated backend's mirror holds exactly the writer's log: the same positions,
+    /// streams, versions and hashes. (Nothing to check for the embedded one.)
+    pub fn assert_mirror_holds_the_log(&self) {
+        if let Some((mirror, _)) = &self.mirror {
+            assert_eq!(
+                mirror.committed_position(),
+                self.ledger.committed_position()
+            );
+            assert_eq!(log_of(mirror), log_of(&self.ledger), "the mirror's log");
+            assert!(mirror.verify().unwrap().is_ok());
+        }
+    }
+}
+
+/// Every event of a log as (position, stream, version, hash).
+pub fn log_of(ledger: &ledger::Ledger) -> Vec<(u64, String, u64, [u8; 32])> {
+    ledger
+        .scan(1)
+        .map(|e| e.unwrap())
+        .map(|e| (e.position, e.stream, e.version, e.hash))
+        .collect()
+}
+
+/// Replicates into a mirror store, keeping each batch (as a stream would) for tests to replay.
+pub struct IntoMirror {
+    /// The mirror.
+    pub mirror: ledger::Ledger,
+    /// The last sequence handed out.
+    pub sequence: std::sync::atomic::AtomicU64,
+    /// Every batch with its sequence.
+    pub kept: std::sync::Mutex<Vec<(u64, ledger::WireBatch)>>,
+    /// The largest batch it carries (a NATS server's max_payload, less headers).
+    pub bytes_max: usize,
+}
+
+impl ledger::Replicator for IntoMirror {
+    fn replicate(&self, batch: &ledger::WireBatch) -> Result<u64, String> {
+        let sequence = self
+            .sequence
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        self.mirror
+            .apply_replicated(sequence, &batch.bytes)
+            .map_err(|e| e.to_string())?;
+        self.kept.lock().unwrap().push((sequence, batch.clone()));
+        Ok(sequence)
+    }
+
+    fn batch_bytes_max(&self) -> usize {
+        self.bytes_max
+    }
+}

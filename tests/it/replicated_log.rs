@@ -3,34 +3,12 @@
 //! must hold the same bytes (positions, versions, hashes, command ids), refuse a batch that does
 //! not follow, and take over as the writer where the first one stopped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use ledger::{
-    Append, Error, ExpectedVersion, Ledger, LedgerOptions, NewEvent, Replicator, WireBatch,
-};
+use tests::{IntoMirror, log_of};
 
-/// Replicates into a mirror store, keeping each batch (as a stream would) for the tests to replay.
-struct IntoMirror {
-    mirror: Ledger,
-    sequence: AtomicU64,
-    kept: Mutex<Vec<(u64, WireBatch)>>,
-}
-
-impl Replicator for IntoMirror {
-    fn replicate(&self, batch: &WireBatch) -> Result<u64, String> {
-        let sequence = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
-        self.mirror
-            .apply_replicated(sequence, &batch.bytes)
-            .map_err(|e| e.to_string())?;
-        self.kept.lock().unwrap().push((sequence, batch.clone()));
-        Ok(sequence)
-    }
-
-    fn batch_bytes_max(&self) -> usize {
-        64 * 1024
-    }
-}
+use ledger::{Append, Error, ExpectedVersion, Ledger, LedgerOptions, NewEvent};
 
 fn mirror_options() -> LedgerOptions {
     LedgerOptions {
@@ -41,14 +19,6 @@ fn mirror_options() -> LedgerOptions {
 
 fn event(text: &str) -> NewEvent {
     NewEvent::new("thing_happened", text.as_bytes().to_vec())
-}
-
-fn log_of(ledger: &Ledger) -> Vec<(u64, String, u64, [u8; 32])> {
-    ledger
-        .scan(1)
-        .map(|e| e.unwrap())
-        .map(|e| (e.position, e.stream, e.version, e.hash))
-        .collect()
 }
 
 #[test]
@@ -67,6 +37,7 @@ fn a_mirror_holds_the_writers_log_and_takes_over_where_it_stopped() {
         mirror: mirror.clone(),
         sequence: AtomicU64::new(0),
         kept: Mutex::new(Vec::new()),
+        bytes_max: 64 * 1024,
     });
     let writer = Ledger::open_with(
         dirs.0.path(),
