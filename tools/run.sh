@@ -34,8 +34,9 @@ url=$(python3 -c 'import glob, json, sys; print(json.load(open(glob.glob(sys.arg
 echo "   $url"
 export NATS_URL=$url
 
-echo "== ledgerctl serve on a fresh store"
-"$ledgerctl" --data "$work/ledger-data" serve --tick-seconds 0 2>"$work/serve.log" &
+echo "== ledgerctl serve on a fresh store (its clock set to 2027-06-01: a tick over NATS may only"
+echo "   catch up with the service's clock, and the demo ticks through the whole 2026 term)"
+"$ledgerctl" --data "$work/ledger-data" serve --tick-seconds 0 --now 2027-06-01T00:00:00Z 2>"$work/serve.log" &
 serve_pid=$!
 pids+=("$serve_pid")
 for _ in $(seq 200); do grep -q "serving (pid" "$work/serve.log" 2>/dev/null && break; sleep 0.05; done

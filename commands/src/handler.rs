@@ -165,6 +165,11 @@ impl Handler {
         &self.ledger
     }
 
+    /// The handler's clock now (what stamps its commands).
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
     fn contract_cell(&self, contract_id: &str) -> Arc<tokio::sync::Mutex<ContractState>> {
         let mut contracts = self.contracts.lock().expect("contract cache lock");
         if let Some(cell) = contracts.get(contract_id) {

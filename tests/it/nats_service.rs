@@ -185,7 +185,7 @@ fn serve_runs_the_worked_example_and_publishes_its_balances() {
     let nats = NatsServer::start().unwrap();
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("served");
-    let serve = Serve::start(&data, &nats.url(), &[]).unwrap();
+    let serve = Serve::start(&data, &nats.url(), &["--now", "2027-06-01T00:00:00Z"]).unwrap();
 
     // The same file through the service and through an embedded store.
     let file = worked_example();
@@ -270,7 +270,7 @@ fn serve_runs_the_worked_example_and_publishes_its_balances() {
         let info = client.request("$SRV.INFO.ledger", "".into()).await.unwrap();
         let info = String::from_utf8_lossy(&info.payload).into_owned();
         assert!(
-            info.contains("ledger.cmd.*") && info.contains("ledger.qry.*"),
+            info.contains("ledger.cmd.purchase") && info.contains("ledger.qry.balance"),
             "{info}"
         );
     });
@@ -334,9 +334,16 @@ fn bad_requests_get_an_error_reply_with_a_code_and_the_service_keeps_serving() {
         let (code, body) = ask("ledger.cmd.purchase", b"{not json".to_vec()).await;
         assert_eq!(code.as_deref(), Some("400"));
         assert_eq!(body["error"]["code"], "invalid_command", "{body}");
-        let (code, body) = ask("ledger.cmd.buy", b"{}".to_vec()).await;
-        assert_eq!(code.as_deref(), Some("404"));
-        assert_eq!(body["error"]["code"], "unknown_verb", "{body}");
+        // Every verb and view is its own endpoint: an unknown one has no responder at all.
+        let unknown = client.request("ledger.cmd.buy", "{}".into()).await;
+        assert!(
+            matches!(&unknown, Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders),
+            "{unknown:?}"
+        );
+        // No client may bring time-driven events forward past the service's clock.
+        let (code, body) = ask("ledger.cmd.tick", br#"{"now":"2100-01-01T00:00:00Z"}"#.to_vec()).await;
+        assert_eq!(code.as_deref(), Some("403"));
+        assert_eq!(body["error"]["code"], "clock_in_future", "{body}");
         let (code, body) = ask("ledger.cmd.open_contract", vec![b' '; 100 * 1024]).await;
         assert_eq!(code.as_deref(), Some("413"));
         assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
@@ -347,8 +354,11 @@ fn bad_requests_get_an_error_reply_with_a_code_and_the_service_keeps_serving() {
         .await;
         assert_eq!(code.as_deref(), Some("400"));
         assert!(body["error"]["message"].as_str().unwrap().contains("does not match"));
-        let (code, body) = ask("ledger.qry.nope", b"{}".to_vec()).await;
-        assert_eq!(code.as_deref(), Some("404"), "{body}");
+        let nope = client.request("ledger.qry.nope", "{}".into()).await;
+        assert!(
+            matches!(&nope, Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders),
+            "{nope:?}"
+        );
         // Still serving: a valid command is accepted, and a rule rejection says which rule.
         let open = br#"{"contract_id":"N-1","customer":"N","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC","holidays":[],"cancellation_fee_rate":"1.00","sab_commitments":[]}"#;
         let (code, body) = ask("ledger.cmd.open_contract", open.to_vec()).await;
@@ -357,6 +367,47 @@ fn bad_requests_get_an_error_reply_with_a_code_and_the_service_keeps_serving() {
         let (code, body) = ask("ledger.cmd.open_contract", open.to_vec()).await;
         assert_eq!(code.as_deref(), Some("422"), "{body}");
         assert_eq!(body["ok"], false);
+        assert!(body["error"].get("rule").is_some(), "a rule's rejection names it");
+        // Every refusal above is counted where discovery shows it, per endpoint.
+        let stats = client
+            .request("$SRV.STATS.ledger", "".into())
+            .await
+            .unwrap();
+        let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+        let endpoint = |name: &str| {
+            stats["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no endpoint {name}: {stats}"))
+        };
+        assert_eq!(endpoint("cmd_purchase")["num_errors"], 2, "{stats}");
+        assert_eq!(endpoint("cmd_open_contract")["num_errors"], 2, "{stats}");
+        assert_eq!(endpoint("cmd_open_contract")["num_requests"], 3, "{stats}");
+        assert_eq!(endpoint("cmd_tick")["num_errors"], 1, "{stats}");
+        assert!(
+            endpoint("cmd_open_contract")["last_error"]
+                .to_string()
+                .contains("rejected"),
+            "{stats}"
+        );
+        let info = client.request("$SRV.INFO.ledger", "".into()).await.unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+        let subjects: Vec<&str> = info["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["subject"].as_str().unwrap())
+            .collect();
+        for subject in ["ledger.cmd.purchase", "ledger.cmd.tick", "ledger.qry.audit", "ledger.qry.verify"] {
+            assert!(subjects.contains(&subject), "{subject} not in {subjects:?}");
+        }
+        assert!(
+            info["endpoints"].as_array().unwrap().iter().all(|e| e["queue_group"] == "ledger"),
+            "{info}"
+        );
     });
 }
 

@@ -11,39 +11,143 @@ use tokio::sync::Mutex;
 
 use crate::REQUEST_BYTES_MAX;
 
-/// A reply body with the service-error headers when `code` is set.
+/// The queue group every endpoint of the `ledger` service shares: each request goes to one
+/// instance.
+pub const QUEUE_GROUP: &str = "ledger";
+
+/// Endpoints merged into one stream of requests.
+pub type Endpoints = futures::stream::SelectAll<async_nats::service::endpoint::Endpoint>;
+
+/// Starts the `ledger` service (discovery: `$SRV.PING|INFO|STATS.ledger`).
+///
+/// # Errors
+/// When NATS refuses it.
+pub async fn start_service(
+    client: &async_nats::Client,
+    description: &str,
+) -> anyhow::Result<async_nats::service::Service> {
+    use async_nats::service::ServiceExt;
+    client
+        .service_builder()
+        .description(description)
+        .queue_group(QUEUE_GROUP)
+        .start("ledger", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the NATS service: {e}"))
+}
+
+/// One endpoint per command verb (`ledger.cmd.<verb>`, named `cmd_<verb>`, `tick` included),
+/// so discovery lists each and STATS counts each.
+///
+/// # Errors
+/// When NATS refuses one.
+pub async fn command_endpoints(
+    service: &async_nats::service::Service,
+) -> anyhow::Result<Endpoints> {
+    let verbs = schemas::COMMAND_TYPES.iter().copied().chain(["tick"]);
+    add_endpoints(service, "cmd", verbs).await
+}
+
+/// One endpoint per read view (`ledger.qry.<view>`, named `qry_<view>`).
+///
+/// # Errors
+/// When NATS refuses one.
+pub async fn query_endpoints(service: &async_nats::service::Service) -> anyhow::Result<Endpoints> {
+    add_endpoints(service, "qry", projections::query::VIEWS.iter().copied()).await
+}
+
+async fn add_endpoints(
+    service: &async_nats::service::Service,
+    kind: &str,
+    names: impl Iterator<Item = &str>,
+) -> anyhow::Result<Endpoints> {
+    let mut endpoints = Endpoints::new();
+    for name in names {
+        let subject = format!("ledger.{kind}.{name}");
+        let endpoint = service
+            .endpoint_builder()
+            .name(format!("{kind}_{name}"))
+            .add(subject.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("adding {subject}: {e}"))?;
+        endpoints.push(endpoint);
+    }
+    Ok(endpoints)
+}
+
+/// Stops taking requests on every endpoint of the group.
+pub async fn stop_endpoints(endpoints: &mut Endpoints) {
+    for endpoint in endpoints.iter_mut() {
+        endpoint.stop().await.ok();
+    }
+}
+
+/// A reply body with the service-error headers when `error` is set.
 async fn reply(
+    client: &async_nats::Client,
     request: &async_nats::service::Request,
     body: &serde_json::Value,
     error: Option<(u16, &str)>,
-    position: Option<u64>,
+    position: u64,
 ) {
     let bytes = serde_json::to_vec(body).expect("JSON values serialize");
-    reply_bytes(request, bytes, error, position).await;
+    reply_bytes(client, request, bytes, error, position).await;
 }
 
-/// A reply of JSON bytes with the service-error headers when `code` is set.
+/// A reply of JSON bytes, with `Ledger-Position` (the head it was answered at, or the position
+/// a command reached) and, when `error` is set, the service error headers.
+///
+/// An error is also told to the service API, so `$SRV.STATS` counts it (`num_errors`,
+/// `last_error`): async-nats can only do that with an empty body, and clients need the body
+/// (the result or refusal JSON), so the full reply goes first, published directly, and the
+/// API's empty error reply second. A requester takes the first reply; the second finds no one
+/// waiting. Each request is counted once.
 async fn reply_bytes(
+    client: &async_nats::Client,
     request: &async_nats::service::Request,
     bytes: Vec<u8>,
     error: Option<(u16, &str)>,
-    position: Option<u64>,
+    position: u64,
 ) {
     let mut headers = HeaderMap::new();
     headers.insert("Content-Type", "application/json");
-    if let Some(position) = position {
-        headers.insert("Ledger-Position", position.to_string().as_str());
-    }
+    headers.insert("Ledger-Position", position.to_string().as_str());
     if let Some((code, status)) = error {
         headers.insert("Nats-Service-Error-Code", code.to_string().as_str());
         headers.insert("Nats-Service-Error", status);
     }
-    if let Err(error) = request
-        .respond_with_headers(Ok(bytes.into()), headers)
+    let Some((code, status)) = error else {
+        if let Err(error) = request
+            .respond_with_headers(Ok(bytes.into()), headers)
+            .await
+        {
+            tracing::warn!(%error, "could not send a reply");
+        }
+        return;
+    };
+    let Some(reply_to) = request.message.reply.clone() else {
+        return;
+    };
+    if let Err(error) = client
+        .publish_with_headers(reply_to, headers, bytes.into())
         .await
     {
         tracing::warn!(%error, "could not send a reply");
     }
+    let counted = async_nats::service::error::Error {
+        code: usize::from(code),
+        status: status.to_owned(),
+    };
+    request.respond(Err(counted)).await.ok();
+}
+
+/// The `command_id` of a request body, when one can be read from it.
+fn command_id_in(payload: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()?
+        .get("command_id")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 fn refusal(command_id: Option<String>, code: &str, message: String) -> serde_json::Value {
@@ -60,23 +164,35 @@ fn refusal(command_id: Option<String>, code: &str, message: String) -> serde_jso
 }
 
 /// Answers one `ledger.cmd.<verb>` request: the command decided and appended, or refused.
-pub async fn answer_command(handler: &Handler, request: async_nats::service::Request) {
+pub async fn answer_command(
+    client: &async_nats::Client,
+    handler: &Handler,
+    request: async_nats::service::Request,
+) {
     let subject = request.message.subject.to_string();
     let verb = subject.rsplit('.').next().unwrap_or_default().to_owned();
     let payload = request.message.payload.clone();
+    let head = handler.ledger().committed_position();
     if payload.len() > REQUEST_BYTES_MAX {
         let body = refusal(
-            None,
+            command_id_in(&payload),
             "payload_too_large",
             format!(
                 "a command is at most {REQUEST_BYTES_MAX} bytes; this one is {}",
                 payload.len()
             ),
         );
-        return reply(&request, &body, Some((413, "payload_too_large")), None).await;
+        return reply(
+            client,
+            &request,
+            &body,
+            Some((413, "payload_too_large")),
+            head,
+        )
+        .await;
     }
     if verb == "tick" {
-        return answer_tick(handler, &request, &payload).await;
+        return answer_tick(client, handler, &request, &payload).await;
     }
     if !schemas::COMMAND_TYPES.contains(&verb.as_str()) {
         let body = refusal(
@@ -87,7 +203,7 @@ pub async fn answer_command(handler: &Handler, request: async_nats::service::Req
                 schemas::COMMAND_TYPES.join(", ")
             ),
         );
-        return reply(&request, &body, Some((404, "unknown_verb")), None).await;
+        return reply(client, &request, &body, Some((404, "unknown_verb")), head).await;
     }
     let result = match command_for_verb(&verb, &payload) {
         Ok(envelope) => {
@@ -99,21 +215,20 @@ pub async fn answer_command(handler: &Handler, request: async_nats::service::Req
                     // writer that stopped or lost its lease). A retry with the same command_id
                     // is safe.
                     let body = refusal(command_id, "internal", error.to_string());
-                    return reply(&request, &body, Some((500, "internal")), None).await;
+                    return reply(client, &request, &body, Some((500, "internal")), head).await;
                 }
             }
         }
         Err(message) => {
-            let command_id = serde_json::from_slice::<serde_json::Value>(&payload)
-                .ok()
-                .and_then(|v| v.get("command_id")?.as_str().map(str::to_owned));
-            CommandResult::rejected(command_id, Rejection::invalid(message))
+            CommandResult::rejected(command_id_in(&payload), Rejection::invalid(message))
         }
     };
+    // The position the command reached (a retry: where its first attempt landed), else the head.
     let position = result
         .events
         .as_ref()
-        .and_then(|events| events.iter().map(|e| e.position).max());
+        .and_then(|events| events.iter().map(|e| e.position).max())
+        .unwrap_or_else(|| handler.ledger().committed_position());
     let error = result.error.as_ref().map(|rejection| {
         if rejection.code == "invalid_command" {
             (400, "invalid_command")
@@ -122,7 +237,7 @@ pub async fn answer_command(handler: &Handler, request: async_nats::service::Req
         }
     });
     let body = serde_json::to_value(&result).expect("results serialize");
-    reply(&request, &body, error, position).await;
+    reply(client, &request, &body, error, position).await;
 }
 
 /// The command in a request body: its `type` may be left out (the verb says it) but must not
@@ -159,7 +274,12 @@ fn command_for_verb(verb: &str, payload: &[u8]) -> Result<CommandEnvelope, Strin
     CommandEnvelope::from_json(&value.to_string())
 }
 
-async fn answer_tick(handler: &Handler, request: &async_nats::service::Request, payload: &[u8]) {
+async fn answer_tick(
+    client: &async_nats::Client,
+    handler: &Handler,
+    request: &async_nats::service::Request,
+    payload: &[u8],
+) {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Tick {
@@ -168,13 +288,29 @@ async fn answer_tick(handler: &Handler, request: &async_nats::service::Request, 
     let now = serde_json::from_slice::<Tick>(payload)
         .map_err(|e| format!("tick takes {{\"now\":\"<RFC 3339>\"}}: {e}"))
         .and_then(|t| crate::parse_time("now", &t.now).map_err(|e| format!("{e:#}")));
+    let head = handler.ledger().committed_position();
     let now = match now {
         Ok(now) => now,
         Err(message) => {
             let body = refusal(None, "invalid_command", message);
-            return reply(request, &body, Some((400, "invalid_command")), None).await;
+            return reply(client, request, &body, Some((400, "invalid_command")), head).await;
         }
     };
+    // Time-driven events forfeit balances and bill shortfalls: no client may bring them
+    // forward by sending a `now` ahead of the service's own clock.
+    let clock = handler.now();
+    if now > clock {
+        let body = refusal(
+            None,
+            "clock_in_future",
+            format!(
+                "tick's now {} is later than the service's clock ({}); a tick may only catch up",
+                now.to_rfc3339(),
+                clock.to_rfc3339()
+            ),
+        );
+        return reply(client, request, &body, Some((403, "clock_in_future")), head).await;
+    }
     match handler.tick(now).await {
         Ok(results) => {
             let position = results
@@ -182,13 +318,14 @@ async fn answer_tick(handler: &Handler, request: &async_nats::service::Request, 
                 .filter_map(|r| r.events.as_ref())
                 .flatten()
                 .map(|e| e.position)
-                .max();
+                .max()
+                .unwrap_or_else(|| handler.ledger().committed_position());
             let body = serde_json::to_value(&results).expect("results serialize");
-            reply(request, &body, None, position).await;
+            reply(client, request, &body, None, position).await;
         }
         Err(error) => {
             let body = refusal(None, "internal", format!("tick failed: {error}"));
-            reply(request, &body, Some((500, "internal")), None).await;
+            reply(client, request, &body, Some((500, "internal")), head).await;
         }
     }
 }
@@ -196,6 +333,7 @@ async fn answer_tick(handler: &Handler, request: &async_nats::service::Request, 
 /// Answers one `ledger.qry.<view>` request (`projections::query`), after the log holds the
 /// request's `min_position`.
 pub async fn answer_query(
+    client: &async_nats::Client,
     ledger: &Ledger,
     views: &Mutex<()>,
     request: async_nats::service::Request,
@@ -203,13 +341,21 @@ pub async fn answer_query(
     let subject = request.message.subject.to_string();
     let view = subject.rsplit('.').next().unwrap_or_default().to_owned();
     let payload = request.message.payload.clone();
+    let head = ledger.committed_position();
     if payload.len() > REQUEST_BYTES_MAX {
         let body = refusal(
             None,
             "payload_too_large",
-            "a query is at most 64 KiB".into(),
+            format!("a query is at most {REQUEST_BYTES_MAX} bytes"),
         );
-        return reply(&request, &body, Some((413, "payload_too_large")), None).await;
+        return reply(
+            client,
+            &request,
+            &body,
+            Some((413, "payload_too_large")),
+            head,
+        )
+        .await;
     }
     // Read your writes: `min_position` (a command reply's `Ledger-Position`) makes the answer
     // wait until this instance holds it, up to 5 s; on a replicated instance the mirror may lag.
@@ -217,7 +363,7 @@ pub async fn answer_query(
         Ok(split) => split,
         Err(message) => {
             let body = refusal(None, "invalid_query", message);
-            return reply(&request, &body, Some((400, "invalid_query")), None).await;
+            return reply(client, &request, &body, Some((400, "invalid_query")), head).await;
         }
     };
     if let Some(position) = min_position
@@ -233,7 +379,14 @@ pub async fn answer_query(
                 ledger.committed_position()
             ),
         );
-        return reply(&request, &body, Some((503, "not_yet_replicated")), None).await;
+        return reply(
+            client,
+            &request,
+            &body,
+            Some((503, "not_yet_replicated")),
+            head,
+        )
+        .await;
     }
     // Views catch their projections up first; one at a time keeps two catch-ups of the same
     // projection from racing.
@@ -256,12 +409,12 @@ pub async fn answer_query(
     };
     match answer {
         Ok((answer, position)) => {
-            reply_bytes(&request, answer.to_json(), None, Some(position)).await;
+            reply_bytes(client, &request, answer.to_json(), None, position).await;
         }
         Err(error) => {
             let (code, status) = error.status();
             let body = refusal(None, status, error.to_string());
-            reply(&request, &body, Some((code, status)), None).await;
+            reply(client, &request, &body, Some((code, status)), head).await;
         }
     }
 }

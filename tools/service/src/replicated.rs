@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, context::PublishErrorKind, kv, stream};
-use async_nats::service::ServiceExt;
 use chrono::Utc;
 use commands::Handler;
 use futures::StreamExt;
@@ -40,7 +39,9 @@ use tokio::sync::{Mutex, watch};
 
 use crate::NatsArgs;
 use crate::ServeArgs;
-use crate::endpoints::{answer_command, answer_query};
+use crate::endpoints::{
+    answer_command, answer_query, command_endpoints, query_endpoints, start_service, stop_endpoints,
+};
 use crate::limits::*;
 
 /// The replicated log's stream and its one subject.
@@ -606,7 +607,7 @@ struct WriterTerm {
     revision: u64,
     renewed: Instant,
     handler: Handler,
-    commands: async_nats::service::endpoint::Endpoint,
+    commands: crate::endpoints::Endpoints,
     stop: watch::Sender<bool>,
     publisher: tokio::task::JoinHandle<Result<ledger::Checkpoint, publisher::PublishError>>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
@@ -704,18 +705,12 @@ async fn serve(
         .max_payload
         .saturating_sub(HEADER_ROOM_BYTES);
 
-    let service = client
-        .service_builder()
-        .description("Contract Ledger: commands (the writer) and queries (every instance)")
-        .start("ledger", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| anyhow::anyhow!("starting the NATS service: {e}"))?;
-    let mut queries = service
-        .endpoint_builder()
-        .name("qry")
-        .add("ledger.qry.*")
-        .await
-        .map_err(|e| anyhow::anyhow!("adding ledger.qry.*: {e}"))?;
+    let service = start_service(
+        &client,
+        "Contract Ledger: commands (the writer) and queries (every instance)",
+    )
+    .await?;
+    let mut queries = query_endpoints(&service).await?;
     let views = Arc::new(Mutex::new(()));
     let mut role = Role::Mirror(start_mirror(&ledger, &log));
     eprintln!(
@@ -754,13 +749,17 @@ async fn serve(
             Event::Command(Some(request)) => {
                 if let Role::Writer(term) = &role {
                     let handler = term.handler.clone();
-                    in_flight.spawn(async move { answer_command(&handler, request).await });
+                    let client = client.clone();
+                    in_flight
+                        .spawn(async move { answer_command(&client, &handler, request).await });
                 }
             }
             Event::Query(request) => {
                 let ledger = ledger.clone();
                 let views = views.clone();
-                in_flight.spawn(async move { answer_query(&ledger, &views, request).await });
+                let client = client.clone();
+                in_flight
+                    .spawn(async move { answer_query(&client, &ledger, &views, request).await });
             }
             Event::MirrorEnded(outcome) => {
                 // A mirror ends by itself only when the stream does not follow this store.
@@ -871,11 +870,11 @@ async fn serve(
         }
     }
     tracing::info!("stopping: draining requests in flight");
-    queries.stop().await.ok();
+    stop_endpoints(&mut queries).await;
     match role {
         Role::Writer(mut term) => {
             let revision = term.revision;
-            term.commands.stop().await.ok();
+            stop_endpoints(&mut term.commands).await;
             while in_flight.join_next().await.is_some() {}
             step_down(&ledger, term).await;
             // Hand the lease over now rather than after it expires.
@@ -953,12 +952,7 @@ async fn become_writer(
     });
     ledger.start_writer(Some(commit))?;
     let handler = Handler::new(ledger.clone(), clock.clone(), "ledger-service");
-    let commands = service
-        .endpoint_builder()
-        .name("cmd")
-        .add("ledger.cmd.*")
-        .await
-        .map_err(|e| anyhow::anyhow!("adding ledger.cmd.*: {e}"))?;
+    let commands = command_endpoints(service).await?;
     let crate::serve::Background {
         stop,
         publisher,
@@ -978,7 +972,7 @@ async fn become_writer(
 
 /// Stops answering commands at once, then the scheduler, the publisher and the writer.
 async fn step_down(ledger: &Ledger, mut term: Box<WriterTerm>) {
-    term.commands.stop().await.ok();
+    stop_endpoints(&mut term.commands).await;
     term.stop.send(true).ok();
     if let Some(scheduler) = term.scheduler {
         scheduler.await.ok();

@@ -20,11 +20,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream;
-use async_nats::service::ServiceExt;
 use chrono::{DateTime, Utc};
 use commands::Handler;
 
-use crate::endpoints::{answer_command, answer_query};
+use crate::endpoints::{
+    answer_command, answer_query, command_endpoints, query_endpoints, start_service, stop_endpoints,
+};
 use futures::StreamExt;
 use ledger::{Checkpoint, Ledger};
 use tokio::sync::{Mutex, watch};
@@ -87,24 +88,9 @@ async fn serve(
     let js = jetstream::new(client.clone());
     publisher::set_up(&js, 1).await?;
 
-    let service = client
-        .service_builder()
-        .description("Contract Ledger: commands and queries")
-        .start("ledger", env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(|e| anyhow::anyhow!("starting the NATS service: {e}"))?;
-    let mut commands_endpoint = service
-        .endpoint_builder()
-        .name("cmd")
-        .add("ledger.cmd.*")
-        .await
-        .map_err(|e| anyhow::anyhow!("adding ledger.cmd.*: {e}"))?;
-    let mut queries_endpoint = service
-        .endpoint_builder()
-        .name("qry")
-        .add("ledger.qry.*")
-        .await
-        .map_err(|e| anyhow::anyhow!("adding ledger.qry.*: {e}"))?;
+    let service = start_service(&client, "Contract Ledger: commands and queries").await?;
+    let mut commands_endpoint = command_endpoints(&service).await?;
+    let mut queries_endpoint = query_endpoints(&service).await?;
 
     let Background {
         stop: stop_tx,
@@ -122,12 +108,14 @@ async fn serve(
         tokio::select! {
             Some(request) = commands_endpoint.next() => {
                 let handler = handler.clone();
-                in_flight.spawn(async move { answer_command(&handler, request).await });
+                let client = client.clone();
+                in_flight.spawn(async move { answer_command(&client, &handler, request).await });
             }
             Some(request) = queries_endpoint.next() => {
                 let ledger = ledger.clone();
                 let views = views.clone();
-                in_flight.spawn(async move { answer_query(&ledger, &views, request).await });
+                let client = client.clone();
+                in_flight.spawn(async move { answer_query(&client, &ledger, &views, request).await });
             }
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             _ = terminate.recv() => break,
@@ -135,8 +123,8 @@ async fn serve(
         }
     }
     tracing::info!("stopping: draining requests in flight");
-    commands_endpoint.stop().await.ok();
-    queries_endpoint.stop().await.ok();
+    stop_endpoints(&mut commands_endpoint).await;
+    stop_endpoints(&mut queries_endpoint).await;
     while in_flight.join_next().await.is_some() {}
     stop_tx.send(true).ok();
     if let Some(scheduler) = scheduler {
