@@ -350,6 +350,7 @@ struct Inner {
     committed: watch::Receiver<u64>,
     stopped: Arc<Mutex<Option<String>>>,
     index_progress: Arc<index::IndexProgress>,
+    identity: Uuid,
     _lock: store::DirectoryLock,
 }
 
@@ -385,6 +386,7 @@ impl Ledger {
         let path = path.as_ref().to_owned();
         let lock = store::lock_directory(&path)?;
         let store = Store::open(&path)?;
+        let identity = store.identity()?;
         let stopped = Arc::new(Mutex::new(None));
         let (head, _, _) = store.head()?;
         // Before the writer starts: it trusts the index for every stream it has not written.
@@ -403,6 +405,7 @@ impl Ledger {
                 committed: committed_rx,
                 stopped,
                 index_progress,
+                identity,
                 _lock: lock,
             }),
         };
@@ -410,6 +413,13 @@ impl Ledger {
             ledger.start_writer(None)?;
         }
         Ok(ledger)
+    }
+
+    /// The store's identity: made when the store was first opened, kept forever. Two stores
+    /// never share one, so whatever is derived from it (message ids, a service's claim on a NATS
+    /// account) never collides.
+    pub fn store_id(&self) -> Uuid {
+        self.inner.identity
     }
 
     /// Starts the single writer from the log's head, replicating each batch through

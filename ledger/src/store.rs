@@ -41,6 +41,9 @@ const FORMAT_KEY: &[u8] = b"format";
 /// In `meta`: the replicated log's sequence of the last batch written here (replicated stores
 /// only), written in the same fjall batch as the events.
 pub(crate) const REPLICATED_SEQUENCE_KEY: &[u8] = b"replicated_sequence";
+/// In `meta`: the store's identity, a UUID made when it is first opened by a build that knows
+/// it, and kept forever.
+const STORE_ID_KEY: &[u8] = b"store_id";
 
 /// The index's checkpoint key in its `meta` keyspace.
 pub(crate) const INDEXED_TO_KEY: &[u8] = b"indexed_to";
@@ -187,6 +190,30 @@ impl Store {
                 Ok(STORE_FORMAT)
             }
         }
+    }
+
+    /// The store's identity: read, or made (UUID v7) and written durably the first time.
+    pub fn identity(&self) -> Result<uuid::Uuid> {
+        let stored = self
+            .meta
+            .get(STORE_ID_KEY)
+            .map_err(Error::storage("reading the store's identity"))?;
+        if let Some(bytes) = stored {
+            return <[u8; 16]>::try_from(&*bytes)
+                .map(uuid::Uuid::from_bytes)
+                .map_err(|_| Error::Corrupt {
+                    position: 0,
+                    detail: "the store's identity is not 16 bytes".into(),
+                });
+        }
+        let id = uuid::Uuid::now_v7();
+        self.meta
+            .insert(STORE_ID_KEY, id.as_bytes())
+            .map_err(Error::storage("writing the store's identity"))?;
+        self.db
+            .persist(PersistMode::SyncAll)
+            .map_err(Error::storage("persisting the store's identity"))?;
+        Ok(id)
     }
 
     /// Marks the store as of this build's format, durably.

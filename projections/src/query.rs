@@ -249,6 +249,20 @@ impl Query {
         }
     }
 
+    /// The persisted projection this question catches up before answering, if any: two
+    /// catch-ups of one projection must not race, answers from the log alone never wait.
+    pub fn projection(&self) -> Option<&'static str> {
+        match self {
+            Query::Balance { .. } => Some(crate::timeline::NAME),
+            Query::BalanceDetail { filter, .. } if !filter.is_set() => {
+                Some(crate::balances::Balances::NAME)
+            }
+            Query::Shortfalls { .. } => Some(crate::shortfalls::Shortfalls::NAME),
+            Query::Notices { .. } => Some(crate::notices::Notices::NAME),
+            _ => None,
+        }
+    }
+
     /// The parameters to send for this question.
     pub fn params(&self) -> QueryParams {
         let mut params = QueryParams::default();

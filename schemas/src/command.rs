@@ -63,6 +63,10 @@ fn fields_of<T: serde::de::DeserializeOwned>(fields: serde_json::Value) -> Resul
     })
 }
 
+/// The largest command, in bytes of JSON, on every path (`submit`, `ledger.cmd.<verb>`): a
+/// command is a few hundred bytes; an opening with years of holidays a few dozen kilobytes.
+pub const COMMAND_BYTES_MAX: usize = 256 * 1024;
+
 impl CommandEnvelope {
     /// Parses one command from JSON text.
     ///
@@ -70,12 +74,19 @@ impl CommandEnvelope {
     /// A message naming what is wrong: not JSON, not an object, an unknown `type` or field, a
     /// JSON number where a decimal string belongs, a missing field.
     pub fn from_json(text: &str) -> Result<CommandEnvelope, String> {
+        // The same limit wherever a command comes from (a file, stdin, NATS).
+        if text.len() > COMMAND_BYTES_MAX {
+            return Err(format!(
+                "a command is at most {COMMAND_BYTES_MAX} bytes of JSON; this one is {}",
+                text.len()
+            ));
+        }
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
         CommandEnvelope::from_value(value)
     }
 
-    /// Parses one command from a JSON value.
+    /// Parses one command from a JSON value (no size limit: see [`CommandEnvelope::from_json`]).
     ///
     /// # Errors
     /// As [`CommandEnvelope::from_json`].

@@ -72,11 +72,11 @@ pub struct PublishedMetadata {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PublishedEvent {
-    /// The contract.
-    pub contract_id: String,
+    /// The contract; null for an event of no contract (the rate card's).
+    pub contract_id: Option<String>,
     /// Global log position.
     pub position: u64,
-    /// The stream (`contract-<id>`).
+    /// The stream (`contract-<id>`, or `rates`).
     pub stream: String,
     /// Version within the stream.
     pub version: u64,

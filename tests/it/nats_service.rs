@@ -344,7 +344,7 @@ fn bad_requests_get_an_error_reply_with_a_code_and_the_service_keeps_serving() {
         let (code, body) = ask("ledger.cmd.tick", br#"{"now":"2100-01-01T00:00:00Z"}"#.to_vec()).await;
         assert_eq!(code.as_deref(), Some("403"));
         assert_eq!(body["error"]["code"], "clock_in_future", "{body}");
-        let (code, body) = ask("ledger.cmd.open_contract", vec![b' '; 100 * 1024]).await;
+        let (code, body) = ask("ledger.cmd.open_contract", vec![b' '; 300 * 1024]).await;
         assert_eq!(code.as_deref(), Some("413"));
         assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
         let (code, body) = ask(
@@ -522,7 +522,15 @@ fn readers_may_read_but_not_command() {
     )
     .unwrap();
     let as_user = |user: &str, password: &str, args: &[&str]| {
-        let mut all = vec!["--nats-user", user, "--nats-password", password];
+        let inbox = format!("_INBOX_{user}");
+        let mut all = vec![
+            "--nats-user",
+            user,
+            "--nats-password",
+            password,
+            "--nats-inbox-prefix",
+            &inbox,
+        ];
         all.extend(args);
         remote(&nats.url(), &all)
     };
@@ -573,6 +581,7 @@ fn readers_may_read_but_not_command() {
             "reader".into(),
             "reader-secret".into(),
         )
+        .custom_inbox_prefix("_INBOX_reader")
         .connect(nats.url())
         .await
         .unwrap();
@@ -582,14 +591,75 @@ fn readers_may_read_but_not_command() {
             "{values:?}"
         );
         // But may not write to it.
-        let js = async_nats::jetstream::new(reader);
+        let js = async_nats::jetstream::new(reader.clone());
         let kv = js.get_key_value("ledger_balances").await.unwrap();
         assert!(
             kv.put("C-1001.proactive_credits", "{}".into())
                 .await
                 .is_err()
         );
+        // Nor read another user's replies, nor delete a consumer that is not its own.
+        let mut errors = reader_errors(&nats.url()).await;
+        let _spy = errors.0.subscribe("_INBOX.>").await.unwrap();
+        errors.0.flush().await.ok();
+        let violation = tokio::time::timeout(Duration::from_secs(10), errors.1.recv())
+            .await
+            .expect("the server answers the subscription")
+            .unwrap();
+        assert!(
+            violation.to_lowercase().contains("permissions violation"),
+            "{violation}"
+        );
+        let ledger_user = async_nats::ConnectOptions::with_user_and_password(
+            "ledger".into(),
+            "ledger-secret".into(),
+        )
+        .connect(nats.url())
+        .await
+        .unwrap();
+        let ledger_js = async_nats::jetstream::new(ledger_user);
+        let stream = ledger_js.get_stream("LEDGER_EVENTS").await.unwrap();
+        stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("billing".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let events = js.get_stream("LEDGER_EVENTS").await;
+        let deleted = match events {
+            Ok(stream) => stream.delete_consumer("billing").await.is_ok(),
+            Err(_) => false,
+        };
+        assert!(!deleted, "a reader deleted the ledger's durable consumer");
+        let still = ledger_js.get_stream("LEDGER_EVENTS").await.unwrap();
+        assert!(still.consumer_info("billing").await.is_ok());
     });
+}
+
+/// A reader's connection (with its own inboxes) and the server errors it hears.
+async fn reader_errors(
+    url: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client =
+        async_nats::ConnectOptions::with_user_and_password("reader".into(), "reader-secret".into())
+            .custom_inbox_prefix("_INBOX_reader")
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(error) = event {
+                        let _ = tx.send(error.to_string());
+                    }
+                }
+            })
+            .connect(url)
+            .await
+            .unwrap();
+    (client, rx)
 }
 
 /// Commands for `contracts` contracts: an opening, a DAS lot, then `per_contract` one-minute
@@ -749,8 +819,8 @@ fn nats_server_killed_under_load_loses_and_doubles_no_published_message() {
     assert_published_equals_log(&data, &nats.url(), commands);
 }
 
-/// Reads the store (serve stopped) and NATS: LEDGER_EVENTS holds each contract event exactly
-/// once in position order, and the KV bucket each balance update exactly once in position order
+/// Reads the store (serve stopped) and NATS: LEDGER_EVENTS holds every event exactly once in
+/// position order, with no gap, and the KV bucket each balance update exactly once in position order
 /// per key (the last 64 revisions it keeps).
 fn assert_published_equals_log(data: &Path, url: &str, min_events: usize) {
     let commands = min_events;
@@ -762,11 +832,12 @@ fn assert_published_equals_log(data: &Path, url: &str, min_events: usize) {
     let mut balance_updates = std::collections::BTreeSet::new();
     for line in log.lines() {
         let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        // Every event is on LEDGER_EVENTS (the rate card's too): positions have no gaps.
+        let position = event["position"].as_u64().unwrap();
+        contract_events.push(position);
         let Some(contract) = event["stream"].as_str().unwrap().strip_prefix("contract-") else {
             continue;
         };
-        let position = event["position"].as_u64().unwrap();
-        contract_events.push(position);
         for movement in event["payload"]["movements"]
             .as_array()
             .into_iter()
@@ -828,19 +899,51 @@ fn a_stream_that_lost_acknowledged_messages_is_filled_again_from_the_log() {
     let (code, _, stderr) = remote(&nats.url(), &["submit", &files[0]]);
     assert_eq!(code, 0, "{stderr}");
     assert!(serve.terminate().success());
-    // What a nats-server that died before syncing loses: the tail of its streams. (Then a
-    // restart, which rebuilds its duplicate table from what it still holds.)
-    runtime().block_on(async {
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        // (The KV bucket's stream denies deletes; the events stream shows the same path.)
-        let mut stream = js.get_stream("LEDGER_EVENTS").await.unwrap();
-        let last = stream.info().await.unwrap().state.last_sequence;
-        for sequence in last - 9..=last {
-            assert!(stream.delete_message(sequence).await.unwrap());
+    // What a nats-server that died before syncing loses: the tail of its streams. The streams
+    // deny deletes, so the loss is made as a crash makes it: the server killed, the end of
+    // LEDGER_EVENTS' last message block cut off, the server started again (it recovers what
+    // the block still holds, and rebuilds its duplicate table from it).
+    let held = |nats: &NatsServer| {
+        runtime().block_on(async {
+            let client = async_nats::connect(nats.url()).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let mut stream = js.get_stream("LEDGER_EVENTS").await.unwrap();
+            stream.info().await.unwrap().state.messages
+        })
+    };
+    let before = held(&nats);
+    nats.kill();
+    let blocks = nats.store().join("jetstream/$G/streams/LEDGER_EVENTS/msgs");
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&blocks)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    files.sort();
+    let last_block = files
+        .iter()
+        .rev()
+        .find(|path| path.extension().is_some_and(|e| e == "blk"))
+        .expect("a message block")
+        .clone();
+    let length = std::fs::metadata(&last_block).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last_block)
+        .unwrap()
+        .set_len(length * 7 / 10)
+        .unwrap();
+    // The stream's saved state would tell the server what it had; a crash leaves it stale.
+    for path in &files {
+        if path.extension().is_some_and(|e| e == "db" || e == "idx") {
+            std::fs::remove_file(path).ok();
         }
-    });
+    }
     nats.restart().unwrap();
+    let after = held(&nats);
+    assert!(
+        after < before,
+        "the stream lost nothing ({before} messages, then {after})"
+    );
     let serve = Serve::start(&data, &nats.url(), &[]).unwrap();
     let started = Instant::now();
     while !serve.log().contains("a stream lost acknowledged messages") {
@@ -1151,5 +1254,328 @@ fn every_read_verb_over_nats_prints_what_the_store_prints() {
                 assert!(!stderr.is_empty(), "{name}");
             }
         }
+    }
+}
+
+/// Issue 16 #4: a nats-server that lost its whole store (emptied, or a new one on the same
+/// address) gets the streams and buckets back from `serve`, and every event published again
+/// from the log, said in serve's log.
+#[test]
+fn an_emptied_nats_server_gets_its_streams_back_and_everything_published_again() {
+    let mut nats = NatsServer::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let serve = Serve::start(&data, &nats.url(), &[]).unwrap();
+    let files = load_files(work.path(), 3, 20, 1);
+    let (code, _, stderr) = remote(&nats.url(), &["submit", &files[0]]);
+    assert_eq!(code, 0, "{stderr}");
+    nats.restart_empty().unwrap();
+    assert!(
+        serve.wait_for_log("the streams were gone", Duration::from_secs(30)),
+        "{}",
+        serve.log()
+    );
+    let head = head_over_nats(&nats.url());
+    runtime().block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        published_to(&client, head).await;
+    });
+    assert!(serve.terminate().success());
+    assert_published_equals_log(&data, &nats.url(), 3 * 22);
+}
+
+/// Issue 16 #5: SIGTERM ends serve within 10 s whatever NATS does — here a SIGSTOPped server
+/// while a backlog is being published — with exit 1 and the position it published to.
+#[test]
+fn sigterm_ends_serve_within_ten_seconds_even_when_nats_does_not_answer() {
+    use ledger::{Append, ExpectedVersion, NewEvent};
+    let nats = NatsServer::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    // A backlog the publisher has not published yet: 100,000 raw events written beforehand.
+    {
+        let ledger = ledger::Ledger::open(&data).unwrap();
+        for chunk in 0..100 {
+            let events = (0..1000)
+                .map(|i| NewEvent::new("thing_happened", format!("{{\"i\":{i}}}").into_bytes()))
+                .collect();
+            ledger
+                .append_blocking(Append::new(
+                    format!("raw-{chunk}"),
+                    ExpectedVersion::Any,
+                    events,
+                ))
+                .unwrap();
+        }
+    }
+    let serve = Serve::start(&data, &nats.url(), &[]).unwrap();
+    nats.pause(true);
+    let started = Instant::now();
+    let status = serve.terminate();
+    let took = started.elapsed();
+    nats.pause(false);
+    let log = std::fs::read_to_string(data.with_extension("serve.log")).unwrap();
+    assert!(took < Duration::from_secs(10), "took {took:?}: {log}");
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("published to position") && log.contains("of 100000"),
+        "{log}"
+    );
+}
+
+/// Issue 16 #3: one store per NATS account. A second serve on another store refuses to start,
+/// naming the first store, its host and pid; the first store's own restart takes its claim
+/// over; every message id carries the store's identity.
+#[test]
+fn a_second_serve_on_another_store_refuses_to_start_and_names_the_first() {
+    let nats = NatsServer::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let first = Serve::start(&work.path().join("a"), &nats.url(), &[]).unwrap();
+    let store_id = first
+        .log()
+        .split("store ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("serve names its store")
+        .to_owned();
+    let second = ledgerctl(&work.path().join("b"))
+        .args(["serve", "--nats", &nats.url(), "--tick-seconds", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("store {store_id}"))
+            && stderr.contains(&format!("pid {}", first.child.id())),
+        "{stderr}"
+    );
+    let (code, _, stderr) = remote(&nats.url(), &["submit", worked_example().to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    // SIGKILLed, its claim still live: the same store takes it over at once.
+    first.kill();
+    let again = Serve::start(&work.path().join("a"), &nats.url(), &[]).unwrap();
+    runtime().block_on(async {
+        use async_nats::jetstream::consumer;
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("LEDGER_EVENTS").await.unwrap();
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap().take(1);
+        let message = messages.next().await.unwrap().unwrap();
+        let id = message
+            .headers
+            .as_ref()
+            .unwrap()
+            .get("Nats-Msg-Id")
+            .unwrap();
+        assert_eq!(id.as_str(), format!("{store_id}:evt-1"));
+    });
+    assert!(again.terminate().success());
+}
+
+/// Issue 16 #6: `watch` outlives a nats-server restart: it reconnects, resumes after the last
+/// update it printed, and prints every update once, in order; `--from-position P` prints what
+/// came after P.
+#[test]
+fn watch_survives_a_server_restart_without_a_gap_or_a_repeat() {
+    let mut nats = NatsServer::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&work.path().join("data"), &nats.url(), &[]).unwrap();
+    // One contract: open, buy and 40 consumptions, in two halves (20 balance updates, then 21).
+    let lines: Vec<String> = std::fs::read_to_string(&load_files(work.path(), 1, 40, 1)[0])
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let (first, second) = lines.split_at(21);
+    let halves: Vec<std::path::PathBuf> = [first, second]
+        .iter()
+        .enumerate()
+        .map(|(i, half)| {
+            let path = work.path().join(format!("half-{i}.jsonl"));
+            std::fs::write(&path, half.join("\n")).unwrap();
+            path
+        })
+        .collect();
+    let (code, _, stderr) = remote(&nats.url(), &["submit", halves[0].to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    // The current value, then the second half's 21 updates.
+    let mut watcher = std::process::Command::new(tests::ledgerctl_path())
+        .args(["--nats", &nats.url(), "watch", "F-0", "--count", "22"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stdout = watcher.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let current = lines_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the current value");
+    nats.restart().unwrap();
+    runtime().block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let started = Instant::now();
+        while client.request("$SRV.PING.ledger", "".into()).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "serve did not reconnect"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let (code, _, stderr) = remote(&nats.url(), &["submit", halves[1].to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut lines = vec![current];
+    while let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(30)) {
+        lines.push(line);
+    }
+    reader.join().unwrap();
+    let output = watcher.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let positions: Vec<u64> = lines
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["position"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(positions.len(), 22, "{lines:?}");
+    assert!(
+        positions.windows(2).all(|p| p[0] < p[1]),
+        "in order, once each: {positions:?}"
+    );
+    // A consumer that kept its place: everything after the first value it saw.
+    let (code, out, stderr) = remote(
+        &nats.url(),
+        &[
+            "watch",
+            "F-0",
+            "--from-position",
+            &positions[0].to_string(),
+            "--count",
+            "21",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let resumed: Vec<u64> = out
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["position"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(resumed, positions[1..]);
+    assert!(serve.terminate().success());
+}
+
+/// Issue 16 #8: one size limit on every path. A 70 KB opening (years of holidays) is accepted
+/// by the embedded store and over NATS alike; one over the limit is refused by both with the
+/// same words, and the refusal line carries its command_id.
+#[test]
+fn one_size_limit_for_a_command_wherever_it_comes_from() {
+    let holidays = |days: usize| -> String {
+        (0..days)
+            .map(|d| {
+                let date = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap()
+                    + chrono::Days::new(d as u64 % 365);
+                format!("\"{date}\"")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let open = |id: &str, days: usize| {
+        format!(
+            r#"{{"type":"open_contract","command_id":"{id}","contract_id":"{id}","customer":"Big","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC","holidays":[{}]}}"#,
+            holidays(days)
+        )
+    };
+    let big = open("BIG-70K", 5_400);
+    let huge = open("BIG-300K", 24_000);
+    assert!(
+        big.len() > 70_000 && big.len() < 256 * 1024,
+        "{}",
+        big.len()
+    );
+    assert!(huge.len() > 256 * 1024, "{}", huge.len());
+    let input = format!("{big}\n{huge}\n");
+    let work = tempfile::tempdir().unwrap();
+    let embedded = tests::run_ledgerctl(&work.path().join("embedded"), &["submit", "-"], &input);
+    let nats = NatsServer::start().unwrap();
+    let serve = Serve::start(&work.path().join("served"), &nats.url(), &[]).unwrap();
+    let over_nats = tests::run_ledgerctl(
+        &work.path().join("unused"),
+        &["--nats", &nats.url(), "submit", "-"],
+        &input,
+    );
+    assert!(serve.terminate().success());
+    for (how, output) in [("embedded", embedded), ("over NATS", over_nats)] {
+        assert_eq!(output.status.code(), Some(1), "{how}");
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines[0]["ok"], true, "{how}: {}", lines[0]);
+        assert_eq!(lines[1]["ok"], false, "{how}");
+        assert_eq!(lines[1]["command_id"], "BIG-300K", "{how}: {}", lines[1]);
+        assert!(
+            lines[1]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("at most 262144 bytes"),
+            "{how}: {}",
+            lines[1]
+        );
+    }
+}
+
+/// Issue 16 #2: answers bigger than one message (an audit statement and a replay of 2,400
+/// events, over 1 MB each against the server's 1 MB max_payload) come in pages under a cursor;
+/// `ledgerctl --nats` fetches them all and prints exactly what the store prints.
+#[test]
+fn big_answers_come_in_pages_and_print_what_the_store_prints() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let file = &load_files(work.path(), 1, 2_400, 1)[0];
+    let submitted = ledgerctl(&data).args(["submit", file]).output().unwrap();
+    assert_eq!(submitted.status.code(), Some(0));
+    let nats = NatsServer::start().unwrap();
+    let serve = Serve::start(&data, &nats.url(), &[]).unwrap();
+    let verbs = [
+        vec!["--format", "json", "audit", "F-0"],
+        vec!["--format", "json", "replay", "F-0"],
+    ];
+    let mut over_nats = Vec::new();
+    for args in &verbs {
+        let (code, out, stderr) = remote(&nats.url(), args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(out.len() > 1_048_576, "{args:?}: only {} bytes", out.len());
+        over_nats.push(out);
+    }
+    assert!(serve.terminate().success());
+    for (args, remote_out) in verbs.iter().zip(over_nats) {
+        let local = ledgerctl(&data).args(args).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&local.stdout),
+            remote_out,
+            "{args:?}"
+        );
     }
 }

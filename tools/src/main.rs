@@ -142,6 +142,10 @@ enum Command {
         /// Stop after this many lines.
         #[arg(long)]
         count: Option<usize>,
+        /// Start after this log position (a consumer that kept its place): every update the
+        /// bucket still holds (64 per key) that came later, then the live ones.
+        #[arg(long)]
+        from_position: Option<u64>,
     },
     /// Check the whole log's hash chain and indexes; exit 1 and the first bad position when broken.
     Verify,
@@ -388,8 +392,12 @@ fn remote(nats: &nats::NatsArgs, command: Command) -> anyhow::Result<ExitCode> {
     use nats::Remote;
     let verb = match &command {
         Command::Submit { file } => Remote::Submit(file),
-        Command::Watch { contract, count } => {
-            return nats::watch(nats, contract.as_deref(), *count);
+        Command::Watch {
+            contract,
+            count,
+            from_position,
+        } => {
+            return nats::watch(nats, contract.as_deref(), *count, *from_position);
         }
         Command::Tick { now } => Remote::Tick(now),
         other => anyhow::bail!(

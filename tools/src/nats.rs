@@ -19,6 +19,41 @@ pub async fn request(
     subject: String,
     body: Vec<u8>,
 ) -> anyhow::Result<Reply> {
+    let message = request_raw(client, subject.clone(), body).await?;
+    let error_code = service_error(&message);
+    let body = serde_json::from_slice(&message.payload).with_context(|| {
+        format!(
+            "the service's reply on {subject} is not JSON: {:?}",
+            String::from_utf8_lossy(&message.payload)
+        )
+    })?;
+    Ok(Reply { body, error_code })
+}
+
+/// The `Nats-Service-Error-Code` of a reply, when it refuses.
+fn service_error(message: &async_nats::Message) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Service-Error-Code"))
+        .map(|v| v.as_str().to_owned())
+}
+
+/// A reply header's value.
+fn header(message: &async_nats::Message, name: &str) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_owned())
+}
+
+/// Sends `body` to `subject` and returns the reply as it came.
+async fn request_raw(
+    client: &async_nats::Client,
+    subject: String,
+    body: Vec<u8>,
+) -> anyhow::Result<async_nats::Message> {
     let mut refused = service::refusals();
     let answer = tokio::select! {
         answer = client.request(subject.clone(), body.into()) => answer,
@@ -27,8 +62,8 @@ pub async fn request(
             anyhow::bail!("the NATS server refused the request on {subject}: {error}");
         }
     };
-    let message = match answer {
-        Ok(message) => message,
+    match answer {
+        Ok(message) => Ok(message),
         Err(error) => {
             use async_nats::RequestErrorKind;
             anyhow::bail!(match error.kind() {
@@ -42,19 +77,7 @@ pub async fn request(
                 _ => format!("request to {subject} failed: {error}"),
             })
         }
-    };
-    let error_code = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Nats-Service-Error-Code"))
-        .map(|v| v.as_str().to_owned());
-    let body = serde_json::from_slice(&message.payload).with_context(|| {
-        format!(
-            "the service's reply on {subject} is not JSON: {:?}",
-            String::from_utf8_lossy(&message.payload)
-        )
-    })?;
-    Ok(Reply { body, error_code })
+    }
 }
 
 /// Asks the service one read question and returns its answer (what the embedded store would
@@ -69,21 +92,38 @@ pub fn ask(
     runtime.block_on(async {
         let client = nats.connect("ledgerctl", None).await?;
         let view = query.view();
-        let reply = request(
-            &client,
-            format!("ledger.qry.{view}"),
-            serde_json::to_vec(&query.params()).expect("queries serialize"),
-        )
-        .await?;
-        client.flush().await.ok();
-        if let Some(code) = reply.error_code {
-            let message = reply.body["error"]["message"]
-                .as_str()
-                .unwrap_or("no message")
-                .to_owned();
-            anyhow::bail!("the ledger service refused the query ({code}): {message}");
+        let subject = format!("ledger.qry.{view}");
+        let params = serde_json::to_vec(&query.params()).expect("queries serialize");
+        let first = request_raw(&client, subject.clone(), params).await?;
+        let refused = |message: &async_nats::Message| -> Option<anyhow::Error> {
+            let code = service_error(message)?;
+            let body: serde_json::Value =
+                serde_json::from_slice(&message.payload).unwrap_or_default();
+            let text = body["error"]["message"].as_str().unwrap_or("no message");
+            Some(anyhow::anyhow!(
+                "the ledger service refused the query ({code}): {text}"
+            ))
+        };
+        if let Some(error) = refused(&first) {
+            return Err(error);
         }
-        let body = serde_json::to_vec(&reply.body).expect("JSON values serialize");
+        // An answer bigger than one message comes in pages under a cursor: fetch them all.
+        let mut body = first.payload.to_vec();
+        let pages: usize = header(&first, "Ledger-Pages")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        if let Some(cursor) = header(&first, "Ledger-Cursor") {
+            for page in 1..pages {
+                let ask = serde_json::json!({ "cursor": cursor, "page": page });
+                let next =
+                    request_raw(&client, subject.clone(), ask.to_string().into_bytes()).await?;
+                if let Some(error) = refused(&next) {
+                    return Err(error);
+                }
+                body.extend_from_slice(&next.payload);
+            }
+        }
+        client.flush().await.ok();
         projections::query::Answer::from_json(view, &body)
             .with_context(|| format!("decoding the {view} answer"))
     })
@@ -162,44 +202,95 @@ pub fn run(nats: &NatsArgs, verb: Remote<'_>) -> anyhow::Result<std::process::Ex
     })
 }
 
-/// `ledgerctl --nats URL watch [CONTRACT] [--count N]`: the KV bucket's current values, then its
-/// changes as they come, one JSON line each (the `balance_update` schema).
+/// `ledgerctl --nats URL watch [CONTRACT] [--count N] [--from-position P]`: the KV bucket's
+/// current values (or, with `--from-position`, every retained update after log position P),
+/// then its changes as they come, one JSON line each (the `balance_update` schema). A server
+/// that restarts or a connection that drops does not end it: it reconnects without limit, with
+/// backoff, and resumes after the last revision it printed, so no update is printed twice or
+/// skipped.
 pub fn watch(
     nats: &NatsArgs,
     contract: Option<&str>,
     count: Option<usize>,
+    from_position: Option<u64>,
 ) -> anyhow::Result<std::process::ExitCode> {
     use futures::StreamExt;
     use std::io::Write;
+    use std::time::Duration;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = nats.connect("ledgerctl watch", None).await?;
+        // Reconnects for as long as it runs (as serve does).
+        let (reconnects, _) = tokio::sync::watch::channel(0u64);
+        let client = nats.connect("ledgerctl watch", Some(reconnects)).await?;
         let js = async_nats::jetstream::new(client);
-        let kv = js
-            .get_key_value("ledger_balances")
-            .await
-            .context("the KV bucket ledger_balances (has `ledgerctl serve` run?)")?;
         let key = match contract {
             Some(contract) => format!("{contract}.*"),
             None => ">".to_owned(),
         };
-        // The last value of each key, then every change (LastPerSubject).
-        let mut updates = kv
-            .watch_with_history(&key)
-            .await
-            .context("watching ledger_balances")?;
         let mut printed = 0;
+        // The last revision printed: a resumed watch starts after it.
+        let mut last_revision: Option<u64> = None;
+        let mut backoff = Duration::from_millis(100);
         let mut stdout = std::io::stdout().lock();
-        while count.is_none_or(|count| printed < count) {
-            let Some(entry) = updates.next().await else {
-                break;
+        'watching: while count.is_none_or(|count| printed < count) {
+            let kv = match js.get_key_value("ledger_balances").await {
+                Ok(kv) => kv,
+                Err(error) if last_revision.is_none() && printed == 0 && backoff.as_secs() >= 5 => {
+                    anyhow::bail!(
+                        "the KV bucket ledger_balances (has `ledgerctl serve` run?): {error}"
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the KV bucket ledger_balances is not there yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
             };
-            let entry = entry.context("reading ledger_balances")?;
-            writeln!(stdout, "{}", String::from_utf8_lossy(&entry.value))?;
-            stdout.flush()?;
-            printed += 1;
+            let watched = match (last_revision, from_position) {
+                (Some(revision), _) => kv.watch_from_revision(&key, revision + 1).await,
+                // Everything retained, the older part filtered by position below.
+                (None, Some(_)) => kv.watch_from_revision(&key, 1).await,
+                // The last value of each key, then every change (LastPerSubject).
+                (None, None) => kv.watch_with_history(&key).await,
+            };
+            let mut updates = match watched {
+                Ok(updates) => updates,
+                Err(error) => {
+                    tracing::warn!(%error, "could not watch ledger_balances; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            while count.is_none_or(|count| printed < count) {
+                let entry = match updates.next().await {
+                    Some(Ok(entry)) => entry,
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "the watch broke; resuming after the last update");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue 'watching;
+                    }
+                    None => continue 'watching,
+                };
+                backoff = Duration::from_millis(100);
+                last_revision = Some(entry.revision);
+                if let Some(after) = from_position {
+                    let position = serde_json::from_slice::<serde_json::Value>(&entry.value)
+                        .ok()
+                        .and_then(|value| value["position"].as_u64())
+                        .unwrap_or(0);
+                    if position <= after {
+                        continue;
+                    }
+                }
+                writeln!(stdout, "{}", String::from_utf8_lossy(&entry.value))?;
+                stdout.flush()?;
+                printed += 1;
+            }
         }
         Ok(std::process::ExitCode::SUCCESS)
     })

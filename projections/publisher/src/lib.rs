@@ -19,7 +19,7 @@ mod messages;
 mod outbox;
 mod topology;
 
-pub use crate::messages::{Outgoing, messages};
+pub use crate::messages::{NO_CONTRACT, Outgoing, messages};
 pub use crate::outbox::{Publisher, PublisherHandle};
 pub use crate::topology::set_up;
 
@@ -56,4 +56,14 @@ pub enum PublishError {
     /// The publisher's own state did not decode.
     #[error("the publisher's state: {0}")]
     State(#[from] serde_json::Error),
+    /// Told to stop while NATS failed: it stopped short of the head.
+    #[error("published to position {published} of {head} and stopped ({cause})")]
+    Stopped {
+        /// The last position published and acknowledged.
+        published: u64,
+        /// The log's head.
+        head: u64,
+        /// The last failure.
+        cause: String,
+    },
 }

@@ -20,35 +20,40 @@ pub struct Outgoing {
     pub body: Vec<u8>,
 }
 
-/// Every message one event makes, moving `balances` (the contract's published balances).
+/// The subject token that stands for "no contract" (the rate card, raw streams) in
+/// `ledger.evt.<contract>.<type>`: `~` is not allowed in a contract id, so it never collides.
+pub const NO_CONTRACT: &str = "~";
+
+/// Every message one event makes, moving `balances` (the contract's published balances): the
+/// event itself on `ledger.evt.<contract>.<type>` — every event, the rate card's too, so positions
+/// on `LEDGER_EVENTS` have no gaps — and, for a contract's event, its balance updates, billables
+/// and notice. Message ids are `<log id>:<kind>-<position>…`: a republish is a duplicate, and two
+/// logs can never collide.
 pub fn messages(
-    contract: &str,
+    log_id: &str,
     event: &RecordedEvent,
     balances: &mut BTreeMap<String, Decimal>,
 ) -> Vec<Outgoing> {
     use schemas::nats::*;
     let mut out = Vec::new();
-    let effects = projections::decode_effects(event);
-    let payload: serde_json::Value =
-        serde_json::from_slice(&event.payload).expect("stored payloads are JSON");
+    let payload: serde_json::Value = serde_json::from_slice(&event.payload).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&event.payload).into())
+    });
     fn body<T: serde::Serialize>(message: &T) -> Vec<u8> {
         serde_json::to_vec(message).expect("messages serialize")
     }
-    let source = Source {
-        contract_id: contract.to_owned(),
-        position: event.position,
-        event_id: event.event_id.to_string(),
-        event_type: event.event_type.clone(),
-        recorded_at: event.recorded_at,
-        effective_at: event.effective_at,
-    };
+    let contract = schemas::contract_of(&event.stream);
     let metadata = &event.metadata;
     out.push(Outgoing {
-        subject: format!("ledger.evt.{contract}.{}", event.event_type),
-        id: format!("evt-{}", event.position),
+        subject: format!(
+            "ledger.evt.{}.{}",
+            contract.unwrap_or(NO_CONTRACT),
+            event.event_type.replace('.', "_")
+        ),
+        id: format!("{log_id}:evt-{}", event.position),
         kind: "event",
         body: body(&PublishedEvent {
-            contract_id: contract.to_owned(),
+            contract_id: contract.map(str::to_owned),
             position: event.position,
             stream: event.stream.clone(),
             version: event.version,
@@ -65,9 +70,21 @@ pub fn messages(
                 reason: metadata.reason.clone(),
                 reference: metadata.reference.clone(),
             },
-            payload: payload.clone(),
+            payload,
         }),
     });
+    let Some(contract) = contract else {
+        return out;
+    };
+    let effects = projections::decode_effects(event);
+    let source = Source {
+        contract_id: contract.to_owned(),
+        position: event.position,
+        event_id: event.event_id.to_string(),
+        event_type: event.event_type.clone(),
+        recorded_at: event.recorded_at,
+        effective_at: event.effective_at,
+    };
     for (bucket, delta) in projections::balances::net_changes(&effects.movements) {
         // A balance that did not move (a cancellation whose fee took back all it returned)
         // is no update: a watcher would see the same number twice.
@@ -79,7 +96,7 @@ pub fn messages(
         balances.insert(bucket.name().to_owned(), after);
         out.push(Outgoing {
             subject: format!("$KV.{BALANCES_BUCKET}.{contract}.{}", bucket.name()),
-            id: format!("bal-{}-{}", event.position, bucket.name()),
+            id: format!("{log_id}:bal-{}-{}", event.position, bucket.name()),
             kind: "balance_update",
             body: body(&BalanceUpdate {
                 source: source.clone(),
@@ -92,7 +109,7 @@ pub fn messages(
     for (index, billable) in effects.billables.iter().enumerate() {
         out.push(Outgoing {
             subject: format!("ledger.shortfall.{contract}"),
-            id: format!("bill-{}-{index}", event.position),
+            id: format!("{log_id}:bill-{}-{index}", event.position),
             kind: "billable",
             body: body(&PublishedBillable {
                 source: source.clone(),
@@ -110,7 +127,7 @@ pub fn messages(
     {
         out.push(Outgoing {
             subject: format!("ledger.notice.{contract}"),
-            id: format!("notice-{}", event.position),
+            id: format!("{log_id}:notice-{}", event.position),
             kind: "expiry_notice",
             body: body(&PublishedNotice { source, notice }),
         });
@@ -171,10 +188,10 @@ mod tests {
                 "purchased",
                 &[],
                 &[
-                    ("ledger.evt.C-1.purchased", "evt-7", "event"),
+                    ("ledger.evt.C-1.purchased", "L:evt-7", "event"),
                     (
                         "$KV.ledger_balances.C-1.proactive_credits",
-                        "bal-7-proactive_credits",
+                        "L:bal-7-proactive_credits",
                         "balance_update",
                     ),
                 ],
@@ -184,15 +201,15 @@ mod tests {
                 // Returned 15, fee 15: the balance did not move, so no update.
                 "booking_cancelled",
                 &[("proactive_credits", "85")],
-                &[("ledger.evt.C-1.booking_cancelled", "evt-7", "event")],
+                &[("ledger.evt.C-1.booking_cancelled", "L:evt-7", "event")],
                 &[("proactive_credits", "85")],
             ),
             (
                 "sab_shortfall_assessed",
                 &[],
                 &[
-                    ("ledger.evt.C-1.sab_shortfall_assessed", "evt-7", "event"),
-                    ("ledger.shortfall.C-1", "bill-7-0", "billable"),
+                    ("ledger.evt.C-1.sab_shortfall_assessed", "L:evt-7", "event"),
+                    ("ledger.shortfall.C-1", "L:bill-7-0", "billable"),
                 ],
                 &[],
             ),
@@ -200,8 +217,8 @@ mod tests {
                 "expiry_notice_issued",
                 &[],
                 &[
-                    ("ledger.evt.C-1.expiry_notice_issued", "evt-7", "event"),
-                    ("ledger.notice.C-1", "notice-7", "expiry_notice"),
+                    ("ledger.evt.C-1.expiry_notice_issued", "L:evt-7", "event"),
+                    ("ledger.notice.C-1", "L:notice-7", "expiry_notice"),
                 ],
                 &[],
             ),
@@ -212,7 +229,7 @@ mod tests {
                 .map(|(bucket, value)| ((*bucket).to_owned(), value.parse().unwrap()))
                 .collect();
             let event = recorded(7, &example(name));
-            let out = messages("C-1", &event, &mut balances);
+            let out = messages("L", &event, &mut balances);
             let got: Vec<(&str, &str, &str)> = out
                 .iter()
                 .map(|m| (m.subject.as_str(), m.id.as_str(), m.kind))
@@ -224,5 +241,19 @@ mod tests {
                 .collect();
             assert_eq!(balances, after, "{name}");
         }
+        // The rate card's events are published too (positions on LEDGER_EVENTS have no gaps),
+        // under the no-contract token, with nothing else.
+        let mut rates = recorded(8, &example("rates_published"));
+        rates.stream = "rates".to_owned();
+        let mut balances = BTreeMap::new();
+        let out = messages("L", &rates, &mut balances);
+        let got: Vec<(&str, &str, &str)> = out
+            .iter()
+            .map(|m| (m.subject.as_str(), m.id.as_str(), m.kind))
+            .collect();
+        assert_eq!(got, [("ledger.evt.~.rates_published", "L:evt-8", "event")]);
+        let body: serde_json::Value = serde_json::from_slice(&out[0].body).unwrap();
+        assert_eq!(body["contract_id"], serde_json::Value::Null);
+        assert!(balances.is_empty());
     }
 }

@@ -28,6 +28,8 @@ pub struct Publisher {
     reconnects: watch::Receiver<u64>,
     stop: watch::Receiver<bool>,
     published: watch::Sender<u64>,
+    log_id: String,
+    replicas: usize,
 }
 
 /// Watches how far the publisher got.
@@ -55,11 +57,15 @@ impl PublisherHandle {
 impl Publisher {
     /// A publisher of `ledger` to `js`. `reconnects` counts NATS (re)connections (each makes it
     /// check the streams for lost messages); `stop` ends `run` once the head is published.
+    /// `log_id` prefixes every message id (the log's identity: two logs never collide);
+    /// `replicas` is what the streams are recreated with when the server lost them.
     pub fn new(
         ledger: Ledger,
         js: jetstream::Context,
         reconnects: watch::Receiver<u64>,
         stop: watch::Receiver<bool>,
+        log_id: String,
+        replicas: usize,
     ) -> (Publisher, PublisherHandle) {
         let (published, watcher) = watch::channel(0);
         (
@@ -69,6 +75,8 @@ impl Publisher {
                 reconnects,
                 stop,
                 published,
+                log_id,
+                replicas,
             },
             PublisherHandle { published: watcher },
         )
@@ -79,16 +87,10 @@ impl Publisher {
     ///
     /// # Errors
     /// When the log or the publisher's own state cannot be read or written; NATS failures are
-    /// retried.
+    /// retried, until `stop` is set: then the first failure ends it (`PublishError::Stopped`,
+    /// with how far it got).
     pub async fn run(self) -> Result<Checkpoint, PublishError> {
-        publish_loop(
-            self.ledger,
-            self.js,
-            self.reconnects,
-            self.stop,
-            self.published,
-        )
-        .await
+        publish_loop(self).await
     }
 }
 
@@ -115,13 +117,19 @@ fn stream_of(kind: &str) -> &'static str {
 /// stream's last `Ledger-Position` with what it recorded as acknowledged there, and when a
 /// stream is behind it rewinds to that position and publishes again from there (messages the
 /// stream still has are dropped as duplicates by their ids; lost ones are appended in order).
-async fn publish_loop(
-    ledger: Ledger,
-    js: jetstream::Context,
-    mut reconnects: watch::Receiver<u64>,
-    mut stop: watch::Receiver<bool>,
-    published_to: watch::Sender<u64>,
-) -> Result<Checkpoint, PublishError> {
+///
+/// A server that lost the streams themselves (emptied, or a new one on the same address) has
+/// them created again, and everything is published again from the first position.
+async fn publish_loop(publisher: Publisher) -> Result<Checkpoint, PublishError> {
+    let Publisher {
+        ledger,
+        js,
+        mut reconnects,
+        mut stop,
+        published: published_to,
+        log_id,
+        replicas,
+    } = publisher;
     let store = ledger.projection_store(PUBLISHER)?;
     let mut checkpoint = store.checkpoint()?.unwrap_or(Checkpoint {
         position: 0,
@@ -140,7 +148,24 @@ async fn publish_loop(
         if check_streams || reconnects.has_changed().unwrap_or(false) {
             reconnects.mark_unchanged();
             match stream_behind(&js, &published).await {
-                Ok(Some(position)) if position < checkpoint.position => {
+                Ok(Behind::Gone(name)) => {
+                    tracing::warn!(
+                        stream = name,
+                        checkpoint = checkpoint.position,
+                        "the streams were gone (an emptied or new nats-server?); creating them again and publishing everything again"
+                    );
+                    if let Err(error) = crate::topology::set_up(&js, replicas).await {
+                        tracing::warn!(%error, "could not create the streams; retrying");
+                        if wait_or_stop(&mut stop, &mut backoff).await {
+                            return Err(stopped(&checkpoint, &ledger, error));
+                        }
+                        continue;
+                    }
+                    checkpoint = rewind(&ledger, &store, 0, &mut published)?;
+                    published_to.send_replace(checkpoint.position);
+                    said = 0;
+                }
+                Ok(Behind::From(position)) if position < checkpoint.position => {
                     tracing::warn!(
                         from = position,
                         checkpoint = checkpoint.position,
@@ -152,8 +177,9 @@ async fn publish_loop(
                 Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%error, "could not read the streams' last positions; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    if wait_or_stop(&mut stop, &mut backoff).await {
+                        return Err(stopped(&checkpoint, &ledger, error));
+                    }
                     continue;
                 }
             }
@@ -183,7 +209,7 @@ async fn publish_loop(
             .scan(checkpoint.position + 1)
             .take(PUBLISH_BATCH_EVENTS_MAX)
             .collect::<Result<_, _>>()?;
-        match publish_batch(&store, &js, &batch).await {
+        match publish_batch(&store, &js, &log_id, &batch).await {
             Ok((mut entries, reached)) => {
                 let last = batch.last().expect("the head is past the checkpoint");
                 checkpoint = Checkpoint {
@@ -202,11 +228,35 @@ async fn publish_loop(
             Err(error) => {
                 // Nothing moved: the same messages, with the same ids, go again.
                 tracing::warn!(%error, position = checkpoint.position + 1, "publishing failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                if wait_or_stop(&mut stop, &mut backoff).await {
+                    return Err(stopped(&checkpoint, &ledger, error));
+                }
                 check_streams = true;
             }
         }
+    }
+}
+
+/// Waits `backoff` (doubling it, up to 5 s) before a retry, or returns true at once when the
+/// publisher is told to stop: a stopping publisher does not wait for NATS to come back.
+async fn wait_or_stop(stop: &mut watch::Receiver<bool>, backoff: &mut Duration) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    let stopping = tokio::select! {
+        _ = tokio::time::sleep(*backoff) => false,
+        _ = stop.changed() => true,
+    };
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+    stopping || *stop.borrow()
+}
+
+/// The publisher stopped before the head, with how far it got.
+fn stopped(checkpoint: &Checkpoint, ledger: &Ledger, cause: PublishError) -> PublishError {
+    PublishError::Stopped {
+        published: checkpoint.position,
+        head: ledger.committed_position(),
+        cause: cause.to_string(),
     }
 }
 
@@ -231,18 +281,35 @@ async fn say_progress(js: &jetstream::Context, position: u64) {
     }
 }
 
-/// The lowest last position among the streams that hold less than the publisher recorded as
-/// acknowledged there, or `None` when none lost anything.
+/// What the streams hold against what the publisher recorded as acknowledged there.
+enum Behind {
+    /// Each holds all of it.
+    Nothing,
+    /// Some lost their tail: publish again from this position (the lowest last position).
+    From(u64),
+    /// A stream or bucket is not there at all.
+    Gone(String),
+}
+
+/// Compares each stream's last `Ledger-Position` with what the publisher recorded there.
 async fn stream_behind(
     js: &jetstream::Context,
     published: &BTreeMap<String, u64>,
-) -> Result<Option<u64>, PublishError> {
+) -> Result<Behind, PublishError> {
+    use async_nats::jetstream::context::GetStreamErrorKind;
     let mut behind: Option<u64> = None;
     for (name, &recorded) in published {
-        let stream = js
-            .get_stream(name)
-            .await
-            .map_err(|e| PublishError::Nats(format!("stream {name}: {e}")))?;
+        let stream = match js.get_stream(name).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                if let GetStreamErrorKind::JetStream(inner) = error.kind()
+                    && inner.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND
+                {
+                    return Ok(Behind::Gone(name.clone()));
+                }
+                return Err(PublishError::Nats(format!("stream {name}: {error}")));
+            }
+        };
         let info = stream.cached_info();
         let actual = if info.state.messages == 0 {
             0
@@ -267,7 +334,7 @@ async fn stream_behind(
             behind = Some(behind.map_or(actual, |b| b.min(actual)));
         }
     }
-    Ok(behind)
+    Ok(behind.map_or(Behind::Nothing, Behind::From))
 }
 
 /// Moves the publisher back to `position`: its per-contract balances are folded again from the
@@ -321,27 +388,32 @@ fn rewind(
 async fn publish_batch(
     store: &ledger::ProjectionStore,
     js: &jetstream::Context,
+    log_id: &str,
     batch: &[RecordedEvent],
 ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, BTreeMap<&'static str, u64>), PublishError> {
     let mut balances: BTreeMap<String, PublishedBalances> = BTreeMap::new();
+    let mut no_balances = PublishedBalances::new();
     let mut reached: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut acks = VecDeque::new();
     for event in batch {
-        let Some(contract) = projections::contract_of(&event.stream) else {
-            continue; // the rate card: not a contract's event
+        let current = match projections::contract_of(&event.stream) {
+            Some(contract) => {
+                if !balances.contains_key(contract) {
+                    let known = match store.get(contract.as_bytes())? {
+                        Some(bytes) => serde_json::from_slice(&bytes)?,
+                        None => Bucket::ALL
+                            .iter()
+                            .map(|b| (b.name().to_owned(), Decimal::ZERO))
+                            .collect(),
+                    };
+                    balances.insert(contract.to_owned(), known);
+                }
+                balances.get_mut(contract).expect("inserted above")
+            }
+            // The rate card, a raw stream: its event only.
+            None => &mut no_balances,
         };
-        if !balances.contains_key(contract) {
-            let known = match store.get(contract.as_bytes())? {
-                Some(bytes) => serde_json::from_slice(&bytes)?,
-                None => Bucket::ALL
-                    .iter()
-                    .map(|b| (b.name().to_owned(), Decimal::ZERO))
-                    .collect(),
-            };
-            balances.insert(contract.to_owned(), known);
-        }
-        let current = balances.get_mut(contract).expect("inserted above");
-        for message in messages(contract, event, current) {
+        for message in messages(log_id, event, current) {
             reached.insert(stream_of(message.kind), event.position);
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", message.id.as_str());

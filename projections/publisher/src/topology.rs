@@ -18,11 +18,12 @@ pub async fn set_up(js: &jetstream::Context, replicas: usize) -> Result<(), Publ
     })
     .await
     .map_err(|e| PublishError::Nats(format!("creating the KV bucket {PROGRESS_BUCKET}: {e}")))?;
+    // Current state: a key stays however long its balance stays still (no max_age); the last
+    // 64 values of each key are kept.
     js.create_or_update_key_value(kv::Config {
         bucket: BALANCES_BUCKET.to_owned(),
         description: "Contract Ledger: current balance per <contract>.<bucket>".to_owned(),
         history: 64,
-        max_age: RETENTION,
         num_replicas: replicas,
         republish: Some(stream::Republish {
             source: format!("$KV.{BALANCES_BUCKET}.>"),
@@ -54,7 +55,7 @@ pub async fn set_up(js: &jetstream::Context, replicas: usize) -> Result<(), Publ
         (
             EVENTS_STREAM,
             "ledger.evt.>",
-            "Contract Ledger: every contract event, ledger.evt.<contract>.<type>",
+            "Contract Ledger: every event, ledger.evt.<contract>.<type> (~ for no contract)",
         ),
         (
             SHORTFALLS_STREAM,
@@ -75,6 +76,10 @@ pub async fn set_up(js: &jetstream::Context, replicas: usize) -> Result<(), Publ
             max_age: RETENTION,
             duplicate_window: DUPLICATE_WINDOW,
             num_replicas: replicas,
+            // A feed is a record: no one removes a message from it (an update may turn these
+            // on, never off).
+            deny_delete: true,
+            deny_purge: true,
             ..Default::default()
         })
         .await

@@ -70,6 +70,11 @@ pub struct NatsArgs {
     /// Seconds to wait for the service's answer to one request (default 30).
     #[arg(long, global = true, hide_short_help = true, env = "NATS_TIMEOUT")]
     pub nats_timeout: Option<u64>,
+    /// The prefix of this connection's reply inboxes (default _INBOX): a server that gives each
+    /// user inboxes of its own (tools/nats/users.conf: _INBOX_<user>) keeps one user from
+    /// reading another's replies.
+    #[arg(long, global = true, hide_short_help = true, env = "NATS_INBOX_PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
     /// serve: seconds to keep trying the first connection before giving up (default 30);
     /// once connected, it reconnects for as long as it runs.
     #[arg(long, global = true, hide_short_help = true, env = "NATS_CONNECT_WAIT")]
@@ -87,6 +92,9 @@ impl NatsArgs {
             ));
         if let (Some(user), Some(password)) = (&self.nats_user, &self.nats_password) {
             options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(prefix) = &self.nats_inbox_prefix {
+            options = options.custom_inbox_prefix(prefix.clone());
         }
         if let Some(token) = &self.nats_token {
             options = options.token(token.clone());

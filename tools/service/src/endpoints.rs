@@ -91,7 +91,7 @@ async fn reply(
     position: u64,
 ) {
     let bytes = serde_json::to_vec(body).expect("JSON values serialize");
-    reply_bytes(client, request, bytes, error, position).await;
+    reply_bytes(client, request, bytes, error, position, &[]).await;
 }
 
 /// A reply of JSON bytes, with `Ledger-Position` (the head it was answered at, or the position
@@ -108,10 +108,14 @@ async fn reply_bytes(
     bytes: Vec<u8>,
     error: Option<(u16, &str)>,
     position: u64,
+    extra: &[(&str, String)],
 ) {
     let mut headers = HeaderMap::new();
     headers.insert("Content-Type", "application/json");
     headers.insert("Ledger-Position", position.to_string().as_str());
+    for (name, value) in extra {
+        headers.insert(*name, value.as_str());
+    }
     if let Some((code, status)) = error {
         headers.insert("Nats-Service-Error-Code", code.to_string().as_str());
         headers.insert("Nats-Service-Error", status);
@@ -330,12 +334,110 @@ async fn answer_tick(
     }
 }
 
+/// What the query endpoints share: the lock that keeps two catch-ups of one projection from
+/// racing, and the pages of answers too big for one message.
+#[derive(Default)]
+pub struct QueryState {
+    /// One lock per persisted projection: a query waits only for another catching up the same
+    /// one, never for an answer built from the log (an audit statement, a replay).
+    catch_up: std::sync::Mutex<std::collections::HashMap<&'static str, std::sync::Arc<Mutex<()>>>>,
+    pages: std::sync::Mutex<std::collections::VecDeque<Paged>>,
+}
+
+/// An answer too big for one message, kept for its pages to be fetched.
+struct Paged {
+    cursor: String,
+    made: std::time::Instant,
+    bytes: std::sync::Arc<Vec<u8>>,
+    position: u64,
+}
+
+impl QueryState {
+    /// The catch-up lock of projection `name`.
+    fn catch_up_lock(&self, name: &'static str) -> std::sync::Arc<Mutex<()>> {
+        self.catch_up
+            .lock()
+            .expect("catch-up locks")
+            .entry(name)
+            .or_default()
+            .clone()
+    }
+
+    /// Keeps `bytes` for paging; returns its cursor.
+    fn keep(&self, bytes: Vec<u8>, position: u64) -> String {
+        let cursor = uuid::Uuid::now_v7().to_string();
+        let mut pages = self.pages.lock().expect("pages lock");
+        pages.retain(|paged| paged.made.elapsed() < crate::limits::PAGE_CURSOR_TTL);
+        while pages.len() >= crate::limits::PAGE_CURSORS_MAX {
+            pages.pop_front();
+        }
+        pages.push_back(Paged {
+            cursor: cursor.clone(),
+            made: std::time::Instant::now(),
+            bytes: std::sync::Arc::new(bytes),
+            position,
+        });
+        cursor
+    }
+
+    /// The bytes and position kept under `cursor`, while they live.
+    fn find(&self, cursor: &str) -> Option<(std::sync::Arc<Vec<u8>>, u64)> {
+        let pages = self.pages.lock().expect("pages lock");
+        pages
+            .iter()
+            .find(|paged| {
+                paged.cursor == cursor && paged.made.elapsed() < crate::limits::PAGE_CURSOR_TTL
+            })
+            .map(|paged| (paged.bytes.clone(), paged.position))
+    }
+}
+
+/// The largest page of an answer: the server's max_payload less room for headers.
+fn page_bytes(client: &async_nats::Client) -> usize {
+    client
+        .server_info()
+        .max_payload
+        .saturating_sub(crate::limits::HEADER_ROOM_BYTES)
+        .max(1024)
+}
+
+/// Replies page `page` of `bytes` (kept under `cursor`) with `Ledger-Cursor`, `Ledger-Page`
+/// and `Ledger-Pages`.
+async fn reply_page(
+    client: &async_nats::Client,
+    request: &async_nats::service::Request,
+    bytes: &[u8],
+    position: u64,
+    cursor: &str,
+    page: usize,
+) {
+    let size = page_bytes(client);
+    let pages = bytes.len().div_ceil(size);
+    let start = (page * size).min(bytes.len());
+    let end = (start + size).min(bytes.len());
+    reply_bytes(
+        client,
+        request,
+        bytes[start..end].to_vec(),
+        None,
+        position,
+        &[
+            ("Ledger-Cursor", cursor.to_owned()),
+            ("Ledger-Page", page.to_string()),
+            ("Ledger-Pages", pages.to_string()),
+        ],
+    )
+    .await;
+}
+
 /// Answers one `ledger.qry.<view>` request (`projections::query`), after the log holds the
-/// request's `min_position`.
+/// request's `min_position`. An answer bigger than one message is paged: the first reply
+/// carries page 0 and `Ledger-Cursor`/`Ledger-Pages`; a request `{"cursor":…,"page":k}` gets
+/// page k of the very same answer while the cursor lives (`PAGE_CURSOR_TTL`).
 pub async fn answer_query(
     client: &async_nats::Client,
     ledger: &Ledger,
-    views: &Mutex<()>,
+    state: &QueryState,
     request: async_nats::service::Request,
 ) {
     let subject = request.message.subject.to_string();
@@ -359,13 +461,41 @@ pub async fn answer_query(
     }
     // Read your writes: `min_position` (a command reply's `Ledger-Position`) makes the answer
     // wait until this instance holds it, up to 5 s; on a replicated instance the mirror may lag.
-    let (payload, min_position) = match split_min_position(&payload) {
+    let (payload, transport) = match split_transport(&payload) {
         Ok(split) => split,
         Err(message) => {
             let body = refusal(None, "invalid_query", message);
             return reply(client, &request, &body, Some((400, "invalid_query")), head).await;
         }
     };
+    if let Some(cursor) = &transport.cursor {
+        let page = transport.page.unwrap_or(0) as usize;
+        return match state.find(cursor) {
+            Some((bytes, position)) if page < bytes.len().div_ceil(page_bytes(client)) => {
+                reply_page(client, &request, &bytes, position, cursor, page).await;
+            }
+            Some(_) => {
+                let body = refusal(
+                    None,
+                    "invalid_query",
+                    format!("no page {page} under this cursor"),
+                );
+                reply(client, &request, &body, Some((400, "invalid_query")), head).await;
+            }
+            None => {
+                let body = refusal(
+                    None,
+                    "cursor_expired",
+                    format!(
+                        "no answer is kept under cursor {cursor} (kept {} s): ask again",
+                        crate::limits::PAGE_CURSOR_TTL.as_secs()
+                    ),
+                );
+                reply(client, &request, &body, Some((410, "cursor_expired")), head).await;
+            }
+        };
+    }
+    let min_position = transport.min_position;
     if let Some(position) = min_position
         && tokio::time::timeout(crate::READ_YOUR_WRITES_WAIT, ledger.wait_for(position))
             .await
@@ -388,13 +518,17 @@ pub async fn answer_query(
         )
         .await;
     }
-    // Views catch their projections up first; one at a time keeps two catch-ups of the same
-    // projection from racing.
-    let _one_at_a_time = views.lock().await;
     let ledger = ledger.clone();
     let answer = match projections::query::Query::from_json(&view, &payload) {
         Err(error) => Err(error),
         Ok(query) => {
+            // A view that catches a projection up first waits for another catching up the
+            // same one; the others do not wait at all.
+            let lock = query.projection().map(|name| state.catch_up_lock(name));
+            let _one_at_a_time = match &lock {
+                Some(lock) => Some(lock.lock().await),
+                None => None,
+            };
             tokio::task::spawn_blocking(move || projections::query::answer(&ledger, &query))
                 .await
                 .unwrap_or_else(|e| {
@@ -409,7 +543,33 @@ pub async fn answer_query(
     };
     match answer {
         Ok((answer, position)) => {
-            reply_bytes(client, &request, answer.to_json(), None, position).await;
+            let bytes = answer.to_json();
+            if bytes.len() <= page_bytes(client) {
+                reply_bytes(client, &request, bytes, None, position, &[]).await;
+            } else if bytes.len() > crate::limits::ANSWER_BYTES_MAX {
+                let body = refusal(
+                    None,
+                    "answer_too_large",
+                    format!(
+                        "the answer is {} bytes, more than the {} a query may page; narrow it \
+                         (a period with --from/--to, a position with --until)",
+                        bytes.len(),
+                        crate::limits::ANSWER_BYTES_MAX
+                    ),
+                );
+                reply(
+                    client,
+                    &request,
+                    &body,
+                    Some((413, "answer_too_large")),
+                    head,
+                )
+                .await;
+            } else {
+                let cursor = state.keep(bytes, position);
+                let (bytes, _) = state.find(&cursor).expect("just kept");
+                reply_page(client, &request, &bytes, position, &cursor, 0).await;
+            }
         }
         Err(error) => {
             let (code, status) = error.status();
@@ -419,23 +579,47 @@ pub async fn answer_query(
     }
 }
 
-/// A query's body without its `min_position`, and that position.
-fn split_min_position(payload: &[u8]) -> Result<(Vec<u8>, Option<u64>), String> {
+/// What a query request carries besides its view's parameters.
+#[derive(Default)]
+struct Transport {
+    /// Wait until the log holds this position.
+    min_position: Option<u64>,
+    /// A paged answer's cursor.
+    cursor: Option<String>,
+    /// The page wanted under `cursor`.
+    page: Option<u64>,
+}
+
+/// A query's body without its transport fields, and those.
+fn split_transport(payload: &[u8]) -> Result<(Vec<u8>, Transport), String> {
     if payload.iter().all(u8::is_ascii_whitespace) {
-        return Ok((Vec::new(), None));
+        return Ok((Vec::new(), Transport::default()));
     }
     let mut value: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| format!("bad query: {e}"))?;
     let Some(object) = value.as_object_mut() else {
         return Err("a query is a JSON object".to_owned());
     };
-    let min_position = match object.remove("min_position") {
-        None => None,
-        Some(value) => Some(
-            value
-                .as_u64()
-                .ok_or("min_position is a log position (a number)")?,
-        ),
+    let number = |value: serde_json::Value, name: &str| {
+        value.as_u64().ok_or_else(|| format!("{name} is a number"))
     };
-    Ok((value.to_string().into_bytes(), min_position))
+    let transport = Transport {
+        min_position: object
+            .remove("min_position")
+            .map(|v| number(v, "min_position"))
+            .transpose()?,
+        cursor: object
+            .remove("cursor")
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| "cursor is a string".to_owned())
+            })
+            .transpose()?,
+        page: object
+            .remove("page")
+            .map(|v| number(v, "page"))
+            .transpose()?,
+    };
+    Ok((value.to_string().into_bytes(), transport))
 }

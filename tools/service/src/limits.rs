@@ -5,12 +5,32 @@ use std::time::Duration;
 /// How long the CLI waits for the service to answer one request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The largest command or query body the service reads; a larger one is refused with
-/// `payload_too_large` (a command is a few hundred bytes).
-pub const REQUEST_BYTES_MAX: usize = 64 * 1024;
+/// The largest command or query body the service reads, the same limit as a command anywhere
+/// (`schemas::COMMAND_BYTES_MAX`); a larger one is refused with `payload_too_large`.
+pub const REQUEST_BYTES_MAX: usize = schemas::COMMAND_BYTES_MAX;
 
 /// How long `serve` keeps trying its first NATS connection by default.
 pub const CONNECT_WAIT_SECONDS: u64 = 30;
+
+/// How long a paged answer is kept for its pages to be fetched.
+pub const PAGE_CURSOR_TTL: Duration = Duration::from_secs(60);
+
+/// Paged answers kept at once (the oldest goes first).
+pub const PAGE_CURSORS_MAX: usize = 16;
+
+/// The largest answer a query pages; a bigger one is refused (413 `answer_too_large`).
+pub const ANSWER_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// How long `serve` takes at most to stop after SIGTERM or Ctrl-C, whatever NATS does: past
+/// it, it exits 1 saying how far the publisher got (the next serve publishes the rest).
+pub const STOP_WAIT: Duration = Duration::from_secs(8);
+
+/// How long a service's claim on its NATS account lives without a renewal (a crashed serve's
+/// claim expires after it).
+pub const CLAIM_TTL: Duration = Duration::from_secs(10);
+
+/// How often a running service renews its claim.
+pub const CLAIM_RENEW_EVERY: Duration = Duration::from_secs(3);
 
 /// How long a query with `min_position` waits for this instance to hold that position (read
 /// your writes; a replicated instance's mirror may lag) before it is answered 503.
@@ -52,3 +72,8 @@ const _: () = assert!(
     MIGRATE_BATCH_EVENTS <= ledger::limits::EVENTS_PER_BATCH_MAX,
     "a migrated batch is one the writer could have made"
 );
+const _: () = assert!(
+    CLAIM_RENEW_EVERY.as_secs() * 3 <= CLAIM_TTL.as_secs(),
+    "a claim is renewed at least three times in its life"
+);
+const _: () = assert!(STOP_WAIT.as_secs() < 10, "serve stops within 10 s");

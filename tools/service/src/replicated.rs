@@ -35,7 +35,7 @@ use commands::Handler;
 use futures::StreamExt;
 use ledger::replica::Pending;
 use ledger::{Ledger, LedgerOptions, Replicator, WireBatch};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 
 use crate::NatsArgs;
 use crate::ServeArgs;
@@ -711,15 +711,15 @@ async fn serve(
     )
     .await?;
     let mut queries = query_endpoints(&service).await?;
-    let views = Arc::new(Mutex::new(()));
+    let views = Arc::new(crate::endpoints::QueryState::default());
     let mut role = Role::Mirror(start_mirror(&ledger, &log));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     eprintln!(
         "ledgerctl serve: serving (pid {}) as instance {instance}, replicated on {LOG_STREAM}",
         std::process::id()
     );
     let mut lease_tick = tokio::time::interval(lease_ttl / 3);
     lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut in_flight = tokio::task::JoinSet::new();
     let value = || instance.clone().into_bytes().into();
     loop {
@@ -785,6 +785,7 @@ async fn serve(
                                     &clock,
                                     tick_seconds,
                                     reconnects.clone(),
+                                    args.replicas,
                                 )
                                 .await;
                                 match started {
@@ -939,6 +940,7 @@ async fn become_writer(
     clock: &ledger::Clock,
     tick_seconds: u64,
     reconnects: watch::Receiver<u64>,
+    replicas: usize,
 ) -> anyhow::Result<WriterTerm> {
     let last = catch_up(ledger, log).await?;
     ensure_no_local_tail(ledger, log).await?;
@@ -958,7 +960,15 @@ async fn become_writer(
         publisher,
         scheduler,
         ..
-    } = crate::serve::start_background(ledger, js, reconnects, &handler, clock, tick_seconds);
+    } = crate::serve::start_background(
+        ledger,
+        js,
+        reconnects,
+        &handler,
+        clock,
+        tick_seconds,
+        (log_id(log), replicas),
+    );
     Ok(WriterTerm {
         revision,
         renewed: Instant::now(),
@@ -968,6 +978,16 @@ async fn become_writer(
         publisher,
         scheduler,
     })
+}
+
+/// The replicated log's identity: its stream's creation time, the same on every instance (each
+/// instance's mirror store has an identity of its own; the publisher's message ids must not
+/// depend on which instance publishes).
+fn log_id(log: &stream::Stream) -> String {
+    format!(
+        "{LOG_STREAM}-{}",
+        log.cached_info().created.unix_timestamp_nanos()
+    )
 }
 
 /// Stops answering commands at once, then the scheduler, the publisher and the writer.

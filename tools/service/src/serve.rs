@@ -18,7 +18,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use commands::Handler;
@@ -28,7 +27,7 @@ use crate::endpoints::{
 };
 use futures::StreamExt;
 use ledger::{Checkpoint, Ledger};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 
 use crate::NatsArgs;
 
@@ -68,8 +67,10 @@ pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<Exi
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(ledger, nats, fixed_now, args.tick_seconds))?;
-    Ok(ExitCode::SUCCESS)
+    let outcome = runtime.block_on(serve(ledger, nats, fixed_now, args.tick_seconds));
+    // Whatever a task still waits for (NATS that does not answer), the process ends now.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
 }
 
 async fn serve(
@@ -77,7 +78,7 @@ async fn serve(
     nats: &NatsArgs,
     fixed_now: Option<DateTime<Utc>>,
     tick_seconds: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ExitCode> {
     let clock: ledger::Clock = match fixed_now {
         Some(now) => Arc::new(move || now),
         None => Arc::new(Utc::now),
@@ -87,6 +88,8 @@ async fn serve(
     let client = nats.connect("ledger serve", Some(reconnects_tx)).await?;
     let js = jetstream::new(client.clone());
     publisher::set_up(&js, 1).await?;
+    // One store per NATS account: a second serve on another store would split the ledger.
+    let claim = crate::claim::Claim::take(&js, ledger.store_id()).await?;
 
     let service = start_service(&client, "Contract Ledger: commands and queries").await?;
     let mut commands_endpoint = command_endpoints(&service).await?;
@@ -95,14 +98,28 @@ async fn serve(
     let Background {
         stop: stop_tx,
         publisher,
+        published,
         scheduler,
-        ..
-    } = start_background(&ledger, &js, reconnects, &handler, &clock, tick_seconds);
-    let views = Arc::new(Mutex::new(()));
+    } = start_background(
+        &ledger,
+        &js,
+        reconnects,
+        &handler,
+        &clock,
+        tick_seconds,
+        (ledger.store_id().to_string(), 1),
+    );
+    let mut claim_tick = tokio::time::interval(crate::limits::CLAIM_RENEW_EVERY);
+    let views = Arc::new(crate::endpoints::QueryState::default());
     tracing::info!("serving the ledger on NATS");
-    eprintln!("ledgerctl serve: serving (pid {})", std::process::id());
-
+    // Before saying it serves: a SIGTERM from then on is a clean stop.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    eprintln!(
+        "ledgerctl serve: serving (pid {}) store {}",
+        std::process::id(),
+        ledger.store_id()
+    );
+
     let mut in_flight = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -118,25 +135,59 @@ async fn serve(
                 in_flight.spawn(async move { answer_query(&client, &ledger, &views, request).await });
             }
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            _ = claim_tick.tick() => claim.renew().await,
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
     }
+    // Whatever NATS does from here, the process ends within STOP_WAIT.
+    let deadline = tokio::time::Instant::now() + crate::limits::STOP_WAIT;
     tracing::info!("stopping: draining requests in flight");
-    stop_endpoints(&mut commands_endpoint).await;
-    stop_endpoints(&mut queries_endpoint).await;
-    while in_flight.join_next().await.is_some() {}
+    let drained = async {
+        stop_endpoints(&mut commands_endpoint).await;
+        stop_endpoints(&mut queries_endpoint).await;
+        while in_flight.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout_at(deadline, drained).await.is_err() {
+        tracing::warn!("requests still in flight at the deadline; stopping without them");
+    }
     stop_tx.send(true).ok();
     if let Some(scheduler) = scheduler {
-        scheduler.await.ok();
+        tokio::time::timeout_at(deadline, scheduler).await.ok();
     }
-    let checkpoint = publisher.await.context("the publisher task")??;
-    client.flush().await.context("flushing NATS")?;
-    eprintln!(
-        "ledgerctl serve: stopped; published and checkpointed to position {}",
-        checkpoint.position
-    );
-    Ok(())
+    let head = ledger.committed_position();
+    let outcome = tokio::time::timeout_at(deadline, publisher).await;
+    tokio::time::timeout_at(deadline, async {
+        claim.release().await;
+        client.flush().await.ok();
+    })
+    .await
+    .ok();
+    match outcome {
+        Ok(Ok(Ok(checkpoint))) => {
+            eprintln!(
+                "ledgerctl serve: stopped; published and checkpointed to position {}",
+                checkpoint.position
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Ok(Err(error))) => {
+            eprintln!(
+                "ledgerctl serve: stopped; the publisher {error}; the next serve publishes the rest"
+            );
+            Ok(ExitCode::from(1))
+        }
+        Ok(Err(panicked)) => Err(anyhow::anyhow!("the publisher task: {panicked}")),
+        Err(_) => {
+            eprintln!(
+                "ledgerctl serve: stopped after {} s without reaching NATS; published to position \
+                 {} of {head}; the next serve publishes the rest",
+                crate::limits::STOP_WAIT.as_secs(),
+                published.position()
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// What runs beside the endpoints of the log's writer: the publisher and the scheduler, with the
@@ -152,7 +203,8 @@ pub struct Background {
     pub scheduler: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts the publisher and, unless `tick_seconds` is 0, the scheduler.
+/// Starts the publisher (its message ids prefixed with `log_id`, its streams recreated with
+/// `replicas` when lost: `topology`) and, unless `tick_seconds` is 0, the scheduler.
 pub fn start_background(
     ledger: &Ledger,
     js: &jetstream::Context,
@@ -160,10 +212,18 @@ pub fn start_background(
     handler: &Handler,
     clock: &ledger::Clock,
     tick_seconds: u64,
+    topology: (String, usize),
 ) -> Background {
     let (stop, stop_rx) = watch::channel(false);
-    let (publisher, published) =
-        publisher::Publisher::new(ledger.clone(), js.clone(), reconnects, stop_rx.clone());
+    let (log_id, replicas) = topology;
+    let (publisher, published) = publisher::Publisher::new(
+        ledger.clone(),
+        js.clone(),
+        reconnects,
+        stop_rx.clone(),
+        log_id,
+        replicas,
+    );
     let publisher = tokio::spawn(publisher.run());
     let scheduler = (tick_seconds > 0).then(|| {
         tokio::spawn(schedule_loop(
