@@ -119,6 +119,9 @@ async fn request_load(
     Ok((rate, all))
 }
 
+/// Balance queries measured idle, and again while audit statements are built.
+const BALANCE_QUERIES: usize = 200;
+
 pub fn run(args: NatsBenchArgs, report: &mut Report) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.work_dir)?;
     let work = tempfile::Builder::new()
@@ -265,6 +268,67 @@ pub fn run(args: NatsBenchArgs, report: &mut Report) -> anyhow::Result<ExitCode>
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })?;
+
+    // Queries do not wait for each other: a balance query's latency while audit statements of
+    // a 10,000-event contract (P-0) are built back to back, beside the same query idle.
+    let (idle, busy, audits) = runtime.block_on(async {
+        let client = async_nats::connect(server.url()).await?;
+        let balance = serde_json::json!({ "contract_id": "P-1" }).to_string();
+        let measure = |client: async_nats::Client, balance: String| async move {
+            let mut latencies = Vec::new();
+            for _ in 0..BALANCE_QUERIES {
+                let sent = Instant::now();
+                client
+                    .request("ledger.qry.balance", balance.clone().into())
+                    .await?;
+                latencies.push(sent.elapsed().as_micros() as u64);
+            }
+            latencies.sort_unstable();
+            anyhow::Ok(latencies)
+        };
+        // Warm: the first balance query catches the timeline projection up.
+        client
+            .request("ledger.qry.balance", balance.clone().into())
+            .await?;
+        let idle = measure(client.clone(), balance.clone()).await?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let auditor = {
+            let client = client.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let audit = serde_json::json!({ "contract_id": "P-0" }).to_string();
+                let mut audits = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    client.request("ledger.qry.audit", audit.clone().into()).await?;
+                    audits += 1;
+                }
+                anyhow::Ok(audits)
+            })
+        };
+        let busy = measure(client.clone(), balance).await?;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let audits = auditor.await??;
+        anyhow::Ok((idle, busy, audits))
+    })?;
+    let p99 = |latencies: &[u64]| percentile(latencies, 99);
+    report.record(crate::Row {
+        step: String::new(),
+        workload: format!("balance_query_p99_while_{audits}_audits_of_10k_events_run"),
+        ledger: crate::micros_text(p99(&busy)),
+        baseline: "the same query idle (target: < 10 ms while busy)".into(),
+        baseline_figure: crate::micros_text(p99(&idle)),
+        speedup: None,
+        target: None,
+        memory: String::new(),
+    });
+    println!(
+        "BENCH workload=balance_query_while_audits audits={audits} p50_us={} p99_us={} idle_p50_us={} idle_p99_us={} target_p99_us=10000 meets={}",
+        percentile(&busy, 50),
+        p99(&busy),
+        percentile(&idle, 50),
+        p99(&idle),
+        if p99(&busy) < 10_000 { "yes" } else { "no" }
+    );
     serve.terminate();
     let raw_rate = runtime.block_on(raw_publish(&server.url(), messages))?;
     let rate = messages as f64 / seconds;
