@@ -418,6 +418,21 @@ pub struct VerifyAnswer {
     pub problem: Option<String>,
 }
 
+impl VerifyAnswer {
+    /// The answer for a verification's report.
+    pub fn of(report: &ledger::VerifyReport) -> VerifyAnswer {
+        VerifyAnswer {
+            ok: report.is_ok(),
+            events_checked: report.events_checked,
+            streams_checked: report.streams_checked,
+            last_position: report.last_position,
+            last_hash: ledger::hex(&report.last_hash),
+            first_bad_position: report.problem.as_ref().map(|p| p.position),
+            problem: report.problem.as_ref().map(|p| p.detail.clone()),
+        }
+    }
+}
+
 /// One raw event, as `log` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LogEntry {
@@ -652,16 +667,10 @@ pub fn answer(ledger: &Ledger, query: &Query) -> Result<(Answer, u64), QueryErro
         }
         Query::Verify => {
             let report = ledger.verify()?;
-            let answer = VerifyAnswer {
-                ok: report.is_ok(),
-                events_checked: report.events_checked,
-                streams_checked: report.streams_checked,
-                last_position: report.last_position,
-                last_hash: ledger::hex(&report.last_hash),
-                first_bad_position: report.problem.as_ref().map(|p| p.position),
-                problem: report.problem.as_ref().map(|p| p.detail.clone()),
-            };
-            (Answer::Verify(answer), report.last_position)
+            (
+                Answer::Verify(VerifyAnswer::of(&report)),
+                report.last_position,
+            )
         }
         Query::Log {
             stream,

@@ -16,16 +16,21 @@ impl Drop for Mount {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_stops_the_writer_and_acks_nothing_unwritten() {
-    let dir = tempfile::tempdir().unwrap();
+/// Mounts a tmpfs of `size` (e.g. `4m`) on `dir`, unmounted when the guard drops.
+fn tmpfs(dir: &std::path::Path, size: &str) -> Mount {
     let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(dir.path())
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
         .status()
         .expect("run mount");
     assert!(status.success(), "mounting a tmpfs needs root");
-    let _mount = Mount(dir.path().to_owned());
+    Mount(dir.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_writer_and_acks_nothing_unwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let _mount = tmpfs(dir.path(), "4m");
 
     let ledger = Ledger::open(dir.path().join("data")).unwrap();
     let mut tasks = Vec::new();
@@ -92,13 +97,7 @@ async fn a_full_index_disk_stops_the_index_not_the_log() {
     let data = dir.path().join("data");
     let index = data.join("index");
     std::fs::create_dir_all(&index).unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&index)
-        .status()
-        .expect("run mount");
-    assert!(status.success(), "mounting a tmpfs needs root");
-    let mount = Mount(index.clone());
+    let mount = tmpfs(&index, "1m");
 
     let ledger = Ledger::open(&data).unwrap();
     // Long stream ids make big index entries: the index fills long before the log's disk.
@@ -193,24 +192,12 @@ fn a_full_disk_is_an_internal_failure_not_a_rejection() {
     };
 
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .expect("run mount");
-    assert!(status.success(), "mounting a tmpfs needs root");
-    let _mount = Mount(dir.path().to_owned());
+    let _mount = tmpfs(dir.path(), "4m");
     let embedded = tests::run_ledgerctl(&dir.path().join("embedded"), &["submit", "-"], &commands);
     check(embedded, "embedded");
 
     let served = tempfile::tempdir().unwrap();
-    let status = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(served.path())
-        .status()
-        .expect("run mount");
-    assert!(status.success(), "mounting a tmpfs needs root");
-    let _served_mount = Mount(served.path().to_owned());
+    let _served_mount = tmpfs(served.path(), "4m");
     let nats = tests::NatsServer::start().unwrap();
     let serve = tests::Serve::start(&served.path().join("data"), &nats.url(), &[]).unwrap();
     let over_nats = tests::run_ledgerctl(

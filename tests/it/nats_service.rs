@@ -33,6 +33,27 @@ fn remote(url: &str, args: &[&str]) -> (i32, String, String) {
     run(&mut command)
 }
 
+/// A child's stdout lines as they come, on a channel, read by a thread of their own.
+fn lines_of(
+    child: &mut std::process::Child,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    (lines_rx, reader)
+}
+
 /// A decimal string's value (the same number may be written `396.50` or `396.5`).
 fn decimal(value: &serde_json::Value) -> rust_decimal::Decimal {
     value
@@ -982,17 +1003,7 @@ fn a_late_subscriber_catches_up_and_ends_with_the_ledgers_balances() {
         .spawn()
         .unwrap();
     // Its lines as they come; the first means it is watching (current values come first).
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    let stdout = watcher.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let (lines_rx, reader) = lines_of(&mut watcher);
     let first = lines_rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the watcher printed the current values");
@@ -1409,17 +1420,7 @@ fn watch_survives_a_server_restart_without_a_gap_or_a_repeat() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    let stdout = watcher.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
+    let (lines_rx, reader) = lines_of(&mut watcher);
     let current = lines_rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the current value");

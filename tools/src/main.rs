@@ -356,15 +356,7 @@ fn answer_here(
     use projections::query::{Answer, Query, QueryError, VerifyAnswer};
     if let Query::Verify = query {
         let report = ledger::verify_path(readable_store(data)?)?;
-        return Ok(Answer::Verify(VerifyAnswer {
-            ok: report.is_ok(),
-            events_checked: report.events_checked,
-            streams_checked: report.streams_checked,
-            last_position: report.last_position,
-            last_hash: ledger::hex(&report.last_hash),
-            first_bad_position: report.problem.as_ref().map(|p| p.position),
-            problem: report.problem.as_ref().map(|p| p.detail.clone()),
-        }));
+        return Ok(Answer::Verify(VerifyAnswer::of(&report)));
     }
     let ledger = read_ledger(data)?;
     match projections::query::answer(&ledger, query) {

@@ -299,7 +299,9 @@ pub fn run(args: NatsBenchArgs, report: &mut Report) -> anyhow::Result<ExitCode>
                 let audit = serde_json::json!({ "contract_id": "P-0" }).to_string();
                 let mut audits = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    client.request("ledger.qry.audit", audit.clone().into()).await?;
+                    client
+                        .request("ledger.qry.audit", audit.clone().into())
+                        .await?;
                     audits += 1;
                 }
                 anyhow::Ok(audits)
