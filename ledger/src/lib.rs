@@ -14,7 +14,9 @@ mod envelope;
 mod error;
 mod index;
 pub mod limits;
+pub mod merkle;
 mod projection_store;
+pub mod proofs;
 pub mod replica;
 mod store;
 mod subscribe;
@@ -329,6 +331,21 @@ pub fn verify_path(path: impl AsRef<Path>) -> Result<VerifyReport> {
     let _lock = store::lock_directory(path)?;
     let store = Store::open(path)?;
     verify::verify(&store, None)
+}
+
+/// Decodes an envelope's stored bytes (see `envelope` for the layout) as the event at `position`,
+/// checking every length and that the envelope names that position. It does not check the hash:
+/// compare `hash` with SHA-256 of every byte but the last 32 (`envelope_hash`).
+///
+/// # Errors
+/// [`Error::Corrupt`] naming what does not decode.
+pub fn decode_envelope(position: u64, bytes: &[u8]) -> Result<RecordedEvent> {
+    envelope::decode(position, bytes)
+}
+
+/// The hash an envelope's bytes should end with: SHA-256 of every byte before the last 32.
+pub fn envelope_hash(bytes: &[u8]) -> Option<Hash> {
+    envelope::recompute_hash(bytes)
 }
 
 /// A handle to an open log. Cheap to clone; the store closes when the last handle is dropped.
@@ -954,6 +971,24 @@ impl Ledger {
                 ));
             }
         })
+    }
+
+    /// The envelope at `position` exactly as stored (its bytes end with its own hash): what a
+    /// proof for a third party carries. `None` past the committed head.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the store cannot be read.
+    pub fn envelope_bytes(&self, position: u64) -> Result<Option<Vec<u8>>> {
+        if position == 0 || position > self.committed_position() {
+            return Ok(None);
+        }
+        Ok(self
+            .inner
+            .store
+            .log
+            .get(position.to_be_bytes())
+            .map_err(Error::storage("reading an envelope"))?
+            .map(|bytes| bytes.to_vec()))
     }
 
     /// Every event from `from_position` on: first those already written, then each new one as it

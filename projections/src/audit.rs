@@ -254,7 +254,30 @@ pub fn statement(
         None => ledger.head(),
     }
     .map_err(StatementError::Log)?;
-    let mut events = crate::contract_events(ledger, contract_id).map_err(StatementError::Log)?;
+    let events = crate::contract_events(ledger, contract_id).map_err(StatementError::Log)?;
+    statement_of_events(contract_id, events, period, (head_position, head_hash))
+}
+
+/// Builds the statement of `contract_id` for `period` from the contract's events, stamped with
+/// `head` (the log position and chain hash it is built to; events past it are left out): what
+/// `statement` does with the events it read, and what a verifier does with the events a bundle
+/// carries.
+///
+/// # Errors
+/// [`StatementError`] (never `Log`).
+pub fn statement_of_events(
+    contract_id: &str,
+    mut events: Vec<ledger::RecordedEvent>,
+    period: Period,
+    head: (u64, ledger::Hash),
+) -> Result<Statement, StatementError> {
+    let Period { from, to, known_at } = period;
+    if let (Some(from), Some(to)) = (from, to)
+        && from > to
+    {
+        return Err(StatementError::BadPeriod);
+    }
+    let (head_position, head_hash) = head;
     // Only what the head we stamp on the statement covers.
     events.retain(|e| e.position <= head_position);
     let Some(first) = events.first() else {

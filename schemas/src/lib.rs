@@ -10,6 +10,7 @@ mod effects;
 pub mod event;
 pub mod json_schema;
 pub mod nats;
+pub mod proof;
 pub mod result;
 
 pub use command::*;

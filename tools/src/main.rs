@@ -5,6 +5,7 @@ mod contract;
 mod html;
 mod load;
 mod nats;
+mod proof;
 mod raw;
 mod views;
 
@@ -34,6 +35,15 @@ struct Cli {
 
     #[command(flatten)]
     nats: nats::NatsArgs,
+
+    /// An Ed25519 signing key file (ledgerctl keygen) for checkpoints and statement bundles.
+    #[arg(
+        long,
+        global = true,
+        env = "LEDGER_SIGNING_KEY",
+        hide_short_help = true
+    )]
+    signing_key: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -105,6 +115,54 @@ enum Command {
         /// only what was recorded by then, stamped with the log's head as it stood then.
         #[arg(long)]
         known_at: Option<String>,
+        /// Write the statement with its proof to FILE (a JSON bundle a customer verifies offline
+        /// with verify-bundle): every event of the contract, each one's inclusion proof, the
+        /// stream's head, and a new checkpoint signed with --signing-key.
+        #[arg(long, value_name = "FILE", conflicts_with = "known_at")]
+        bundle: Option<PathBuf>,
+    },
+    /// Make an Ed25519 signing key for checkpoints and bundles: FILE (mode 0600) holds it; the
+    /// public key is printed, to hand to whoever verifies.
+    Keygen {
+        /// Where to write the key (never over an existing file).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// A signed checkpoint of the log now (its size, chain hash, RFC 9162 roots of the log and of
+    /// the stream heads), kept in the store and printed as JSON. Needs --signing-key.
+    Checkpoint,
+    /// Check a statement bundle offline, with no store: the signature, every event's hash and
+    /// inclusion proof, that none is missing, and the statement built again from the events.
+    /// Exit 0, or 1 naming the first item that fails.
+    VerifyBundle {
+        /// The bundle (audit --bundle).
+        file: PathBuf,
+        /// The signer's public key: 64 hex digits, or a file holding them.
+        #[arg(long)]
+        public_key: String,
+    },
+    /// An RFC 9162 consistency proof that an older checkpoint's log is a prefix of a newer one's
+    /// (default: the newest checkpoint kept in the store), printed as JSON.
+    ProveConsistency {
+        /// The older checkpoint (a file).
+        #[arg(long)]
+        from: PathBuf,
+        /// The newer checkpoint (a file).
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
+    /// Check offline that the older checkpoint's log is a prefix of the newer one's. Exit 0, or
+    /// 1 naming what fails.
+    VerifyConsistency {
+        /// The older checkpoint.
+        old: PathBuf,
+        /// The newer checkpoint.
+        new: PathBuf,
+        /// The proof (prove-consistency).
+        proof: PathBuf,
+        /// The signer's public key: 64 hex digits, or a file holding them.
+        #[arg(long)]
+        public_key: String,
     },
     /// Billable amounts (SAB shortfalls, adjustments, uncovered reschedule fees) with their
     /// derivation, for one contract or all.
@@ -203,6 +261,45 @@ fn run() -> ExitCode {
     if let Command::Migrate(args) = &cli.command {
         return finish(service::replicated::migrate(&cli.data, &cli.nats, args));
     }
+    match &cli.command {
+        Command::Keygen { out } => return finish(proof::keygen(out)),
+        Command::Checkpoint => {
+            return finish(proof::checkpoint(&cli.data, cli.signing_key.as_deref()));
+        }
+        Command::VerifyBundle { file, public_key } => {
+            return finish(proof::verify_bundle(file, public_key));
+        }
+        Command::ProveConsistency { from, to } => {
+            return finish(proof::prove_consistency(&cli.data, from, to.as_ref()));
+        }
+        Command::VerifyConsistency {
+            old,
+            new,
+            proof: proof_file,
+            public_key,
+        } => return finish(proof::verify_consistency(old, new, proof_file, public_key)),
+        Command::Audit {
+            contract,
+            from,
+            to,
+            bundle: Some(out),
+            ..
+        } => {
+            if cli.nats.nats.is_some() {
+                return finish(Err(anyhow::anyhow!(
+                    "audit --bundle runs where the store is (--data), not over --nats"
+                )));
+            }
+            return finish(proof::bundle(
+                &cli.data,
+                contract,
+                (from.as_deref(), to.as_deref()),
+                out,
+                cli.signing_key.as_deref(),
+            ));
+        }
+        _ => {}
+    }
     if let Some(query) = read_query(&cli.command) {
         let outcome = query.and_then(|query| {
             let answer = match &cli.nats.nats {
@@ -242,6 +339,11 @@ fn run() -> ExitCode {
         | Command::Replay { .. }
         | Command::Diff { .. }
         | Command::Verify => unreachable!("read verbs are answered above"),
+        Command::Keygen { .. }
+        | Command::Checkpoint
+        | Command::VerifyBundle { .. }
+        | Command::ProveConsistency { .. }
+        | Command::VerifyConsistency { .. } => unreachable!("proof verbs are answered above"),
     };
     finish(outcome)
 }
@@ -305,6 +407,7 @@ fn read_query(command: &Command) -> Option<anyhow::Result<projections::query::Qu
             from,
             to,
             known_at,
+            ..
         } => Query::Audit {
             contract_id: contract.clone(),
             from: from.clone(),
