@@ -12,6 +12,7 @@ mod log_model;
 mod nats_service;
 mod postgres_side;
 mod projection_views;
+mod proofs;
 mod replicated_cluster;
 mod replicated_log;
 mod stream_index;

@@ -128,6 +128,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Print the public key of --signing-key again (64 hex digits), with its key id on stderr.
+    PublicKey,
     /// A signed checkpoint of the log now (its size, chain hash, RFC 9162 roots of the log and of
     /// the stream heads), kept in the store and printed as JSON. Needs --signing-key.
     Checkpoint,
@@ -263,6 +265,7 @@ fn run() -> ExitCode {
     }
     match &cli.command {
         Command::Keygen { out } => return finish(proof::keygen(out)),
+        Command::PublicKey => return finish(proof::public_key(cli.signing_key.as_deref())),
         Command::Checkpoint => {
             return finish(proof::checkpoint(&cli.data, cli.signing_key.as_deref()));
         }
@@ -340,6 +343,7 @@ fn run() -> ExitCode {
         | Command::Diff { .. }
         | Command::Verify => unreachable!("read verbs are answered above"),
         Command::Keygen { .. }
+        | Command::PublicKey
         | Command::Checkpoint
         | Command::VerifyBundle { .. }
         | Command::ProveConsistency { .. }

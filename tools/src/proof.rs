@@ -1,4 +1,4 @@
-//! `ledgerctl keygen`, `checkpoint`, `audit --bundle`, `verify-bundle`, `prove-consistency`,
+//! `ledgerctl keygen`, `public-key`, `checkpoint`, `audit --bundle`, `verify-bundle`, `prove-consistency`,
 //! `verify-consistency`: files and flags around the `proofs` crate. Glue only.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +27,14 @@ pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
         out.display(),
         public.id()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `public-key`: the public half of `--signing-key`, to hand to whoever verifies.
+pub fn public_key(key: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let public = signing_key(key)?.public();
+    println!("{}", public.hex());
+    eprintln!("ledgerctl: key id {}", public.id());
     Ok(ExitCode::SUCCESS)
 }
 
