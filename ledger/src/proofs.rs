@@ -109,7 +109,7 @@ impl Tree for LogTree {
     }
 
     fn subtree(&mut self, start: u64, size: u64) -> Result<Hash> {
-        if size == MERKLE_BLOCK_LEAVES && start % MERKLE_BLOCK_LEAVES == 0 {
+        if size == MERKLE_BLOCK_LEAVES && start.is_multiple_of(MERKLE_BLOCK_LEAVES) {
             let block = start / MERKLE_BLOCK_LEAVES;
             if let Some(root) = self.roots.get(&block) {
                 return Ok(*root);
