@@ -156,6 +156,27 @@ pub fn nats_schemas() -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// `(name, schema)` for what an auditor holds (`schemas/json/proofs/`): a signed checkpoint, a
+/// statement bundle, a consistency proof. README "Proofs for auditors" explains every byte.
+pub fn proof_schemas() -> Vec<(&'static str, Value)> {
+    use crate::proof::*;
+    let titled = |name: &str, mut schema: Value| {
+        schema["title"] = json!(name);
+        schema
+    };
+    vec![
+        (
+            "checkpoint",
+            titled("checkpoint", schema_of::<Checkpoint>()),
+        ),
+        ("bundle", titled("bundle", schema_of::<Bundle>())),
+        (
+            "consistency",
+            titled("consistency", schema_of::<Consistency>()),
+        ),
+    ]
+}
+
 /// The AsyncAPI 3 document of the ledger's subjects, pointing at the committed schemas.
 pub fn asyncapi() -> Value {
     let message = |name: &str, summary: &str| {
@@ -265,13 +286,19 @@ pub fn asyncapi() -> Value {
                 "description": "Stream LEDGER_NOTICES.",
                 "parameters": {"contract": {}},
                 "messages": {"expiry_notice": message("expiry_notice", "An expiry notice (R15).")}
+            },
+            "checkpoints": {
+                "address": "ledger.checkpoint",
+                "description": "Stream LEDGER_CHECKPOINTS (limits retention, kept forever): every signed checkpoint `serve --signing-key` makes, so that others keep copies of what the ledger committed to. Nats-Msg-Id `<log id>:ckpt-<size>`.",
+                "messages": {"checkpoint": {"name": "checkpoint", "contentType": "application/json", "payload": {"$ref": "./proofs/checkpoint.schema.json"}}}
             }
         },
         "operations": {
             "receiveBalances": {"action": "receive", "channel": {"$ref": "#/channels/balanceFeed"}},
             "receiveEvents": {"action": "receive", "channel": {"$ref": "#/channels/events"}},
             "receiveShortfalls": {"action": "receive", "channel": {"$ref": "#/channels/shortfalls"}},
-            "receiveNotices": {"action": "receive", "channel": {"$ref": "#/channels/notices"}}
+            "receiveNotices": {"action": "receive", "channel": {"$ref": "#/channels/notices"}},
+            "receiveCheckpoints": {"action": "receive", "channel": {"$ref": "#/channels/checkpoints"}}
         }
     });
     document["channels"]

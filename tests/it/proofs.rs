@@ -128,6 +128,16 @@ fn a_bundle_verifies_offline_and_every_tamper_is_named() {
         .unwrap();
     let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).unwrap();
     assert_eq!(bundle["statement"], audit);
+    // It is what schemas/json/proofs/bundle.schema.json documents.
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/json/proofs/bundle.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(validator.is_valid(&bundle), "the bundle fits its schema");
 
     // Another contract's bundle, for slipping one of its events in.
     let other_path = work.path().join("other.json");

@@ -52,6 +52,7 @@ fn committed_schemas_match_the_code() {
     check_files("events", &event_schemas());
     check_files("nats", &nats_schemas());
     check_files("queries", &projections::query::schemas());
+    check_files("proofs", &schemas::json_schema::proof_schemas());
     let path = schema_dir().join("asyncapi.json");
     if updating() {
         std::fs::write(&path, pretty(&asyncapi())).unwrap();
