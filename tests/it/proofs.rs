@@ -459,3 +459,143 @@ fn the_public_key_is_printed_again_and_a_bundle_needs_a_key() {
         "the key is unchanged"
     );
 }
+
+#[test]
+fn tick_with_a_key_signs_a_checkpoint() {
+    let work = tempfile::tempdir().unwrap();
+    store_and_key(work.path());
+    let out = signed(work.path(), &["tick", "--now", "2026-06-01T00:00:00Z"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("checkpoint of the log at size"), "{said}");
+    // It is kept: a consistency proof from it to itself is made from the store.
+    let checkpoint = signed(work.path(), &["checkpoint"]);
+    let path = work.path().join("c.json");
+    std::fs::write(&path, checkpoint.stdout).unwrap();
+    let proof = signed(
+        work.path(),
+        &["prove-consistency", "--from", path.to_str().unwrap()],
+    );
+    assert!(
+        proof.status.success(),
+        "{}",
+        String::from_utf8_lossy(&proof.stderr)
+    );
+}
+
+/// `serve --signing-key` signs checkpoints on its timer and publishes them on
+/// `ledger.checkpoint`; a downstream copy later proves the store was not rewritten since.
+#[test]
+fn serve_publishes_signed_checkpoints_that_later_proofs_extend() {
+    let work = tempfile::tempdir().unwrap();
+    let public = store_and_key(work.path());
+    let server = tests::NatsServer::start().unwrap();
+    let key = work.path().join("key");
+    let data = work.path().join("data");
+    let serve = tests::Serve::start(
+        &data,
+        &server.url(),
+        &[
+            "--signing-key",
+            key.to_str().unwrap(),
+            "--checkpoint-seconds",
+            "1",
+        ],
+    )
+    .unwrap();
+    let out = std::process::Command::new(tests::ledgerctl_path())
+        .args(["--nats", &server.url(), "submit"])
+        .arg(data_file("worked-example.jsonl"))
+        .env_remove("LEDGER_DATA")
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .flat_map(|result| {
+            result["events"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| e["position"].as_u64())
+        })
+        .max()
+        .unwrap_or(0);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The checkpoint downstream keeps: the published one that reached the head (the first ones
+    // may be of a shorter log).
+    let published: serde_json::Value = runtime.block_on(async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(stream) = js.get_stream("LEDGER_CHECKPOINTS").await
+                && let Ok(message) = stream
+                    .get_last_raw_message_by_subject("ledger.checkpoint")
+                    .await
+            {
+                let checkpoint: serde_json::Value =
+                    serde_json::from_slice(&message.payload).unwrap();
+                if checkpoint["size"].as_u64() >= Some(head) && head > 0 {
+                    break checkpoint;
+                }
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "no checkpoint of size {head} published: {}",
+                serve.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    assert!(serve.terminate().success());
+    let old = work.path().join("published.json");
+    std::fs::write(&old, serde_json::to_vec(&published).unwrap()).unwrap();
+    // More history, a newer checkpoint, and the proof that the published one is its prefix.
+    let out = ledgerctl(&data)
+        .args([
+            "submit",
+            data_file("sample-contracts.jsonl").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(2));
+    let new = work.path().join("new.json");
+    std::fs::write(&new, signed(work.path(), &["checkpoint"]).stdout).unwrap();
+    let proof = signed(
+        work.path(),
+        &[
+            "prove-consistency",
+            "--from",
+            old.to_str().unwrap(),
+            "--to",
+            new.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        proof.status.success(),
+        "{}",
+        String::from_utf8_lossy(&proof.stderr)
+    );
+    let proof_path = work.path().join("proof.json");
+    std::fs::write(&proof_path, proof.stdout).unwrap();
+    let out = ledgerctl(Path::new("/nonexistent"))
+        .arg("verify-consistency")
+        .args([&old, &new, &proof_path])
+        .args(["--public-key", &public])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

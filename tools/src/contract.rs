@@ -91,8 +91,10 @@ pub fn submit_each(
     })
 }
 
-pub fn tick(data: &Path, now: &str) -> anyhow::Result<ExitCode> {
+/// With a signing key, a signed checkpoint follows (kept in the store; its size on stderr).
+pub fn tick(data: &Path, now: &str, key: Option<&Path>) -> anyhow::Result<ExitCode> {
     let now = parse_time("--now", now)?;
+    let key = key.map(crate::proof::signing_key_file).transpose()?;
     let handler = handler(data, false)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -107,6 +109,13 @@ pub fn tick(data: &Path, now: &str) -> anyhow::Result<ExitCode> {
         now.to_rfc3339(),
         results.len()
     );
+    if let Some(key) = key {
+        let (checkpoint, _) = proofs::make_checkpoint(handler.ledger(), &key)?;
+        eprintln!(
+            "checkpoint of the log at size {} signed by key {} (ledgerctl checkpoint prints one)",
+            checkpoint.size, checkpoint.key_id
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -325,9 +325,16 @@ fn run() -> ExitCode {
     }
     let outcome = match cli.command {
         Command::Submit { file } => contract::submit(&cli.data, &file),
-        Command::Tick { now } => contract::tick(&cli.data, &now),
+        Command::Tick { now } => contract::tick(&cli.data, &now, cli.signing_key.as_deref()),
         Command::Rebuild => views::rebuild(&cli.data),
-        Command::Serve(args) => service::serve::run(&cli.data, &cli.nats, &args),
+        Command::Serve(args) => {
+            let key = cli
+                .signing_key
+                .as_deref()
+                .map(proof::signing_key_file)
+                .transpose();
+            key.and_then(|key| service::serve::run(&cli.data, &cli.nats, &args, key))
+        }
         Command::Watch { .. } => Err(anyhow::anyhow!(
             "watch follows a running serve: give --nats URL (or NATS_URL)"
         )),

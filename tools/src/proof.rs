@@ -16,6 +16,11 @@ pub fn signing_key(path: Option<&Path>) -> anyhow::Result<SigningKey> {
     Ok(SigningKey::read(path)?)
 }
 
+/// The key in `path` (`--signing-key`).
+pub fn signing_key_file(path: &Path) -> anyhow::Result<SigningKey> {
+    Ok(SigningKey::read(path)?)
+}
+
 /// `keygen --out FILE`.
 pub fn keygen(out: &Path) -> anyhow::Result<ExitCode> {
     let key = SigningKey::generate()?;

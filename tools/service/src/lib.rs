@@ -6,6 +6,7 @@
 //!
 //! Not here: any rule (`commands`), any view's arithmetic (`projections`), rendering (`tools`).
 
+pub mod checkpointer;
 pub mod claim;
 mod connect;
 mod endpoints;

@@ -32,6 +32,10 @@ pub const CLAIM_TTL: Duration = Duration::from_secs(10);
 /// How often a running service renews its claim.
 pub const CLAIM_RENEW_EVERY: Duration = Duration::from_secs(3);
 
+/// How long a published checkpoint waits for JetStream's acknowledgement before it is left in
+/// the store unpublished.
+pub const CHECKPOINT_PUBLISH_WAIT: Duration = Duration::from_secs(5);
+
 /// How long a query with `min_position` waits for this instance to hold that position (read
 /// your writes; a replicated instance's mirror may lag) before it is answered 503.
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(5);

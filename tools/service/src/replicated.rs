@@ -966,7 +966,7 @@ async fn become_writer(
         reconnects,
         &handler,
         clock,
-        tick_seconds,
+        (tick_seconds, Arc::new(tokio::sync::Notify::new())),
         (log_id(log), replicas),
     );
     Ok(WriterTerm {

@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Seconds between scheduler ticks; 0 turns the scheduler off.
     #[arg(long, default_value_t = 60)]
     pub tick_seconds: u64,
+    /// Seconds between signed checkpoints of the log (with --signing-key; made only when the log
+    /// grew, kept in the store and published on ledger.checkpoint); 0 turns them off.
+    #[arg(long, default_value_t = 60)]
+    pub checkpoint_seconds: u64,
     /// The replicated log's flags.
     #[command(flatten)]
     pub replicated: crate::replicated::ReplicatedArgs,
@@ -50,14 +54,26 @@ pub struct ServeArgs {
 ///
 /// # Errors
 /// Bad flags, a NATS server it never reached, the store or NATS failing.
-pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+/// With `key`, it also signs checkpoints (`checkpointer`).
+pub fn run(
+    data: &Path,
+    nats: &NatsArgs,
+    args: &ServeArgs,
+    key: Option<proofs::SigningKey>,
+) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         nats.nats.is_some(),
         "serve needs a NATS server: --nats URL (or NATS_URL)"
     );
     if args.replicated.replicated {
+        anyhow::ensure!(
+            key.is_none(),
+            "serve --replicated does not sign checkpoints yet: run ledgerctl checkpoint against \
+             a stopped instance's store, or serve without --signing-key"
+        );
         return crate::replicated::run(data, nats, args);
     }
+    let checkpoints = key.map(|key| (Arc::new(key), args.checkpoint_seconds));
     let fixed_now = args
         .now
         .as_deref()
@@ -67,7 +83,13 @@ pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<Exi
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let outcome = runtime.block_on(serve(ledger, nats, fixed_now, args.tick_seconds));
+    let outcome = runtime.block_on(serve(
+        ledger,
+        nats,
+        fixed_now,
+        args.tick_seconds,
+        checkpoints,
+    ));
     // Whatever a task still waits for (NATS that does not answer), the process ends now.
     runtime.shutdown_timeout(Duration::from_secs(1));
     outcome
@@ -78,6 +100,7 @@ async fn serve(
     nats: &NatsArgs,
     fixed_now: Option<DateTime<Utc>>,
     tick_seconds: u64,
+    checkpoints: Option<(Arc<proofs::SigningKey>, u64)>,
 ) -> anyhow::Result<ExitCode> {
     let clock: ledger::Clock = match fixed_now {
         Some(now) => Arc::new(move || now),
@@ -95,6 +118,7 @@ async fn serve(
     let mut commands_endpoint = command_endpoints(&service).await?;
     let mut queries_endpoint = query_endpoints(&service).await?;
 
+    let ticked = Arc::new(tokio::sync::Notify::new());
     let Background {
         stop: stop_tx,
         publisher,
@@ -106,9 +130,28 @@ async fn serve(
         reconnects,
         &handler,
         &clock,
-        tick_seconds,
+        (tick_seconds, ticked.clone()),
         (ledger.store_id().to_string(), 1),
     );
+    let checkpointer = match checkpoints {
+        Some((key, seconds)) if seconds > 0 => {
+            crate::checkpointer::set_up(&js, 1).await?;
+            eprintln!(
+                "ledgerctl serve: signing a checkpoint every {seconds} s with key {}",
+                key.public().id()
+            );
+            Some(tokio::spawn(crate::checkpointer::run(
+                ledger.clone(),
+                js.clone(),
+                key,
+                ledger.store_id().to_string(),
+                Duration::from_secs(seconds),
+                ticked.clone(),
+                stop_tx.subscribe(),
+            )))
+        }
+        _ => None,
+    };
     let mut claim_tick = tokio::time::interval(crate::limits::CLAIM_RENEW_EVERY);
     let views = Arc::new(crate::endpoints::QueryState::default());
     tracing::info!("serving the ledger on NATS");
@@ -154,6 +197,9 @@ async fn serve(
     stop_tx.send(true).ok();
     if let Some(scheduler) = scheduler {
         tokio::time::timeout_at(deadline, scheduler).await.ok();
+    }
+    if let Some(checkpointer) = checkpointer {
+        tokio::time::timeout_at(deadline, checkpointer).await.ok();
     }
     let head = ledger.committed_position();
     let outcome = tokio::time::timeout_at(deadline, publisher).await;
@@ -211,9 +257,10 @@ pub fn start_background(
     reconnects: watch::Receiver<u64>,
     handler: &Handler,
     clock: &ledger::Clock,
-    tick_seconds: u64,
+    schedule: (u64, Arc<tokio::sync::Notify>),
     topology: (String, usize),
 ) -> Background {
+    let (tick_seconds, ticked) = schedule;
     let (stop, stop_rx) = watch::channel(false);
     let (log_id, replicas) = topology;
     let (publisher, published) = publisher::Publisher::new(
@@ -230,6 +277,7 @@ pub fn start_background(
             handler.clone(),
             clock.clone(),
             Duration::from_secs(tick_seconds),
+            ticked,
             stop_rx,
         ))
     });
@@ -245,6 +293,7 @@ async fn schedule_loop(
     handler: Handler,
     clock: ledger::Clock,
     every: Duration,
+    ticked: Arc<tokio::sync::Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut interval = tokio::time::interval(every);
@@ -256,6 +305,8 @@ async fn schedule_loop(
         match handler.tick(clock()).await {
             Ok(results) if !results.is_empty() => {
                 tracing::info!(appended = results.len(), "scheduler tick");
+                // A checkpoint at every tick that appended (when checkpoints are signed).
+                ticked.notify_one();
             }
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "scheduler tick failed"),
