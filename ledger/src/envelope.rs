@@ -185,6 +185,40 @@ pub(crate) fn recompute_hash(bytes: &[u8]) -> Option<Hash> {
     Some(Sha256::digest(&bytes[..body]).into())
 }
 
+/// What the log tree needs of an envelope stored under `position`, read without decoding the
+/// rest: its stream, its version and the hash it ends with. Checks the format byte, the position
+/// it names and the lengths it reads.
+pub(crate) fn stored_head(position: u64, bytes: &[u8]) -> Result<(&str, u64, Hash)> {
+    let corrupt = |detail: &str| Error::Corrupt {
+        position,
+        detail: detail.to_owned(),
+    };
+    // format, position, version, stream length: 19 bytes; then the stream; the hash at the end.
+    if bytes.len() < 19 + 32 {
+        return Err(corrupt("envelope too short"));
+    }
+    if bytes[0] != ENVELOPE_FORMAT {
+        return Err(corrupt(&format!(
+            "envelope format {}, this build reads {ENVELOPE_FORMAT}",
+            bytes[0]
+        )));
+    }
+    if bytes[1..9] != position.to_be_bytes() {
+        return Err(corrupt("the envelope names another position"));
+    }
+    let version = u64::from_be_bytes(bytes[9..17].try_into().expect("8 bytes"));
+    let len = usize::from(u16::from_be_bytes([bytes[17], bytes[18]]));
+    let stream = bytes
+        .get(19..19 + len)
+        .filter(|_| 19 + len + 32 <= bytes.len())
+        .ok_or_else(|| corrupt("truncated stream id"))?;
+    let stream = std::str::from_utf8(stream).map_err(|_| corrupt("stream id is not UTF-8"))?;
+    let hash: Hash = bytes[bytes.len() - 32..]
+        .try_into()
+        .expect("the last 32 bytes");
+    Ok((stream, version, hash))
+}
+
 /// Decodes an envelope stored under `position`. Strict: every length is checked, no byte may be
 /// left over, and the envelope's own position must match its key.
 pub(crate) fn decode(position: u64, bytes: &[u8]) -> Result<RecordedEvent> {
@@ -335,6 +369,23 @@ mod tests {
             },
             payload: br#"{"quantity":"100"}"#.to_vec(),
         }
+    }
+
+    #[test]
+    fn the_head_read_without_decoding_matches_the_decoded_envelope() {
+        let event = sample_event();
+        let (bytes, hash) = encode(&EnvelopeParts {
+            position: 9,
+            stream: "contract-Ü-1",
+            version: 4,
+            event_id: Uuid::now_v7(),
+            recorded_at_nanos: 1_767_225_600_000_000_001,
+            event: &event,
+            prev_hash: &GENESIS_HASH,
+        });
+        assert_eq!(stored_head(9, &bytes).unwrap(), ("contract-Ü-1", 4, hash));
+        assert!(stored_head(8, &bytes).is_err(), "another position");
+        assert!(stored_head(9, &bytes[..40]).is_err(), "truncated");
     }
 
     #[test]

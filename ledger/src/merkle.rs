@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn the_empty_tree_and_one_leaf() {
         assert_eq!(
-            hex::encode_hash(&empty_root()),
+            crate::hex(&empty_root()),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         let one = leaves(1);
@@ -327,9 +327,16 @@ mod tests {
         assert!(inclusion_proof(&mut Leaves(&one), 0, 1).unwrap().is_empty());
     }
 
-    mod hex {
-        pub fn encode_hash(hash: &[u8; 32]) -> String {
-            hash.iter().map(|b| format!("{b:02x}")).collect()
+    #[test]
+    fn hex_round_trips_and_refuses_what_is_not_hex() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let text = crate::hex(&bytes);
+        assert_eq!(&text[..8], "00010203");
+        assert_eq!(&text[text.len() - 4..], "feff");
+        assert_eq!(crate::unhex(&text), Some(bytes));
+        assert_eq!(crate::unhex("ABcd"), Some(vec![0xab, 0xcd]));
+        for bad in ["abc", "zz", "é1", "0x00"] {
+            assert_eq!(crate::unhex(bad), None, "{bad}");
         }
     }
 }

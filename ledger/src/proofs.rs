@@ -1,11 +1,13 @@
 //! What a third party needs to check the log without the store: RFC 9162 Merkle trees over it.
 //!
 //! - The **log tree**: leaf `i` is the event at position `i + 1`, its entry the event's own hash
-//!   (the SHA-256 ending its envelope), so the tree commits to every envelope byte in order. Its
-//!   leaf hashes are kept in blocks of `MERKLE_BLOCK_LEAVES` in the projection keyspace
-//!   `proj.merkle` with each full block's root (32 bytes per event and one root per block:
-//!   about a tenth of an envelope), caught up from the log on demand like a projection and, like
-//!   one, never fsync'd (rebuilt from the log when lost or when it names another log).
+//!   (the SHA-256 ending its envelope), so the tree commits to every envelope byte in order. It
+//!   is kept in the projection keyspace `proj.merkle` as the roots of its aligned subtrees of
+//!   `MERKLE_STORED_LEAVES` leaves, grouped by block of `MERKLE_BLOCK_LEAVES`, and each full
+//!   block's root: 2.1 bytes per event, under 1 % of the log. Nodes below the stored level are
+//!   recomputed from the events' hashes, read from the log. Caught up from the log on demand like
+//!   a projection and, like one, never fsync'd (rebuilt from the log when lost or when it names
+//!   another log).
 //! - The **stream-heads tree**: one leaf per stream in byte order of its id, the entry
 //!   `len u16 ‖ stream ‖ version u64 ‖ position u64 ‖ hash [32]` (big-endian): each stream's last
 //!   event at the tree's log size. Proving a stream's head entry proves how many events the stream
@@ -13,34 +15,67 @@
 //!
 //! Not here: signing and the checkpoint's wire form (`proofs` crate), anything about contracts.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use crate::merkle::{self, Tree};
 use crate::projection_store::{Checkpoint, ProjectionStore};
 use crate::{GENESIS_HASH, Hash, Ledger, Result};
 
-/// Leaves per stored block of the log tree (a power of two: every aligned subtree of this size
-/// is a block).
+/// Leaves per block of the log tree: each full block's root is kept (a power of two: every
+/// aligned subtree of this size is a block).
 pub const MERKLE_BLOCK_LEAVES: u64 = 256;
 
-const _: () = assert!(MERKLE_BLOCK_LEAVES.is_power_of_two());
+/// Leaves under the smallest kept node: the roots of the aligned subtrees of this many leaves
+/// are kept; below them nodes are hashed again from the log (at most this many reads a proof).
+pub const MERKLE_STORED_LEAVES: u64 = 16;
 
-/// Blocks written per commit while catching up.
-const CATCH_UP_BLOCKS_PER_COMMIT: u64 = 64;
+const _: () = assert!(MERKLE_BLOCK_LEAVES.is_power_of_two());
+const _: () = assert!(MERKLE_STORED_LEAVES.is_power_of_two());
+const _: () = assert!(MERKLE_STORED_LEAVES < MERKLE_BLOCK_LEAVES);
+
+/// Kept nodes per block.
+const NODES_PER_BLOCK: u64 = MERKLE_BLOCK_LEAVES / MERKLE_STORED_LEAVES;
+
+/// Events read from the log per page while catching up.
+const CATCH_UP_PAGE_EVENTS: usize = 16_384;
+
+/// Computed subtree hashes one tree remembers before it forgets them all (a bound on memory:
+/// 48 bytes each).
+const MEMO_MAX: usize = 1 << 20;
 
 /// The projection keyspace that keeps the log tree.
 pub const MERKLE_STORE: &str = "merkle";
 
-fn block_key(block: u64) -> Vec<u8> {
-    let mut key = b"B".to_vec();
+/// The layout of `proj.merkle` this build keeps, under the key `F`: a store kept in another
+/// layout is built again.
+const TREE_LAYOUT: u8 = 3;
+
+/// The kept nodes of a block: `N ‖ block u64`.
+fn nodes_key(block: u64) -> Vec<u8> {
+    let mut key = b"N".to_vec();
     key.extend_from_slice(&block.to_be_bytes());
     key
 }
 
+/// A stream's head: `H ‖ stream`, the value `version u64 ‖ position u64 ‖ hash [32]`.
+fn head_key(stream: &str) -> Vec<u8> {
+    let mut key = b"H".to_vec();
+    key.extend_from_slice(stream.as_bytes());
+    key
+}
+
+/// A full block's root: `R ‖ block u64`.
 fn root_key(block: u64) -> Vec<u8> {
     let mut key = b"R".to_vec();
     key.extend_from_slice(&block.to_be_bytes());
     key
+}
+
+fn hashes(bytes: &[u8]) -> Vec<Hash> {
+    bytes
+        .chunks_exact(32)
+        .map(|chunk| <Hash>::try_from(chunk).expect("32-byte chunks"))
+        .collect()
 }
 
 /// A stream's last event at a log size: the stream-heads tree's entry.
@@ -70,80 +105,146 @@ impl StreamHead {
     }
 }
 
-/// The log tree, served from `proj.merkle`.
+/// The log tree up to a size, served from `proj.merkle` and the log.
 pub struct LogTree {
+    ledger: Ledger,
     store: ProjectionStore,
-    /// The block last read: (block, its leaf hashes).
-    cached: Option<(u64, Vec<Hash>)>,
-    roots: BTreeMap<u64, Hash>,
+    size: u64,
+    /// The stored-level run of leaves last read from the log: (its first leaf, their hashes).
+    leaves: Option<(u64, Vec<Hash>)>,
+    /// The block whose kept nodes were last read: (block, its nodes).
+    nodes: Option<(u64, Vec<Hash>)>,
+    /// Subtree hashes computed or read: (start, size) → hash.
+    memo: HashMap<(u64, u64), Hash>,
+    /// Every stream's head at `size`, in byte order of the stream ids.
+    heads: Vec<StreamHead>,
 }
 
 impl LogTree {
-    fn block(&mut self, block: u64) -> Result<&[Hash]> {
+    fn corrupt(start: u64, detail: &str) -> crate::Error {
+        crate::Error::Corrupt {
+            position: start + 1,
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// The kept node over leaves `[start, start + MERKLE_STORED_LEAVES)`, if kept.
+    fn kept_node(&mut self, start: u64) -> Result<Option<Hash>> {
+        let block = start / MERKLE_BLOCK_LEAVES;
         if self
-            .cached
+            .nodes
             .as_ref()
             .is_none_or(|(cached, _)| *cached != block)
         {
-            let bytes = self.store.get(&block_key(block))?.unwrap_or_default();
-            let leaves = bytes
-                .chunks_exact(32)
-                .map(|chunk| <Hash>::try_from(chunk).expect("32-byte chunks"))
-                .collect();
-            self.cached = Some((block, leaves));
+            let bytes = self.store.get(&nodes_key(block))?.unwrap_or_default();
+            self.nodes = Some((block, hashes(&bytes)));
         }
-        Ok(&self.cached.as_ref().expect("just cached").1)
+        let nodes = &self.nodes.as_ref().expect("just read").1;
+        let index = ((start % MERKLE_BLOCK_LEAVES) / MERKLE_STORED_LEAVES) as usize;
+        Ok(nodes.get(index).copied())
+    }
+
+    /// The tree's size: the log's head when it was caught up.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Every stream's head at the tree's size (each stream's last event at or before it), in
+    /// byte order of the stream ids: the stream-heads tree's leaves.
+    pub fn heads(&self) -> &[StreamHead] {
+        &self.heads
+    }
+
+    fn remember(&mut self, start: u64, size: u64, hash: Hash) {
+        if self.memo.len() >= MEMO_MAX {
+            self.memo.clear();
+        }
+        self.memo.insert((start, size), hash);
     }
 }
 
 impl Tree for LogTree {
     fn leaf(&mut self, index: u64) -> Result<Hash> {
-        let block = self.block(index / MERKLE_BLOCK_LEAVES)?;
-        block
-            .get((index % MERKLE_BLOCK_LEAVES) as usize)
+        if index >= self.size {
+            return Err(Self::corrupt(
+                index,
+                "the log tree has no leaf for this position (catch it up first)",
+            ));
+        }
+        let first = index - index % MERKLE_STORED_LEAVES;
+        if self
+            .leaves
+            .as_ref()
+            .is_none_or(|(cached, _)| *cached != first)
+        {
+            let count = MERKLE_STORED_LEAVES.min(self.size - first);
+            let leaves = self
+                .ledger
+                .event_hashes(first + 1, count as usize)?
+                .iter()
+                .map(|hash| merkle::leaf_hash(hash))
+                .collect();
+            self.leaves = Some((first, leaves));
+        }
+        let leaves = &self.leaves.as_ref().expect("just read").1;
+        leaves
+            .get((index - first) as usize)
             .copied()
-            .ok_or_else(|| crate::Error::Corrupt {
-                position: index + 1,
-                detail: "the log tree has no leaf for this position (catch it up first)".into(),
-            })
+            .ok_or_else(|| Self::corrupt(index, "the log is shorter than its tree"))
     }
 
     fn subtree(&mut self, start: u64, size: u64) -> Result<Hash> {
-        if size == MERKLE_BLOCK_LEAVES && start.is_multiple_of(MERKLE_BLOCK_LEAVES) {
-            let block = start / MERKLE_BLOCK_LEAVES;
-            if let Some(root) = self.roots.get(&block) {
-                return Ok(*root);
-            }
-            if let Some(bytes) = self.store.get(&root_key(block))? {
-                let root =
-                    <Hash>::try_from(bytes.as_slice()).map_err(|_| crate::Error::Corrupt {
-                        position: start + 1,
-                        detail: "a stored block root is not 32 bytes".into(),
-                    })?;
-                self.roots.insert(block, root);
-                return Ok(root);
-            }
+        if size == 1 {
+            return self.leaf(start);
         }
-        merkle::subtree_from_leaves(self, start, size)
+        if let Some(hash) = self.memo.get(&(start, size)) {
+            return Ok(*hash);
+        }
+        let aligned = |leaves: u64| size == leaves && start.is_multiple_of(leaves);
+        let kept = if aligned(MERKLE_BLOCK_LEAVES) {
+            match self.store.get(&root_key(start / MERKLE_BLOCK_LEAVES))? {
+                Some(bytes) => Some(
+                    <Hash>::try_from(bytes.as_slice())
+                        .map_err(|_| Self::corrupt(start, "a kept block root is not 32 bytes"))?,
+                ),
+                None => None,
+            }
+        } else if aligned(MERKLE_STORED_LEAVES) {
+            self.kept_node(start)?
+        } else {
+            None
+        };
+        let hash = match kept {
+            Some(hash) => hash,
+            None => merkle::subtree_from_leaves(self, start, size)?,
+        };
+        self.remember(start, size, hash);
+        Ok(hash)
     }
 }
 
 impl Ledger {
-    /// The log tree caught up to the committed head: its size (the head) and a tree to ask
-    /// for roots and proofs of any size up to it.
+    /// The log tree and the stream heads caught up to the committed head: a tree to ask for
+    /// roots and proofs of any size up to it.
+    ///
+    /// Catching up reads each new event's stream, version and hash from its envelope's first
+    /// and last bytes, and keeps the new nodes and heads in `proj.merkle`, one commit per page.
     ///
     /// # Errors
     /// When the log or `proj.merkle` cannot be read or written.
-    pub fn log_tree(&self) -> Result<(u64, LogTree)> {
+    pub fn log_tree(&self) -> Result<LogTree> {
+        let _one_at_a_time = self.inner.log_tree.lock().expect("log tree lock");
         let store = self.projection_store(MERKLE_STORE)?;
         let mut from = store.checkpoint()?.unwrap_or(Checkpoint {
             position: 0,
             hash: GENESIS_HASH,
         });
-        // Kept for another log (a store swapped in), or ahead of this one: built again.
+        // Kept for another log (a store swapped in), ahead of this one or in another layout:
+        // built again.
         if from.position > 0 {
-            let here = self.read_all(from.position, 1)?;
-            if here.first().is_none_or(|event| event.hash != from.hash) {
+            let here = self.event_hashes(from.position, 1)?;
+            let layout = store.get(b"F")?;
+            if here.first() != Some(&from.hash) || layout.as_deref() != Some(&[TREE_LAYOUT]) {
                 store.clear()?;
                 from = Checkpoint {
                     position: 0,
@@ -151,84 +252,106 @@ impl Ledger {
                 };
             }
         }
+        // The leaves of the unfinished stored-level run, hashed again from the log; the kept
+        // nodes of the unfinished block.
         let mut block = from.position / MERKLE_BLOCK_LEAVES;
-        let mut leaves: Vec<Hash> = store
-            .get(&block_key(block))?
-            .unwrap_or_default()
-            .chunks_exact(32)
-            .map(|chunk| <Hash>::try_from(chunk).expect("32-byte chunks"))
+        let run_start = from.position - from.position % MERKLE_STORED_LEAVES;
+        let mut run: Vec<Hash> = self
+            .event_hashes(run_start + 1, (from.position - run_start) as usize)?
+            .iter()
+            .map(|hash| merkle::leaf_hash(hash))
             .collect();
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut nodes: Vec<Hash> = hashes(&store.get(&nodes_key(block))?.unwrap_or_default());
+        nodes.truncate((from.position % MERKLE_BLOCK_LEAVES / MERKLE_STORED_LEAVES) as usize);
         let mut checkpoint = from;
-        let mut blocks_in_commit = 0;
-        for event in self.scan(from.position + 1) {
-            let event = event?;
-            leaves.push(merkle::leaf_hash(&event.hash));
-            checkpoint = Checkpoint {
-                position: event.position,
-                hash: event.hash,
-            };
-            if leaves.len() as u64 == MERKLE_BLOCK_LEAVES {
-                let root = merkle::root(&mut merkle::Leaves(&leaves), MERKLE_BLOCK_LEAVES)?;
-                entries.push((block_key(block), leaves.concat()));
-                entries.push((root_key(block), root.to_vec()));
-                leaves.clear();
-                block += 1;
-                blocks_in_commit += 1;
-                if blocks_in_commit == CATCH_UP_BLOCKS_PER_COMMIT {
-                    store.commit(std::mem::take(&mut entries), checkpoint)?;
-                    blocks_in_commit = 0;
-                }
-            }
-        }
-        if checkpoint != from {
-            entries.push((block_key(block), leaves.concat()));
-            store.commit(entries, checkpoint)?;
-        }
-        Ok((
-            checkpoint.position,
-            LogTree {
-                store,
-                cached: None,
-                roots: BTreeMap::new(),
-            },
-        ))
-    }
-
-    /// Every stream's head at log size `size` (each stream's last event at or before position
-    /// `size`), in byte order of the stream ids: the stream-heads tree's leaves.
-    ///
-    /// # Errors
-    /// When the log cannot be read.
-    pub fn stream_heads(&self, size: u64) -> Result<Vec<StreamHead>> {
-        let mut heads = Vec::new();
-        for stream in self.stream_ids("")? {
-            let mut before = None;
-            // Usually the stream's last event is within the size: one read.
-            let mut page_size = 1;
-            loop {
-                let page = self.read_stream_backward(&stream, before, page_size)?;
-                page_size = 64;
-                let Some(event) = page.iter().find(|event| event.position <= size) else {
-                    match page.last() {
-                        Some(last) if last.version > 1 => {
-                            before = Some(last.version - 1);
-                            continue;
+        loop {
+            let mut entries: Vec<(Vec<u8>, Vec<u8>)> = vec![(b"F".to_vec(), vec![TREE_LAYOUT])];
+            let mut heads: HashMap<String, (u64, u64, Hash)> = HashMap::new();
+            let mut last = checkpoint;
+            let mut failed = None;
+            let visited = self.visit_heads(
+                checkpoint.position + 1,
+                CATCH_UP_PAGE_EVENTS,
+                |position, stream, version, hash| {
+                    last = Checkpoint { position, hash };
+                    match heads.get_mut(stream) {
+                        Some(head) => *head = (version, position, hash),
+                        None => {
+                            heads.insert(stream.to_owned(), (version, position, hash));
                         }
-                        _ => break,
                     }
-                };
-                heads.push(StreamHead {
-                    stream: stream.clone(),
-                    version: event.version,
-                    position: event.position,
-                    hash: event.hash,
-                });
+                    run.push(merkle::leaf_hash(&hash));
+                    if run.len() as u64 != MERKLE_STORED_LEAVES {
+                        return;
+                    }
+                    match merkle::root(&mut merkle::Leaves(&run), MERKLE_STORED_LEAVES) {
+                        Ok(node) => nodes.push(node),
+                        Err(error) => failed = Some(error),
+                    }
+                    run.clear();
+                    if nodes.len() as u64 != NODES_PER_BLOCK {
+                        return;
+                    }
+                    match merkle::root(&mut merkle::Leaves(&nodes), NODES_PER_BLOCK) {
+                        Ok(root) => {
+                            entries.push((nodes_key(block), nodes.concat()));
+                            entries.push((root_key(block), root.to_vec()));
+                        }
+                        Err(error) => failed = Some(error),
+                    }
+                    nodes.clear();
+                    block += 1;
+                },
+            )?;
+            if let Some(error) = failed {
+                return Err(error);
+            }
+            if visited == 0 {
                 break;
             }
+            if !nodes.is_empty() {
+                entries.push((nodes_key(block), nodes.concat()));
+            }
+            for (stream, (version, position, hash)) in heads {
+                let mut value = Vec::with_capacity(48);
+                value.extend_from_slice(&version.to_be_bytes());
+                value.extend_from_slice(&position.to_be_bytes());
+                value.extend_from_slice(&hash);
+                entries.push((head_key(&stream), value));
+            }
+            checkpoint = last;
+            store.commit(entries, checkpoint)?;
         }
-        heads.sort_by(|a, b| a.stream.as_bytes().cmp(b.stream.as_bytes()));
-        Ok(heads)
+        let mut heads = Vec::new();
+        let mut bad = None;
+        store.visit_prefix(b"H", |key, value| {
+            let stream = std::str::from_utf8(&key[1..]);
+            match (stream, value.len()) {
+                (Ok(stream), 48) => heads.push(StreamHead {
+                    stream: stream.to_owned(),
+                    version: u64::from_be_bytes(value[..8].try_into().expect("8 bytes")),
+                    position: u64::from_be_bytes(value[8..16].try_into().expect("8 bytes")),
+                    hash: value[16..].try_into().expect("32 bytes"),
+                }),
+                _ => bad = Some(key.to_vec()),
+            }
+        })?;
+        if let Some(key) = bad {
+            return Err(crate::Error::Corrupt {
+                position: checkpoint.position,
+                detail: format!("a kept stream head {key:?} is malformed"),
+            });
+        }
+        // Keys are `H ‖ stream`: byte order of the keys is byte order of the stream ids.
+        Ok(LogTree {
+            ledger: self.clone(),
+            store,
+            size: checkpoint.position,
+            leaves: None,
+            nodes: None,
+            memo: HashMap::new(),
+            heads,
+        })
     }
 }
 

@@ -36,11 +36,7 @@ fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..64)
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect();
-    bytes.and_then(|b| <[u8; 32]>::try_from(b).ok())
+    ledger::unhex(text).and_then(|b| <[u8; 32]>::try_from(b).ok())
 }
 
 impl SigningKey {

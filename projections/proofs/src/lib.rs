@@ -60,20 +60,10 @@ fn fail(item: impl Into<String>, why: impl Into<String>) -> Failure {
     }
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use ledger::hex;
 
 fn unhex(item: &str, text: &str) -> Result<Hash, Failure> {
-    let bytes: Option<Vec<u8>> = (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|b| u8::from_str_radix(b, 16).ok())
-        })
-        .collect();
-    bytes
+    ledger::unhex(text)
         .and_then(|b| <Hash>::try_from(b).ok())
         .ok_or_else(|| fail(item, format!("{text:?} is not 32 bytes of hex")))
 }
@@ -83,18 +73,19 @@ fn unhex_path(item: &str, path: &[String]) -> Result<Vec<Hash>, Failure> {
 }
 
 /// Makes a checkpoint of the log at its committed head, signs it with `key`, keeps it (in
-/// `proj.checkpoints`) and returns it with the stream heads it committed to.
+/// `proj.checkpoints`) and returns it with the log tree it committed to.
 ///
 /// # Errors
 /// When the log cannot be read or the checkpoint kept.
 pub fn make_checkpoint(
     ledger: &Ledger,
     key: &SigningKey,
-) -> Result<(Checkpoint, Vec<ledger::proofs::StreamHead>), ProofError> {
-    let (size, mut tree) = ledger.log_tree()?;
+) -> Result<(Checkpoint, ledger::proofs::LogTree), ProofError> {
+    let mut tree = ledger.log_tree()?;
+    let size = tree.size();
     let log_root = merkle::root(&mut tree, size)?;
-    let heads = ledger.stream_heads(size)?;
-    let head_leaves = ledger::proofs::head_leaves(&heads);
+    let heads = tree.heads();
+    let head_leaves = ledger::proofs::head_leaves(heads);
     let heads_root = merkle::root(&mut Leaves(&head_leaves), head_leaves.len() as u64)?;
     let chain_hash = match size {
         0 => ledger::GENESIS_HASH,
@@ -133,7 +124,7 @@ pub fn make_checkpoint(
             hash: chain_hash,
         },
     )?;
-    Ok((checkpoint, heads))
+    Ok((checkpoint, tree))
 }
 
 /// The checkpoints kept in this store, oldest first.
@@ -196,29 +187,16 @@ pub fn make_bundle(
     period: projections::audit::Period,
     key: &SigningKey,
 ) -> Result<Bundle, ProofError> {
-    let (checkpoint, heads) = make_checkpoint(ledger, key)?;
+    let (checkpoint, mut tree) = make_checkpoint(ledger, key)?;
+    let heads = tree.heads().to_vec();
     let size = checkpoint.size;
     let stream = schemas::contract_stream(contract_id);
-    let (_, mut tree) = ledger.log_tree()?;
-    let mut tree = Memo::new(&mut tree);
     let events: Vec<ledger::RecordedEvent> = projections::contract_events(ledger, contract_id)?
         .into_iter()
         .filter(|event| event.position <= size)
         .collect();
     if events.is_empty() {
         return Err(ProofError::Refused(format!("no contract {contract_id}")));
-    }
-    let mut proofs = Vec::with_capacity(events.len());
-    for event in &events {
-        let bytes = ledger.envelope_bytes(event.position)?.ok_or_else(|| {
-            ProofError::Refused(format!("no envelope at position {}", event.position))
-        })?;
-        let path = merkle::inclusion_proof(&mut tree, event.position - 1, size)?;
-        proofs.push(EventProof {
-            position: event.position,
-            envelope: BASE64.encode(bytes),
-            path: path.iter().map(|h| hex(h)).collect(),
-        });
     }
     let index = heads
         .iter()
@@ -228,14 +206,25 @@ pub fn make_bundle(
     let head_leaves = ledger::proofs::head_leaves(&heads);
     let head_path =
         merkle::inclusion_proof(&mut Leaves(&head_leaves), index as u64, heads.len() as u64)?;
-    let chain_hash = ledger
-        .read_all(size, 1)?
-        .first()
-        .map(|e| e.hash)
-        .unwrap_or_default();
-    let statement =
-        projections::audit::statement_of_events(contract_id, events, period, (size, chain_hash))
-            .map_err(|e| ProofError::Refused(e.to_string()))?;
+    let chain_hash = unhex("checkpoint", &checkpoint.chain_hash)
+        .map_err(|failure| ProofError::Refused(failure.to_string()))?;
+    // The proofs on a second thread while this one builds the statement: they share nothing
+    // but the log, and each is about half the work.
+    let positions: Vec<u64> = events.iter().map(|event| event.position).collect();
+    let (proofs, statement) = std::thread::scope(|scope| {
+        let proofs = scope.spawn(|| event_proofs(ledger, &mut tree, &positions, size));
+        let statement = projections::audit::statement_of_events(
+            contract_id,
+            events,
+            period,
+            (size, chain_hash),
+        )
+        .map_err(|e| ProofError::Refused(e.to_string()))
+        .map(|statement| serde_json::to_value(statement).expect("statements serialize"));
+        let proofs = proofs.join().expect("the proof thread does not panic");
+        (proofs, statement)
+    });
+    let (proofs, statement) = (proofs?, statement?);
     Ok(Bundle {
         format: BUNDLE_FORMAT.to_owned(),
         contract_id: contract_id.to_owned(),
@@ -255,42 +244,31 @@ pub fn make_bundle(
             index: index as u64,
             path: head_path.iter().map(|h| hex(h)).collect(),
         },
-        statement: serde_json::to_value(statement).expect("statements serialize"),
+        statement,
     })
 }
 
-/// A tree whose subtree hashes are remembered: one bundle asks for the same nodes many times.
-struct Memo<'a, T: merkle::Tree> {
-    tree: &'a mut T,
-    known: std::collections::HashMap<(u64, u64), Hash>,
-}
-
-impl<'a, T: merkle::Tree> Memo<'a, T> {
-    fn new(tree: &'a mut T) -> Self {
-        Memo {
-            tree,
-            known: std::collections::HashMap::new(),
-        }
-    }
-}
-
-impl<T: merkle::Tree> merkle::Tree for Memo<'_, T> {
-    fn leaf(&mut self, index: u64) -> ledger::Result<Hash> {
-        self.tree.leaf(index)
-    }
-
-    fn subtree(&mut self, start: u64, size: u64) -> ledger::Result<Hash> {
-        if let Some(hash) = self.known.get(&(start, size)) {
-            return Ok(*hash);
-        }
-        let hash = if size >= ledger::proofs::MERKLE_BLOCK_LEAVES {
-            self.tree.subtree(start, size)?
-        } else {
-            merkle::subtree_from_leaves(self, start, size)?
-        };
-        self.known.insert((start, size), hash);
-        Ok(hash)
-    }
+/// Each event's envelope as stored and its inclusion proof in the log tree of `size`.
+fn event_proofs(
+    ledger: &Ledger,
+    tree: &mut ledger::proofs::LogTree,
+    positions: &[u64],
+    size: u64,
+) -> Result<Vec<EventProof>, ProofError> {
+    positions
+        .iter()
+        .map(|&position| {
+            let bytes = ledger.envelope_bytes(position)?.ok_or_else(|| {
+                ProofError::Refused(format!("no envelope at position {position}"))
+            })?;
+            let path = merkle::inclusion_proof(tree, position - 1, size)?;
+            Ok(EventProof {
+                position,
+                envelope: BASE64.encode(bytes),
+                path: path.iter().map(|h| hex(h)).collect(),
+            })
+        })
+        .collect()
 }
 
 /// What a verified bundle proves.
@@ -511,14 +489,14 @@ pub fn prove_consistency(
             old.size, new.size
         )));
     }
-    let (size, mut tree) = ledger.log_tree()?;
+    let mut tree = ledger.log_tree()?;
+    let size = tree.size();
     if new.size > size {
         return Err(ProofError::Refused(format!(
             "the log has {size} events, the newer checkpoint {}",
             new.size
         )));
     }
-    let mut tree = Memo::new(&mut tree);
     for checkpoint in [old, new] {
         let root = merkle::root(&mut tree, checkpoint.size)?;
         if hex(&root) != checkpoint.log_root {

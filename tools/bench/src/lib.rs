@@ -12,6 +12,7 @@
 
 mod nats;
 mod postgres;
+mod proofs;
 mod replicated;
 mod suite;
 
@@ -45,6 +46,10 @@ pub enum BenchCommand {
     /// The replicated log on a 3-node JetStream cluster started here: appends with 1, 16, 256
     /// writers beside a raw R3 publish pipeline and the embedded ledger, mirror lag, failover.
     Replicated(crate::replicated::ReplicatedBenchArgs),
+    /// Proofs for auditors: a statement bundle beside the audit statement of the same
+    /// 10,000-event contract, its verification, appends with a signed checkpoint every second
+    /// beside appends without, and the log tree's storage beside the log's.
+    Proofs(crate::proofs::ProofsBenchArgs),
     /// The whole suite in one run, printing one table: appends, commands, rebuild and as-of at
     /// each log size beside raw fsync, raw fjall and PostgreSQL 15; the NATS service; versions
     /// and the machine.
@@ -106,6 +111,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Nats(args) => crate::nats::run(args, &mut Report::default()),
         BenchCommand::Postgres(args) => crate::postgres::run(args),
         BenchCommand::Replicated(args) => crate::replicated::run(args, &mut Report::default()),
+        BenchCommand::Proofs(args) => crate::proofs::run(args, &mut Report::default()),
         BenchCommand::Suite(args) => crate::suite::run(args),
     }
 }
