@@ -332,6 +332,44 @@ fn bench_projections_small_run_reports_rebuild_memory_and_as_of() {
     }
 }
 
+#[test]
+fn bench_proofs_small_run_reports_each_row_with_its_target() {
+    let work = tempfile::tempdir().unwrap();
+    let output = ledgerctl(work.path())
+        .args([
+            "bench",
+            "proofs",
+            "--events",
+            "2000",
+            "--contracts",
+            "4",
+            "--millis",
+            "200",
+            "--rounds",
+            "1",
+        ])
+        .arg("--work-dir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    for needle in [
+        "workload=bundle_10000_event_contract_",
+        "baseline=audit_json_same_contract_per_s_median",
+        "workload=verify_bundle_10000_events",
+        "workload=append_writers_256_checkpoint_every_second",
+        "baseline=append_writers_256_median",
+        "workload=log_tree_storage",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing in:\n{stdout}");
+    }
+}
+
 /// Issue 14: a store on read-only media (an auditor's copy) answers every read verb as the
 /// writable store does, leaves the media untouched, and a verb that would write (`tick`) says
 /// why it cannot, each cause once. Needs root for the read-only bind mount (CI runs as root).
