@@ -468,6 +468,36 @@ impl Ledger {
         self.inner.identity
     }
 
+    /// The identity of the log this store holds: the store's own ([`Ledger::store_id`]) unless
+    /// it copies a replicated log, whose identity it adopted ([`Ledger::adopt_log_id`]). Every
+    /// copy of one log names the same identity, so a checkpoint signed by any of them proves
+    /// the same log.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the store cannot be read.
+    pub fn log_id(&self) -> Result<String> {
+        Ok(self
+            .inner
+            .store
+            .log_id()?
+            .unwrap_or_else(|| self.inner.identity.to_string()))
+    }
+
+    /// Records that this store copies the log `id` (a replicated log's identity), durably.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the store copies another log already; [`Error::Storage`].
+    pub fn adopt_log_id(&self, id: &str) -> Result<()> {
+        match self.inner.store.log_id()? {
+            Some(kept) if kept == id => Ok(()),
+            Some(kept) => Err(Error::invalid(
+                "log_id",
+                format!("this store copies the log {kept}, not {id}"),
+            )),
+            None => self.inner.store.set_log_id(id),
+        }
+    }
+
     /// Starts the single writer from the log's head, replicating each batch through
     /// `replicator` before its local commit when one is given.
     ///

@@ -45,6 +45,10 @@ pub(crate) const REPLICATED_SEQUENCE_KEY: &[u8] = b"replicated_sequence";
 /// it, and kept forever.
 const STORE_ID_KEY: &[u8] = b"store_id";
 
+/// In `meta`: the identity of the log this store holds a copy of, when it is not the store's
+/// own (a mirror of a replicated log): checkpoints name it, so every copy signs the same log.
+const LOG_ID_KEY: &[u8] = b"log_id";
+
 /// The index's checkpoint key in its `meta` keyspace.
 pub(crate) const INDEXED_TO_KEY: &[u8] = b"indexed_to";
 
@@ -214,6 +218,32 @@ impl Store {
             .persist(PersistMode::SyncAll)
             .map_err(Error::storage("persisting the store's identity"))?;
         Ok(id)
+    }
+
+    /// The identity of the log this store copies, when one was adopted.
+    pub fn log_id(&self) -> Result<Option<String>> {
+        let stored = self
+            .meta
+            .get(LOG_ID_KEY)
+            .map_err(Error::storage("reading the log's identity"))?;
+        stored
+            .map(|bytes| {
+                String::from_utf8(bytes.to_vec()).map_err(|_| Error::Corrupt {
+                    position: 0,
+                    detail: "the log's identity is not UTF-8".into(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Records, durably, the identity of the log this store copies.
+    pub fn set_log_id(&self, id: &str) -> Result<()> {
+        self.meta
+            .insert(LOG_ID_KEY, id.as_bytes())
+            .map_err(Error::storage("writing the log's identity"))?;
+        self.db
+            .persist(PersistMode::SyncAll)
+            .map_err(Error::storage("persisting the log's identity"))
     }
 
     /// Marks the store as of this build's format, durably.

@@ -23,20 +23,27 @@ fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn replicated_serve(data: &Path, cluster: &NatsCluster, instance: &str) -> Serve {
-    Serve::start(
-        data,
-        &cluster.urls(),
-        &[
-            "--replicated",
-            "--nats-monitor",
-            &cluster.monitors(),
-            "--instance",
-            instance,
-            "--lease-seconds",
-            "2",
-        ],
-    )
-    .unwrap()
+    replicated_serve_with(data, cluster, instance, &[])
+}
+
+fn replicated_serve_with(
+    data: &Path,
+    cluster: &NatsCluster,
+    instance: &str,
+    more: &[&str],
+) -> Serve {
+    let monitors = cluster.monitors();
+    let mut args = vec![
+        "--replicated",
+        "--nats-monitor",
+        &monitors,
+        "--instance",
+        instance,
+        "--lease-seconds",
+        "2",
+    ];
+    args.extend_from_slice(more);
+    Serve::start(data, &cluster.urls(), &args).unwrap()
 }
 
 /// Which running instance (other than `skip`) logged that it became the writer.
@@ -761,4 +768,204 @@ fn an_embedded_store_migrates_goes_on_after_more_writes_and_a_foreign_store_is_r
         head,
         "the relayed log keeps its hashes"
     );
+}
+
+/// The newest checkpoint on `ledger.checkpoint` once one of at least `size` is there.
+async fn published_checkpoint(
+    js: &async_nats::jetstream::Context,
+    size: u64,
+    instances: &[Option<Serve>],
+) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        if let Ok(stream) = js.get_stream("LEDGER_CHECKPOINTS").await
+            && let Ok(message) = stream
+                .get_last_raw_message_by_subject("ledger.checkpoint")
+                .await
+        {
+            let checkpoint: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+            if checkpoint["size"].as_u64() >= Some(size) {
+                return checkpoint;
+            }
+        }
+        let logs: Vec<String> = instances.iter().flatten().map(Serve::log).collect();
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no checkpoint of size {size} published: {logs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Issue 19 on the replicated log: the writer signs checkpoints naming the replicated log (not
+/// its own store), the writer that takes over after a SIGKILL goes on signing the same log, and
+/// on any instance's copy a bundle and a consistency proof verify against checkpoints another
+/// instance made: same bytes, same positions, same roots.
+#[test]
+fn checkpoints_on_the_replicated_log_are_the_same_log_on_every_instance() {
+    let _one = one_cluster_at_a_time();
+    let cluster = NatsCluster::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let key = work.path().join("key");
+    let out = tests::run_ledgerctl(
+        &work.path().join("unused"),
+        &["keygen", "--out", key.to_str().unwrap()],
+        "",
+    );
+    assert!(out.status.success());
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let data: Vec<_> = NAMES.iter().map(|name| work.path().join(name)).collect();
+    let signing = [
+        "--signing-key",
+        key.to_str().unwrap(),
+        "--checkpoint-seconds",
+        "1",
+    ];
+    let mut instances: Vec<Option<Serve>> = (0..3)
+        .map(|i| {
+            Some(replicated_serve_with(
+                &data[i], &cluster, NAMES[i], &signing,
+            ))
+        })
+        .collect();
+    let first_writer = wait_for_writer(&instances, None);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let js = connect_js(&runtime, &cluster.urls());
+    let client = js.client();
+    let submit = |contract: &str, purchases: std::ops::Range<usize>| {
+        runtime.block_on(async {
+            if purchases.start == 0 {
+                submit_until_answered(&client, "open_contract", &open_contract(contract)).await;
+            }
+            let mut head = 0;
+            for i in purchases {
+                let reply =
+                    submit_until_answered(&client, "purchase", &purchase(contract, i)).await;
+                head = reply["events"][0]["position"].as_u64().unwrap();
+            }
+            head
+        })
+    };
+    let head = submit("C-P", 0..5);
+    let older = runtime.block_on(published_checkpoint(&js, head, &instances));
+
+    instances[first_writer].take().unwrap().kill();
+    let second_writer = wait_for_writer(&instances, Some(first_writer));
+    let head = submit("C-P", 5..10);
+    let newer = runtime.block_on(published_checkpoint(&js, head, &instances));
+    assert_eq!(
+        older["store_id"], newer["store_id"],
+        "two writers, one log: {older} {newer}"
+    );
+    assert!(
+        older["store_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("LEDGER_LOG-"),
+        "{older}"
+    );
+    runtime.block_on(wait_all_at(
+        &js,
+        &NAMES
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != first_writer)
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>(),
+        head,
+    ));
+    for serve in instances.iter_mut().filter(|s| s.is_some()) {
+        assert!(serve.take().unwrap().terminate().success());
+    }
+
+    let files = work.path();
+    std::fs::write(files.join("older.json"), older.to_string()).unwrap();
+    std::fs::write(files.join("newer.json"), newer.to_string()).unwrap();
+    let mirror = (0..3)
+        .find(|&i| i != first_writer && i != second_writer)
+        .unwrap();
+    // The mirror never wrote and never signed: it proves what the two writers signed.
+    let out = tests::run_ledgerctl(
+        &data[mirror],
+        &[
+            "prove-consistency",
+            "--from",
+            files.join("older.json").to_str().unwrap(),
+            "--to",
+            files.join("newer.json").to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(files.join("proof.json"), &out.stdout).unwrap();
+    let out = tests::run_ledgerctl(
+        &data[mirror],
+        &[
+            "verify-consistency",
+            files.join("older.json").to_str().unwrap(),
+            files.join("newer.json").to_str().unwrap(),
+            files.join("proof.json").to_str().unwrap(),
+            "--public-key",
+            &public,
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A bundle from the mirror's copy and one from the second writer's verify, against
+    // checkpoints with the same log root.
+    let mut roots = Vec::new();
+    for i in [mirror, second_writer] {
+        let bundle = files.join(format!("bundle-{i}.json"));
+        let out = tests::run_ledgerctl(
+            &data[i],
+            &[
+                "--signing-key",
+                key.to_str().unwrap(),
+                "audit",
+                "C-P",
+                "--bundle",
+                bundle.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = tests::run_ledgerctl(
+            &data[i],
+            &[
+                "verify-bundle",
+                bundle.to_str().unwrap(),
+                "--public-key",
+                &public,
+            ],
+            "",
+        );
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bundle: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&bundle).unwrap()).unwrap();
+        assert_eq!(bundle["checkpoint"]["store_id"], newer["store_id"]);
+        roots.push((
+            bundle["checkpoint"]["size"].clone(),
+            bundle["checkpoint"]["log_root"].clone(),
+            bundle["checkpoint"]["heads_root"].clone(),
+        ));
+    }
+    assert_eq!(roots[0], roots[1], "two copies, one log");
 }

@@ -99,7 +99,7 @@ pub fn make_checkpoint(
     };
     let mut checkpoint = Checkpoint {
         format: CHECKPOINT_FORMAT.to_owned(),
-        store_id: ledger.store_id().to_string(),
+        store_id: ledger.log_id()?,
         size,
         chain_hash: hex(&chain_hash),
         log_root: hex(&log_root),
@@ -473,13 +473,12 @@ pub fn prove_consistency(
     old: &Checkpoint,
     new: &Checkpoint,
 ) -> Result<Consistency, ProofError> {
+    let log_id = ledger.log_id()?;
     for checkpoint in [old, new] {
-        if checkpoint.store_id != ledger.store_id().to_string() {
+        if checkpoint.store_id != log_id {
             return Err(ProofError::Refused(format!(
-                "the checkpoint of size {} is of store {}, not of this one ({})",
-                checkpoint.size,
-                checkpoint.store_id,
-                ledger.store_id()
+                "the checkpoint of size {} is of store {}, not of this one ({log_id})",
+                checkpoint.size, checkpoint.store_id,
             )));
         }
     }

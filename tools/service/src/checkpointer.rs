@@ -46,12 +46,12 @@ pub async fn set_up(js: &jetstream::Context, replicas: usize) -> anyhow::Result<
 }
 
 /// Runs until `stop`: a checkpoint every `every` and whenever `now` is notified, each published
-/// with `Nats-Msg-Id` `<log_id>:ckpt-<size>` (a repeat after a restart is dropped).
+/// with `Nats-Msg-Id` `<log id>:ckpt-<size>` (a repeat after a restart, or from another instance
+/// of a replicated log, is dropped).
 pub async fn run(
     ledger: Ledger,
     js: jetstream::Context,
     key: Arc<SigningKey>,
-    log_id: String,
     every: Duration,
     now: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
@@ -90,7 +90,7 @@ pub async fn run(
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             "Nats-Msg-Id",
-            format!("{log_id}:ckpt-{}", checkpoint.size).as_str(),
+            format!("{}:ckpt-{}", checkpoint.store_id, checkpoint.size).as_str(),
         );
         headers.insert("Ledger-Type", "checkpoint/1");
         headers.insert("Ledger-Position", checkpoint.size.to_string().as_str());

@@ -271,7 +271,14 @@ pub struct ReplicatedArgs {
 /// # Errors
 /// Bad flags, a cluster that does not fsync every write, a store that is not the log's prefix,
 /// NATS or the store failing.
-pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+/// With `checkpoints` (a key and an interval), the writer signs checkpoints as the embedded
+/// `serve` does, naming the replicated log (`log_id`): any instance's are of the same log.
+pub fn run(
+    data: &Path,
+    nats: &NatsArgs,
+    args: &ServeArgs,
+    checkpoints: Option<(Arc<proofs::SigningKey>, u64)>,
+) -> anyhow::Result<ExitCode> {
     let replicated = &args.replicated;
     anyhow::ensure!(
         !replicated.nats_monitor.is_empty(),
@@ -306,7 +313,7 @@ pub fn run(data: &Path, nats: &NatsArgs, args: &ServeArgs) -> anyhow::Result<Exi
         nats,
         replicated.clone(),
         clock,
-        args.tick_seconds,
+        (args.tick_seconds, checkpoints),
     ))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -514,9 +521,18 @@ pub async fn mirror_loop(
                 .map_err(|e| anyhow::anyhow!("a LEDGER_LOG message without its info: {e}"))?
                 .stream_sequence;
             apply(&ledger, sequence, message.payload.to_vec()).await?;
+            adopt(&ledger, &stream)?;
             backoff = Duration::from_millis(100);
         }
     }
+}
+
+/// Records in the store that it is a copy of this replicated log, once the store is known to
+/// follow it: every copy then names the log the same way in the checkpoints it signs.
+fn adopt(ledger: &Ledger, log: &stream::Stream) -> anyhow::Result<()> {
+    ledger
+        .adopt_log_id(&log_id(log))
+        .context("this store copies another replicated log")
 }
 
 /// Applies one batch, unless the store has it already; refuses a gap.
@@ -550,6 +566,7 @@ async fn catch_up(ledger: &Ledger, stream: &mut stream::Stream) -> anyhow::Resul
             .await
             .map_err(|e| anyhow::anyhow!("reading LEDGER_LOG sequence {sequence}: {e}"))?;
         apply(ledger, sequence, message.payload.to_vec()).await?;
+        adopt(ledger, stream)?;
     }
     Ok(last)
 }
@@ -611,6 +628,7 @@ struct WriterTerm {
     stop: watch::Sender<bool>,
     publisher: tokio::task::JoinHandle<Result<ledger::Checkpoint, publisher::PublishError>>,
     scheduler: Option<tokio::task::JoinHandle<()>>,
+    checkpointer: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What it runs otherwise.
@@ -666,8 +684,9 @@ async fn serve(
     nats: &NatsArgs,
     args: ReplicatedArgs,
     clock: ledger::Clock,
-    tick_seconds: u64,
+    timers: (u64, Option<(Arc<proofs::SigningKey>, u64)>),
 ) -> anyhow::Result<()> {
+    let (tick_seconds, checkpoints) = timers;
     let instance = instance_name(args.instance.as_deref());
     let monitors = args.nats_monitor.clone();
     let checked = tokio::task::spawn_blocking(move || check_nodes_sync(&monitors))
@@ -699,6 +718,7 @@ async fn serve(
     check_log_placement(&mut log, &checked).await?;
     if ledger.replicated_sequence()? == log.info().await?.state.last_sequence {
         ensure_no_local_tail(&ledger, &mut log).await?;
+        adopt(&ledger, &log)?;
     }
     let bytes_max = client
         .server_info()
@@ -783,7 +803,7 @@ async fn serve(
                                     revision,
                                     bytes_max,
                                     &clock,
-                                    tick_seconds,
+                                    (tick_seconds, checkpoints.clone()),
                                     reconnects.clone(),
                                     args.replicas,
                                 )
@@ -938,12 +958,14 @@ async fn become_writer(
     revision: u64,
     bytes_max: usize,
     clock: &ledger::Clock,
-    tick_seconds: u64,
+    timers: (u64, Option<(Arc<proofs::SigningKey>, u64)>),
     reconnects: watch::Receiver<u64>,
     replicas: usize,
 ) -> anyhow::Result<WriterTerm> {
+    let (tick_seconds, checkpoints) = timers;
     let last = catch_up(ledger, log).await?;
     ensure_no_local_tail(ledger, log).await?;
+    adopt(ledger, log)?;
     let commit = Arc::new(JetStreamCommit {
         js: js.clone(),
         stream: LOG_STREAM.to_owned(),
@@ -955,6 +977,7 @@ async fn become_writer(
     ledger.start_writer(Some(commit))?;
     let handler = Handler::new(ledger.clone(), clock.clone(), "ledger-service");
     let commands = command_endpoints(service).await?;
+    let ticked = Arc::new(tokio::sync::Notify::new());
     let crate::serve::Background {
         stop,
         publisher,
@@ -966,9 +989,23 @@ async fn become_writer(
         reconnects,
         &handler,
         clock,
-        (tick_seconds, Arc::new(tokio::sync::Notify::new())),
+        (tick_seconds, ticked.clone()),
         (log_id(log), replicas),
     );
+    let checkpointer = match checkpoints {
+        Some((key, seconds)) if seconds > 0 => {
+            crate::checkpointer::set_up(js, replicas).await?;
+            Some(tokio::spawn(crate::checkpointer::run(
+                ledger.clone(),
+                js.clone(),
+                key,
+                Duration::from_secs(seconds),
+                ticked,
+                stop.subscribe(),
+            )))
+        }
+        _ => None,
+    };
     Ok(WriterTerm {
         revision,
         renewed: Instant::now(),
@@ -977,6 +1014,7 @@ async fn become_writer(
         stop,
         publisher,
         scheduler,
+        checkpointer,
     })
 }
 
@@ -996,6 +1034,9 @@ async fn step_down(ledger: &Ledger, mut term: Box<WriterTerm>) {
     term.stop.send(true).ok();
     if let Some(scheduler) = term.scheduler {
         scheduler.await.ok();
+    }
+    if let Some(checkpointer) = term.checkpointer {
+        checkpointer.await.ok();
     }
     // The publisher drains to the head unless NATS is gone; it resumes from its checkpoint
     // on whichever instance writes next.

@@ -65,15 +65,10 @@ pub fn run(
         nats.nats.is_some(),
         "serve needs a NATS server: --nats URL (or NATS_URL)"
     );
-    if args.replicated.replicated {
-        anyhow::ensure!(
-            key.is_none(),
-            "serve --replicated does not sign checkpoints yet: run ledgerctl checkpoint against \
-             a stopped instance's store, or serve without --signing-key"
-        );
-        return crate::replicated::run(data, nats, args);
-    }
     let checkpoints = key.map(|key| (Arc::new(key), args.checkpoint_seconds));
+    if args.replicated.replicated {
+        return crate::replicated::run(data, nats, args, checkpoints);
+    }
     let fixed_now = args
         .now
         .as_deref()
@@ -144,7 +139,6 @@ async fn serve(
                 ledger.clone(),
                 js.clone(),
                 key,
-                ledger.store_id().to_string(),
                 Duration::from_secs(seconds),
                 ticked.clone(),
                 stop_tx.subscribe(),
