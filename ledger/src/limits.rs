@@ -52,6 +52,11 @@ pub const INDEX_GATHER_MAX: std::time::Duration = std::time::Duration::from_mill
 /// Index entries pending after which the indexer writes without gathering further.
 pub const INDEX_GATHER_ENTRIES: usize = 4_096;
 
+/// Journal bytes a clean close leaves for the next open to replay before it pads the journal so
+/// fjall releases it (`Store::flush_for_close`): ~0.1 s of replay at most, and a close after a
+/// few commands costs only a flush.
+pub const CLOSE_JOURNAL_KEEP_BYTES: u64 = 4 << 20;
+
 // How the limits relate, checked when the crate compiles.
 const _: () = assert!(
     EVENTS_PER_APPEND_MAX <= EVENTS_PER_BATCH_MAX,

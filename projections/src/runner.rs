@@ -77,8 +77,11 @@ pub fn fold_log(
             progress(checkpoint.position);
         }
     }
-    for fold in folds.iter_mut() {
-        fold.commit(checkpoint)?;
+    // Nothing new: nothing written (a read verb leaves the store as it found it).
+    if checkpoint != from {
+        for fold in folds.iter_mut() {
+            fold.commit(checkpoint)?;
+        }
     }
     progress(checkpoint.position);
     Ok(checkpoint)

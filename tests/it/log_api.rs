@@ -601,3 +601,75 @@ fn scan_crosses_chunks_without_gap_or_duplicate_and_ends_at_its_head() {
         opened.assert_mirror_holds_the_log();
     }
 }
+
+/// Issue 17: a clean close leaves (almost) no journal for the next open to replay — without
+/// it every open replayed up to 64 MB per database, 1.8 s at 1M events — and loses nothing:
+/// the log, the index and projection state read back whole, twice over (the close's scratch
+/// keyspace is reused).
+#[test]
+fn a_clean_close_leaves_little_journal_and_everything_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = "x".repeat(400);
+    let mut total = 0u64;
+    for round in 0..2u64 {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let before = ledger::journal_bytes(dir.path());
+        // ~12 MB of journal: past what a close leaves.
+        for stream in 0..30 {
+            let events = (0..1000)
+                .map(|i| event(&format!("{round}-{stream}-{i}-{payload}")))
+                .collect();
+            ledger
+                .append_blocking(Append::new(
+                    format!("s-{stream}"),
+                    ExpectedVersion::Any,
+                    events,
+                ))
+                .unwrap();
+        }
+        total += 30_000;
+        let store = ledger.projection_store("close_test").unwrap();
+        let entries = (0..5000u32)
+            .map(|i| {
+                (
+                    format!("k{round}-{i}").into_bytes(),
+                    payload.clone().into_bytes(),
+                )
+            })
+            .collect();
+        let (position, hash) = ledger.head().unwrap();
+        store
+            .commit(entries, ledger::Checkpoint { position, hash })
+            .unwrap();
+        drop(store);
+        assert!(
+            ledger::journal_bytes(dir.path()) > before + 12_000_000,
+            "round {round}: the writes are in the journal"
+        );
+        drop(ledger);
+        let left = ledger::journal_bytes(dir.path());
+        assert!(
+            left <= ledger::limits::CLOSE_JOURNAL_KEEP_BYTES * 2,
+            "round {round}: {left} bytes of journal left after a clean close"
+        );
+
+        let ledger = Ledger::open(dir.path()).unwrap();
+        assert_eq!(ledger.committed_position(), total);
+        assert!(ledger.verify().unwrap().is_ok());
+        assert_eq!(ledger.stream_version("s-29").unwrap(), total / 30);
+        let last = ledger.read_stream_backward("s-7", None, 1).unwrap();
+        assert!(
+            String::from_utf8_lossy(&last[0].payload).starts_with(&format!("{round}-7-999-")),
+            "round {round}"
+        );
+        let store = ledger.projection_store("close_test").unwrap();
+        assert_eq!(store.checkpoint().unwrap().unwrap().position, total);
+        for r in 0..=round {
+            assert_eq!(
+                store.get(format!("k{r}-4999").as_bytes()).unwrap(),
+                Some(payload.clone().into_bytes()),
+                "round {round}: projection entries of round {r}"
+            );
+        }
+    }
+}

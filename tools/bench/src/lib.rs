@@ -11,6 +11,7 @@
 #![allow(missing_docs)]
 
 mod nats;
+mod open;
 mod postgres;
 mod proofs;
 mod replicated;
@@ -46,6 +47,9 @@ pub enum BenchCommand {
     /// The replicated log on a 3-node JetStream cluster started here: appends with 1, 16, 256
     /// writers beside a raw R3 publish pipeline and the embedded ledger, mirror lag, failover.
     Replicated(crate::replicated::ReplicatedBenchArgs),
+    /// Opening a big store: `log read --limit 1` and `balance` by a fresh process on a store of
+    /// `--events` beside a store of 100 events, alternated.
+    Open(crate::open::OpenBenchArgs),
     /// Proofs for auditors: a statement bundle beside the audit statement of the same
     /// 10,000-event contract, its verification, appends with a signed checkpoint every second
     /// beside appends without, and the log tree's storage beside the log's.
@@ -111,6 +115,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Nats(args) => crate::nats::run(args, &mut Report::default()),
         BenchCommand::Postgres(args) => crate::postgres::run(args),
         BenchCommand::Replicated(args) => crate::replicated::run(args, &mut Report::default()),
+        BenchCommand::Open(args) => crate::open::run(args, &mut Report::default()),
         BenchCommand::Proofs(args) => crate::proofs::run(args, &mut Report::default()),
         BenchCommand::Suite(args) => crate::suite::run(args),
     }
