@@ -275,6 +275,7 @@ fn bench_commands_small_run_reports_both_workloads_with_ratios() {
     let work = tempfile::tempdir().unwrap();
     let output = ledgerctl(work.path())
         .args(["bench", "commands", "--millis", "150", "--contracts", "1,4"])
+        .args(["--import-lines", "400", "--import-rounds", "1"])
         .arg("--work-dir")
         .arg(work.path())
         .output()
@@ -297,6 +298,36 @@ fn bench_commands_small_run_reports_both_workloads_with_ratios() {
             line.contains("baseline=raw_append_same_concurrency") && line.contains(" ratio="),
             "{line}"
         );
+    }
+    assert!(
+        stdout.contains("workload=submit_file_448_lines_64_contracts")
+            && stdout.contains("baseline=commands_embedded_contracts_64_median"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_open_small_run_reports_both_verbs_beside_a_small_store() {
+    let work = tempfile::tempdir().unwrap();
+    let output = ledgerctl(work.path())
+        .args(["bench", "open", "--events", "3000", "--rounds", "1"])
+        .arg("--work-dir")
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    for needle in [
+        "workload=open_log_read_limit_1_3000_events",
+        "baseline=open_log_read_limit_1_100_events",
+        "workload=open_balance_3000_events",
+        "baseline=open_balance_100_events",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing in:\n{stdout}");
     }
 }
 

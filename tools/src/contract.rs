@@ -13,6 +13,8 @@ use commands::{Handler, Rejection};
 use schemas::CommandEnvelope;
 
 use crate::Format;
+use crate::limits;
+use crate::pipeline::{self, Job, Order, Progress};
 
 /// The rules over the store at `data`; `submit` may create the store, `tick` needs one.
 fn handler(data: &Path, create: bool) -> anyhow::Result<Handler> {
@@ -39,50 +41,119 @@ pub fn command_id_of(line: &str) -> Option<String> {
 }
 
 pub fn submit(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
-    let reader = crate::open_input(file)?;
+    let (reader, size) = crate::open_input_sized(file)?;
     let handler = handler(data, true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    submit_each(reader, |_, envelope| {
+    let runtime = crate::pipeline_runtime()?;
+    submit_each(reader, size, &runtime, |_, envelope| {
+        let handler = handler.clone();
         // A rejection is a result line; a failure of the log stops the run (exit 2).
-        Ok(serde_json::to_value(
-            runtime.block_on(handler.submit(envelope))?,
-        )?)
+        Box::pin(async move { Ok(serde_json::to_value(handler.submit(envelope).await?)?) })
     })
+}
+
+/// One line's answer: its number, its command id, and the result or why it was not recorded.
+struct Answered {
+    line: usize,
+    command_id: Option<String>,
+    result: anyhow::Result<serde_json::Value>,
 }
 
 /// The `submit` loop, wherever the commands go: reads JSON lines, skips blank ones, answers a
 /// line that does not parse here (it never travels), hands the others to `run` (with the line
-/// as written), prints one result line each. Exit 0 when all were accepted, 1 when any was
-/// rejected; a command the log could not record stops the run with an error (exit 2), safe to
-/// send again with its `command_id`.
+/// as written) — up to `limits::SUBMIT_IN_FLIGHT` at once, each contract's commands in file
+/// order and a command of no contract (`publish_rates`) after everything before it and before
+/// everything after it — and prints one result line each, in file order. Exit 0 when all were
+/// accepted, 1 when any was rejected. A command the log could not record stops the run with an
+/// error (exit 2), after the lines already sent are answered; resending with the same
+/// `command_id`s is safe. With stderr on a terminal, progress is shown there.
 pub fn submit_each(
     reader: Box<dyn BufRead>,
-    mut run: impl FnMut(&str, CommandEnvelope) -> anyhow::Result<serde_json::Value>,
+    size: Option<u64>,
+    runtime: &tokio::runtime::Runtime,
+    mut run: impl FnMut(&str, CommandEnvelope) -> Job<anyhow::Result<serde_json::Value>>,
 ) -> anyhow::Result<ExitCode> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let mut any_rejected = false;
-    for (index, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", index + 1))?;
+    let mut failure: Option<anyhow::Error> = None;
+    let mut progress = Progress::new(size);
+    let (mut done, mut bytes_read) = (0u64, 0u64);
+    let bytes = std::cell::Cell::new(0u64);
+    let jobs = reader.lines().enumerate().filter_map(|(index, line)| {
+        let line = match line.with_context(|| format!("reading line {}", index + 1)) {
+            Ok(line) => line,
+            Err(error) => return Some(Err(error)),
+        };
+        bytes.set(bytes.get() + line.len() as u64 + 1);
         if line.trim().is_empty() {
-            continue;
+            return None;
         }
-        let result = match CommandEnvelope::from_json(&line) {
+        let number = index + 1;
+        Some(Ok(match CommandEnvelope::from_json(&line) {
             Ok(envelope) => {
                 let command_id = envelope.command_id.clone();
-                run(&line, envelope).with_context(|| match &command_id {
-                    Some(id) => format!("line {} (command_id {id})", index + 1),
-                    None => format!("line {}", index + 1),
-                })?
+                let order = match envelope.body.contract_id() {
+                    Some(contract) => Order::After(contract.to_owned()),
+                    None => Order::Barrier,
+                };
+                let work = run(&line, envelope);
+                let job: Job<Answered> = Box::pin(async move {
+                    Answered {
+                        line: number,
+                        command_id,
+                        result: work.await,
+                    }
+                });
+                (order, job)
             }
-            Err(message) => serde_json::to_value(CommandResult::rejected(
-                command_id_of(&line),
-                Rejection::invalid(format!("line {}: {message}", index + 1)),
-            ))?,
-        };
-        any_rejected |= result["ok"] != serde_json::Value::Bool(true);
-        writeln!(stdout, "{}", serde_json::to_string(&result)?)?;
+            Err(message) => {
+                let rejected = serde_json::to_value(CommandResult::rejected(
+                    command_id_of(&line),
+                    Rejection::invalid(format!("line {number}: {message}")),
+                ))
+                .map_err(anyhow::Error::from);
+                let job: Job<Answered> = Box::pin(async move {
+                    Answered {
+                        line: number,
+                        command_id: None,
+                        result: rejected,
+                    }
+                });
+                (Order::Free, job)
+            }
+        }))
+    });
+    let outcome = pipeline::run_ordered(runtime, limits::SUBMIT_IN_FLIGHT, jobs, |answer| {
+        done += 1;
+        bytes_read = bytes.get();
+        progress.update(done, bytes_read);
+        match answer.result {
+            Ok(result) => {
+                any_rejected |= result["ok"] != serde_json::Value::Bool(true);
+                writeln!(stdout, "{}", serde_json::to_string(&result)?)?;
+                Ok(true)
+            }
+            Err(error) => {
+                let error = error.context(match &answer.command_id {
+                    Some(id) => format!("line {} (command_id {id})", answer.line),
+                    None => format!("line {}", answer.line),
+                });
+                if failure.is_some() {
+                    eprintln!("ledgerctl: also not recorded: {error:#}");
+                } else {
+                    failure = Some(error);
+                }
+                Ok(false)
+            }
+        }
+    });
+    progress.finish();
+    stdout.flush()?;
+    outcome?;
+    if let Some(error) = failure {
+        return Err(error.context(
+            "stopped; the lines sent before it stopped are answered above, and sending the file \
+             again with the same command_ids is safe",
+        ));
     }
     Ok(if any_rejected {
         ExitCode::from(1)

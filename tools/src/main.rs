@@ -3,8 +3,10 @@
 
 mod contract;
 mod html;
+mod limits;
 mod load;
 mod nats;
+mod pipeline;
 mod proof;
 mod raw;
 mod views;
@@ -600,6 +602,27 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()
 }
 
 /// A JSON-lines input: a file, or stdin for `-`.
+/// `open_input`, with the file's size when it has one (for progress).
+fn open_input_sized(
+    file: &std::path::Path,
+) -> anyhow::Result<(Box<dyn std::io::BufRead>, Option<u64>)> {
+    let size = (file != std::path::Path::new("-"))
+        .then(|| std::fs::metadata(file).ok().map(|m| m.len()))
+        .flatten();
+    Ok((open_input(file)?, size))
+}
+
+/// The runtime that runs a file's lines concurrently (`pipeline`).
+fn pipeline_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(limits::PIPELINE_THREADS_MAX);
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?)
+}
+
 fn open_input(file: &std::path::Path) -> anyhow::Result<Box<dyn std::io::BufRead>> {
     use anyhow::Context;
     Ok(if file == std::path::Path::new("-") {

@@ -141,29 +141,27 @@ pub enum Remote<'a> {
 pub fn run(nats: &NatsArgs, verb: Remote<'_>) -> anyhow::Result<std::process::ExitCode> {
     use std::io::Write;
     use std::process::ExitCode;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::pipeline_runtime()?;
     let client = runtime.block_on(nats.connect("ledgerctl", None))?;
     if let Remote::Submit(file) = verb {
-        let code = crate::contract::submit_each(crate::open_input(file)?, |line, _| {
-            let verb = serde_json::from_str::<serde_json::Value>(line)?["type"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let subject = format!("ledger.cmd.{verb}");
-            let reply = runtime.block_on(request(&client, subject, line.as_bytes().to_vec()))?;
-            // 500: the service could not record it (not the command's fault): stop, as the
-            // embedded store does; resending it with its command_id is safe.
-            if reply.error_code.as_deref() == Some("500") {
-                anyhow::bail!(
-                    "the ledger service could not record it (500): {}",
-                    reply.body["error"]["message"]
-                        .as_str()
-                        .unwrap_or("no message")
-                );
-            }
-            Ok(reply.body)
+        let (reader, size) = crate::open_input_sized(file)?;
+        let code = crate::contract::submit_each(reader, size, &runtime, |line, envelope| {
+            let subject = format!("ledger.cmd.{}", envelope.body.type_name());
+            let (client, line) = (client.clone(), line.as_bytes().to_vec());
+            Box::pin(async move {
+                let reply = request(&client, subject, line).await?;
+                // 500: the service could not record it (not the command's fault): stop, as
+                // the embedded store does; resending it with its command_id is safe.
+                if reply.error_code.as_deref() == Some("500") {
+                    anyhow::bail!(
+                        "the ledger service could not record it (500): {}",
+                        reply.body["error"]["message"]
+                            .as_str()
+                            .unwrap_or("no message")
+                    );
+                }
+                Ok(reply.body)
+            })
         })?;
         runtime.block_on(client.flush()).ok();
         return Ok(code);

@@ -9,6 +9,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use ledger::{Append, ExpectedVersion, NewEvent};
 
+use crate::pipeline::{Job, Order};
+
 #[derive(Subcommand)]
 pub enum LogCommand {
     /// Append raw events from a JSON-lines file or stdin, one append per line:
@@ -98,32 +100,72 @@ fn event_metadata_command(append: &mut Append, id: &str) {
     }
 }
 
+/// A line's number and what appending it gave.
+type LineAnswer = (usize, Result<ledger::Appended, String>);
+
 fn append(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
-    let reader = crate::open_input(file)?;
+    let (reader, size) = crate::open_input_sized(file)?;
     let ledger = crate::create_ledger(data)?;
+    let runtime = crate::pipeline_runtime()?;
     let mut any_rejected = false;
-    let mut stdout = std::io::stdout().lock();
-    for (index, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", index + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let result = parse_line(&line)
-            .and_then(|append| ledger.append_blocking(append).map_err(|e| e.to_string()));
-        let json = match result {
-            Ok(appended) => serde_json::json!({
-                "line": index + 1, "ok": true, "duplicate": appended.duplicate,
-                "events": appended.events.iter().map(|e| serde_json::json!({
-                    "position": e.position, "version": e.version, "event_id": e.event_id.to_string(),
-                })).collect::<Vec<_>>(),
-            }),
-            Err(message) => {
-                any_rejected = true;
-                serde_json::json!({"line": index + 1, "ok": false, "error": message})
-            }
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut progress = crate::pipeline::Progress::new(size);
+    let bytes = std::cell::Cell::new(0u64);
+    let mut done = 0u64;
+    // Appends to one stream in file order (their expected versions depend on it), to
+    // different streams concurrently: one fsync for many.
+    let jobs = reader.lines().enumerate().filter_map(|(index, line)| {
+        let line = match line.with_context(|| format!("reading line {}", index + 1)) {
+            Ok(line) => line,
+            Err(error) => return Some(Err(error)),
         };
-        writeln!(stdout, "{json}")?;
-    }
+        bytes.set(bytes.get() + line.len() as u64 + 1);
+        if line.trim().is_empty() {
+            return None;
+        }
+        let number = index + 1;
+        let job: (Order, Job<LineAnswer>) = match parse_line(&line) {
+            Ok(append) => {
+                let ledger = ledger.clone();
+                (
+                    Order::After(append.stream.clone()),
+                    Box::pin(async move {
+                        (
+                            number,
+                            ledger.append(append).await.map_err(|e| e.to_string()),
+                        )
+                    }),
+                )
+            }
+            Err(message) => (Order::Free, Box::pin(async move { (number, Err(message)) })),
+        };
+        Some(Ok(job))
+    });
+    crate::pipeline::run_ordered(
+        &runtime,
+        crate::limits::SUBMIT_IN_FLIGHT,
+        jobs,
+        |(number, result)| {
+            done += 1;
+            progress.update(done, bytes.get());
+            let json = match result {
+                Ok(appended) => serde_json::json!({
+                    "line": number, "ok": true, "duplicate": appended.duplicate,
+                    "events": appended.events.iter().map(|e| serde_json::json!({
+                        "position": e.position, "version": e.version, "event_id": e.event_id.to_string(),
+                    })).collect::<Vec<_>>(),
+                }),
+                Err(message) => {
+                    any_rejected = true;
+                    serde_json::json!({"line": number, "ok": false, "error": message})
+                }
+            };
+            writeln!(stdout, "{json}")?;
+            Ok(true)
+        },
+    )?;
+    progress.finish();
+    stdout.flush()?;
     Ok(if any_rejected {
         ExitCode::from(1)
     } else {

@@ -81,6 +81,13 @@ pub struct CommandsArgs {
     /// Contracts (and concurrent clients) per workload, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     contracts: Vec<usize>,
+    /// Lines of the history file `ledgerctl submit` imports beside the handler with 64
+    /// concurrent callers (0: skip).
+    #[arg(long, default_value_t = 100_000)]
+    import_lines: usize,
+    /// Alternating rounds of the import and its baseline.
+    #[arg(long, default_value_t = 3)]
+    import_rounds: usize,
     /// Where the temporary stores go; default: the current directory.
     #[arg(long, default_value = ".")]
     work_dir: PathBuf,
@@ -152,7 +159,108 @@ fn commands_bench(args: CommandsArgs) -> anyhow::Result<ExitCode> {
         }
         .print(report);
     }
+    if args.import_lines > 0 {
+        import_bench(&args, work.path(), &runtime, report)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ledgerctl submit FILE` of a history (64 contracts: each opened, four lots bought, then
+/// minutes of DAS work round-robin across them), timed as a process on a new store, beside the
+/// handler with 64 concurrent callers for `--millis`; the two take turns.
+fn import_bench(
+    args: &CommandsArgs,
+    work: &Path,
+    runtime: &tokio::runtime::Runtime,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    const CONTRACTS: usize = 64;
+    let file = work.join("history.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+    let mut lines = 0;
+    for contract in 0..CONTRACTS {
+        writeln!(
+            out,
+            r#"{{"type":"open_contract","command_id":"I-{contract}-open","contract_id":"I-{contract}","customer":"Bench","package":"core","term_start":"2026-01-01","term_end":"2026-12-31","currency":"USD","time_zone":"UTC"}}"#
+        )?;
+        for lot in 0..4 {
+            writeln!(
+                out,
+                r#"{{"type":"purchase","command_id":"I-{contract}-lot-{lot}","contract_id":"I-{contract}","item":"das_hours","quantity":"1600","unit_price":"150.00","effective_at":"2026-01-0{}T00:00:00Z"}}"#,
+                lot + 1
+            )?;
+        }
+        lines += 5;
+    }
+    let first = chrono::DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z")?.to_utc();
+    let mut minute = 0i64;
+    while lines < args.import_lines {
+        let from = first + chrono::Duration::minutes(minute);
+        let to = from + chrono::Duration::minutes(1);
+        for contract in 0..CONTRACTS {
+            writeln!(
+                out,
+                r#"{{"type":"consume_hours","command_id":"I-{contract}-{minute}","contract_id":"I-{contract}","bucket":"das_hours","started_at":"{}","ended_at":"{}","reference":"TS-{minute}"}}"#,
+                from.to_rfc3339(),
+                to.to_rfc3339()
+            )?;
+            lines += 1;
+        }
+        minute += 1;
+    }
+    out.flush()?;
+    drop(out);
+    let (mut imports, mut handlers) = (Vec::new(), Vec::new());
+    for round in 0..args.import_rounds.max(1) {
+        let ledger = Ledger::open(work.join(format!("import-baseline-{round}")))?;
+        let (rate, _) = runtime.block_on(concurrent_commands(
+            ledger,
+            CONTRACTS,
+            Duration::from_millis(args.millis),
+        ))?;
+        handlers.push(rate);
+        let started = Instant::now();
+        let output = std::process::Command::new(harness::ledgerctl_path()?)
+            .arg("--data")
+            .arg(work.join(format!("import-{round}")))
+            .arg("submit")
+            .arg(&file)
+            .env_remove("LEDGER_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()?;
+        let took = started.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            output.status.success(),
+            "ledgerctl submit of the history: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        imports.push(lines as f64 / took);
+        eprintln!(
+            "round {round}: handler with {CONTRACTS} callers {:.0}/s; submit of {lines} lines {:.0}/s",
+            handlers[round], imports[round]
+        );
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    Line {
+        workload: format!("submit_file_{lines}_lines_{CONTRACTS}_contracts"),
+        per_sec: median(&mut imports),
+        p50_us: None,
+        p99_us: None,
+        baseline: Some((
+            format!("commands_embedded_contracts_{CONTRACTS}_median"),
+            median(&mut handlers),
+        )),
+        target_ratio: Some(0.5),
+        cpu_us_per_event: None,
+    }
+    .print(report);
+    Ok(())
 }
 
 pub async fn concurrent_commands(

@@ -90,6 +90,13 @@ impl Serve {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGTERM, then waits; returns the exit status and all it wrote to stderr.
+    pub fn terminate_with_log(self) -> (ExitStatus, String) {
+        let path = self.log.clone();
+        let status = self.terminate();
+        (status, std::fs::read_to_string(path).unwrap_or_default())
+    }
+
     /// SIGTERM, then waits; returns the exit status.
     pub fn terminate(mut self) -> ExitStatus {
         let _ = signal(self.child.id(), "TERM");
