@@ -17,6 +17,7 @@ pub mod limits;
 pub mod merkle;
 mod projection_store;
 pub mod proofs;
+mod recent;
 pub mod replica;
 mod store;
 mod subscribe;
@@ -405,6 +406,10 @@ struct Inner {
     identity: Uuid,
     /// Taken while the log tree catches up and its stream heads are read (`proofs`).
     log_tree: Mutex<()>,
+    /// The writer's last committed events, for the log tree (`recent.rs`).
+    recent: Arc<recent::RecentHeads>,
+    /// The log tree's subtrees of a block or more computed so far (`proofs`).
+    log_tree_nodes: Arc<Mutex<HashMap<(u64, u64), Hash>>>,
     _lock: store::DirectoryLock,
 }
 
@@ -465,6 +470,8 @@ impl Ledger {
                 index_progress,
                 identity,
                 log_tree: Mutex::new(()),
+                recent: Arc::default(),
+                log_tree_nodes: Arc::default(),
                 _lock: lock,
             }),
         };
@@ -530,6 +537,7 @@ impl Ledger {
             self.inner.stopped.clone(),
             self.inner.index_progress.clone(),
             replicator,
+            self.inner.recent.clone(),
         )?;
         let (queue_tx, queue_rx) = mpsc::channel(APPEND_QUEUE_MAX);
         let handle = std::thread::Builder::new()

@@ -16,6 +16,7 @@
 //! Not here: signing and the checkpoint's wire form (`proofs` crate), anything about contracts.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::merkle::{self, Tree};
 use crate::projection_store::{Checkpoint, ProjectionStore};
@@ -116,6 +117,9 @@ pub struct LogTree {
     nodes: Option<(u64, Vec<Hash>)>,
     /// Subtree hashes computed or read: (start, size) → hash.
     memo: HashMap<(u64, u64), Hash>,
+    /// Subtrees of a block or more, kept by the ledger across trees: a log's subtree never
+    /// changes, so the next checkpoint's root reads none of them again.
+    shared: Arc<Mutex<HashMap<(u64, u64), Hash>>>,
     /// Every stream's head at `size`, in byte order of the stream ids.
     heads: Vec<StreamHead>,
 }
@@ -200,6 +204,17 @@ impl Tree for LogTree {
         if let Some(hash) = self.memo.get(&(start, size)) {
             return Ok(*hash);
         }
+        let large = size >= MERKLE_BLOCK_LEAVES;
+        let known = large
+            .then(|| {
+                let shared = self.shared.lock().expect("log tree cache lock");
+                shared.get(&(start, size)).copied()
+            })
+            .flatten();
+        if let Some(hash) = known {
+            self.remember(start, size, hash);
+            return Ok(hash);
+        }
         let aligned = |leaves: u64| size == leaves && start.is_multiple_of(leaves);
         let kept = if aligned(MERKLE_BLOCK_LEAVES) {
             match self.store.get(&root_key(start / MERKLE_BLOCK_LEAVES))? {
@@ -219,6 +234,13 @@ impl Tree for LogTree {
             None => merkle::subtree_from_leaves(self, start, size)?,
         };
         self.remember(start, size, hash);
+        if large {
+            let mut shared = self.shared.lock().expect("log tree cache lock");
+            if shared.len() >= MEMO_MAX {
+                shared.clear();
+            }
+            shared.insert((start, size), hash);
+        }
         Ok(hash)
     }
 }
@@ -264,45 +286,54 @@ impl Ledger {
         let mut nodes: Vec<Hash> = hashes(&store.get(&nodes_key(block))?.unwrap_or_default());
         nodes.truncate((from.position % MERKLE_BLOCK_LEAVES / MERKLE_STORED_LEAVES) as usize);
         let mut checkpoint = from;
+        // From now on the writer hands over what it commits (`recent.rs`).
+        self.inner.recent.enable();
         loop {
             let mut entries: Vec<(Vec<u8>, Vec<u8>)> = vec![(b"F".to_vec(), vec![TREE_LAYOUT])];
             let mut heads: HashMap<String, (u64, u64, Hash)> = HashMap::new();
             let mut last = checkpoint;
             let mut failed = None;
-            let visited = self.visit_heads(
-                checkpoint.position + 1,
-                CATCH_UP_PAGE_EVENTS,
-                |position, stream, version, hash| {
-                    last = Checkpoint { position, hash };
-                    match heads.get_mut(stream) {
-                        Some(head) => *head = (version, position, hash),
-                        None => {
-                            heads.insert(stream.to_owned(), (version, position, hash));
-                        }
+            let mut on_event = |position: u64, stream: &str, version: u64, hash: Hash| {
+                last = Checkpoint { position, hash };
+                match heads.get_mut(stream) {
+                    Some(head) => *head = (version, position, hash),
+                    None => {
+                        heads.insert(stream.to_owned(), (version, position, hash));
                     }
-                    run.push(merkle::leaf_hash(&hash));
-                    if run.len() as u64 != MERKLE_STORED_LEAVES {
-                        return;
+                }
+                run.push(merkle::leaf_hash(&hash));
+                if run.len() as u64 != MERKLE_STORED_LEAVES {
+                    return;
+                }
+                match merkle::root(&mut merkle::Leaves(&run), MERKLE_STORED_LEAVES) {
+                    Ok(node) => nodes.push(node),
+                    Err(error) => failed = Some(error),
+                }
+                run.clear();
+                if nodes.len() as u64 != NODES_PER_BLOCK {
+                    return;
+                }
+                match merkle::root(&mut merkle::Leaves(&nodes), NODES_PER_BLOCK) {
+                    Ok(root) => {
+                        entries.push((nodes_key(block), nodes.concat()));
+                        entries.push((root_key(block), root.to_vec()));
                     }
-                    match merkle::root(&mut merkle::Leaves(&run), MERKLE_STORED_LEAVES) {
-                        Ok(node) => nodes.push(node),
-                        Err(error) => failed = Some(error),
+                    Err(error) => failed = Some(error),
+                }
+                nodes.clear();
+                block += 1;
+            };
+            let next = checkpoint.position + 1;
+            // What the writer just committed, from memory; else (or beyond it) from the log.
+            let visited = match self.inner.recent.take(next, CATCH_UP_PAGE_EVENTS) {
+                Some(recent) if !recent.is_empty() => {
+                    for (offset, (stream, version, hash)) in recent.iter().enumerate() {
+                        on_event(next + offset as u64, stream, *version, *hash);
                     }
-                    run.clear();
-                    if nodes.len() as u64 != NODES_PER_BLOCK {
-                        return;
-                    }
-                    match merkle::root(&mut merkle::Leaves(&nodes), NODES_PER_BLOCK) {
-                        Ok(root) => {
-                            entries.push((nodes_key(block), nodes.concat()));
-                            entries.push((root_key(block), root.to_vec()));
-                        }
-                        Err(error) => failed = Some(error),
-                    }
-                    nodes.clear();
-                    block += 1;
-                },
-            )?;
+                    recent.len() as u64
+                }
+                _ => self.visit_heads(next, CATCH_UP_PAGE_EVENTS, &mut on_event)?,
+            };
             if let Some(error) = failed {
                 return Err(error);
             }
@@ -350,6 +381,7 @@ impl Ledger {
             leaves: None,
             nodes: None,
             memo: HashMap::new(),
+            shared: self.inner.log_tree_nodes.clone(),
             heads,
         })
     }

@@ -61,6 +61,8 @@ struct Batch {
     last_hash: Hash,
     /// The stream index entries of its events, for the indexer once the batch is durable.
     index_entries: Vec<(Vec<u8>, u64)>,
+    /// Its events' hashes, in order (for the log tree, `recent.rs`).
+    hashes: Vec<Hash>,
     outcomes: Vec<(Reply, Result<Appended>)>,
     /// The position of its first event (0: none yet).
     first_position: u64,
@@ -129,6 +131,8 @@ struct Committer {
     /// The durable step before the local commit, when the log is replicated.
     replicator: Option<Arc<dyn Replicator>>,
     meta: fjall::Keyspace,
+    /// Committed events for the log tree, when it asked for them.
+    recent: Arc<crate::recent::RecentHeads>,
 }
 
 impl Writer {
@@ -139,6 +143,7 @@ impl Writer {
         stopped: Arc<Mutex<Option<String>>>,
         index_progress: Arc<IndexProgress>,
         replicator: Option<Arc<dyn Replicator>>,
+        recent: Arc<crate::recent::RecentHeads>,
     ) -> Result<Writer> {
         let (last_position, last_hash, last_recorded_nanos) = store.head()?;
         let wire_bytes_max = replicator.as_ref().map(|r| r.batch_bytes_max());
@@ -165,6 +170,7 @@ impl Writer {
                 indexer: None,
                 replicator,
                 meta,
+                recent,
             },
             index_progress,
         })
@@ -307,6 +313,7 @@ impl Stager {
                     last_position: 0,
                     last_hash: [0; 32],
                     index_entries: Vec::new(),
+                    hashes: Vec::new(),
                     outcomes: Vec::new(),
                     first_position: 0,
                     wire: self.wire_bytes_max.map(|_| WireBuilder::new()),
@@ -413,6 +420,7 @@ impl Stager {
             batch
                 .index_entries
                 .push((stream_key(&append.stream, version), position));
+            batch.hashes.push(hash);
             tail.last_position = position;
             tail.last_hash = hash;
             appended.push(AppendedEvent {
@@ -465,6 +473,32 @@ impl Stager {
         }
         Ok(result)
     }
+}
+
+/// A committed batch's events as the log tree needs them, from its index entries (`stream ‖ 0 ‖
+/// version`) and hashes; one shared stream name per run of events of one stream.
+fn recent_events(
+    index_entries: &[(Vec<u8>, u64)],
+    hashes: Vec<Hash>,
+) -> impl Iterator<Item = crate::recent::RecentEvent> + '_ {
+    let mut last: Option<Arc<str>> = None;
+    index_entries
+        .iter()
+        .zip(hashes)
+        .map(move |((key, _), hash)| {
+            let (stream, version) = key.split_at(key.len() - 9);
+            let version = u64::from_be_bytes(version[1..].try_into().expect("8 bytes"));
+            let stream = match &last {
+                Some(name) if name.as_bytes() == stream => name.clone(),
+                _ => {
+                    let name: Arc<str> =
+                        Arc::from(std::str::from_utf8(stream).expect("stream ids are UTF-8"));
+                    last = Some(name.clone());
+                    name
+                }
+            };
+            (stream, version, hash)
+        })
 }
 
 /// Answers every caller of a batch that will not be written: rejections stay rejections.
@@ -697,7 +731,9 @@ impl Committer {
             last_position,
             last_hash,
             index_entries,
+            hashes,
             outcomes,
+            first_position,
             ..
         } = batch;
         let replicated = match replicated {
@@ -732,6 +768,10 @@ impl Committer {
         if last_position > 0 {
             // Wake subscribers only after the fsync: they must never see an unacknowledged event.
             self.committed.send_replace(last_position);
+            if self.recent.enabled() {
+                self.recent
+                    .push(first_position, recent_events(&index_entries, hashes));
+            }
             // Durable now: the indexer may follow. If it stopped, the log goes on and stream
             // reads report the index's failure; the next open indexes again.
             if let Some(indexer) = &self.indexer {
