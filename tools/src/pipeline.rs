@@ -149,7 +149,8 @@ impl Progress {
         // Whole numbers: no float in this binary (rates are counts, shares whole percents).
         let millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let rate = lines.saturating_mul(1000) / millis.max(1);
-        let mut text = format!("{} lines · {}/s", thousands(lines), thousands(rate));
+        let noun = if lines == 1 { "line" } else { "lines" };
+        let mut text = format!("{} {noun} · {}/s", thousands(lines), thousands(rate));
         if let Some(total) = self.total_bytes.filter(|t| *t > 0 && bytes > 0) {
             let bytes = bytes.min(total);
             let left_seconds = millis.saturating_mul(total - bytes) / bytes / 1000;
