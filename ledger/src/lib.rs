@@ -363,10 +363,21 @@ impl Default for LedgerOptions {
 /// [`Error::Locked`] when another process holds the directory; [`Error::UnsupportedFormat`];
 /// [`Error::Storage`] when the store cannot be read at all. Damage is a finding in the report.
 pub fn verify_path(path: impl AsRef<Path>) -> Result<VerifyReport> {
+    verify_path_with_progress(path, &mut |_| {})
+}
+
+/// [`verify_path`], telling `progress` the position checked so far every few thousand events.
+///
+/// # Errors
+/// As [`verify_path`].
+pub fn verify_path_with_progress(
+    path: impl AsRef<Path>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport> {
     let path = path.as_ref();
     let _lock = store::lock_directory(path)?;
     let store = Store::open(path)?;
-    verify::verify(&store, None)
+    verify::verify(&store, None, progress)
 }
 
 /// Decodes an envelope's stored bytes (see `envelope` for the layout) as the event at `position`,
@@ -1171,7 +1182,11 @@ impl Ledger {
     /// the log.
     pub fn verify(&self) -> Result<VerifyReport> {
         self.index_current()?;
-        verify::verify(&self.inner.store, Some(self.committed_position()))
+        verify::verify(
+            &self.inner.store,
+            Some(self.committed_position()),
+            &mut |_| {},
+        )
     }
 }
 

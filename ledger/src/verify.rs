@@ -44,7 +44,14 @@ impl VerifyReport {
 }
 
 /// `committed`: the position the writer acknowledged last, when a writer runs.
-pub(crate) fn verify(store: &Store, committed: Option<u64>) -> Result<VerifyReport> {
+/// Events checked between two progress reports.
+const VERIFY_PROGRESS_EVERY: u64 = 16_384;
+
+pub(crate) fn verify(
+    store: &Store,
+    committed: Option<u64>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport> {
     let mut report = VerifyReport {
         events_checked: 0,
         streams_checked: 0,
@@ -62,6 +69,9 @@ pub(crate) fn verify(store: &Store, committed: Option<u64>) -> Result<VerifyRepo
             .into_inner()
             .map_err(Error::storage("reading the log for verify"))?;
         let expected_position = report.last_position + 1;
+        if expected_position.is_multiple_of(VERIFY_PROGRESS_EVERY) {
+            progress(report.last_position);
+        }
         let Some(position) = store::decode_u64(&key) else {
             report.problem = problem(expected_position, "a log key is not 8 bytes".into());
             return Ok(report);

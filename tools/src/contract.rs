@@ -75,7 +75,7 @@ pub fn submit_each(
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let mut any_rejected = false;
     let mut failure: Option<anyhow::Error> = None;
-    let mut progress = Progress::new(size);
+    let mut progress = Progress::new("lines", size);
     let (mut done, mut bytes_read) = (0u64, 0u64);
     let bytes = std::cell::Cell::new(0u64);
     let jobs = reader.lines().enumerate().filter_map(|(index, line)| {

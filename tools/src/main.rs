@@ -471,7 +471,13 @@ fn answer_here(
 ) -> anyhow::Result<projections::query::Answer> {
     use projections::query::{Answer, Query, QueryError, VerifyAnswer};
     if let Query::Verify = query {
-        let report = ledger::verify_path(readable_store(data)?)?;
+        let store = readable_store(data)?;
+        let mut progress = pipeline::Progress::new("events", None);
+        let report = ledger::verify_path_with_progress(store, &mut |position| {
+            progress.update(position, 0);
+        });
+        progress.finish();
+        let report = report?;
         return Ok(Answer::Verify(VerifyAnswer::of(&report)));
     }
     let ledger = read_ledger(data)?;

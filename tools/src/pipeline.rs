@@ -118,6 +118,7 @@ pub fn run_ordered<T: Send + 'static>(
 /// the rate, and with a known input size, the share read and the time left. Redrawn at most
 /// four times a second; `finish` clears it.
 pub struct Progress {
+    noun: &'static str,
     shown: bool,
     started: Instant,
     drawn: Option<Instant>,
@@ -125,10 +126,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A progress line for reading `total_bytes` (when known).
-    pub fn new(total_bytes: Option<u64>) -> Progress {
+    /// A progress line counting `noun` (plural), of an input of `total_bytes` (when known).
+    pub fn new(noun: &'static str, total_bytes: Option<u64>) -> Progress {
         use std::io::IsTerminal;
         Progress {
+            noun,
             shown: std::io::stderr().is_terminal(),
             started: Instant::now(),
             drawn: None,
@@ -149,7 +151,10 @@ impl Progress {
         // Whole numbers: no float in this binary (rates are counts, shares whole percents).
         let millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let rate = lines.saturating_mul(1000) / millis.max(1);
-        let noun = if lines == 1 { "line" } else { "lines" };
+        let noun = match (lines, self.noun.strip_suffix('s')) {
+            (1, Some(one)) => one,
+            _ => self.noun,
+        };
         let mut text = format!("{} {noun} · {}/s", thousands(lines), thousands(rate));
         if let Some(total) = self.total_bytes.filter(|t| *t > 0 && bytes > 0) {
             let bytes = bytes.min(total);

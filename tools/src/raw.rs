@@ -109,7 +109,7 @@ fn append(data: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     let runtime = crate::pipeline_runtime()?;
     let mut any_rejected = false;
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut progress = crate::pipeline::Progress::new(size);
+    let mut progress = crate::pipeline::Progress::new("lines", size);
     let bytes = std::cell::Cell::new(0u64);
     let mut done = 0u64;
     // Appends to one stream in file order (their expected versions depend on it), to
