@@ -56,6 +56,10 @@ pub const INDEX_GATHER_ENTRIES: usize = 4_096;
 /// is asked for: a second of appends at the highest rate measured here (~250k/s), ~20 MB.
 pub const RECENT_HEADS_MAX: usize = 1 << 18;
 
+/// Memtable bytes of each projection keyspace made from now on (fjall's default is 64 MiB):
+/// a rebuild writes all of them at once, and each one's memtable was resident in full.
+pub const PROJECTION_MEMTABLE_BYTES: u64 = 16 << 20;
+
 /// Journal bytes a clean close leaves for the next open to replay before it pads the journal so
 /// fjall releases it (`Store::flush_for_close`): ~0.1 s of replay at most, and a close after a
 /// few commands costs only a flush.

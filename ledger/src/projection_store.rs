@@ -43,7 +43,10 @@ impl ProjectionStore {
             ));
         }
         let keyspace = db
-            .keyspace(&format!("proj.{name}"), KeyspaceCreateOptions::default)
+            .keyspace(&format!("proj.{name}"), || {
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(crate::limits::PROJECTION_MEMTABLE_BYTES)
+            })
             .map_err(Error::storage(format!("opening projection {name}")))?;
         Ok(ProjectionStore {
             db: db.clone(),
