@@ -194,6 +194,12 @@ fn the_benchmark_suite_runs_at_a_small_n_and_the_answers_agree() {
         "rebuild_all_4_projections_one_scan",
         "balance_as_of_contract_with_10k_events",
         "generate_history_and_copy_it_into_postgresql",
+        "open_log_read_limit_1_12000_events",
+        "open_balance_12000_events",
+        "submit_file_",
+        "bundle_10000_event_contract_",
+        "verify_bundle_10000_events",
+        "append_writers_256_checkpoint_every_second",
     ] {
         let found: Vec<_> = rows.iter().filter(|r| r[1].starts_with(workload)).collect();
         assert!(!found.is_empty(), "no {workload} row in\n{stdout}");

@@ -77,20 +77,20 @@ pub struct ProjectionsArgs {
 pub struct CommandsArgs {
     /// How long each workload runs, in milliseconds.
     #[arg(long, default_value_t = 3000)]
-    millis: u64,
+    pub(crate) millis: u64,
     /// Contracts (and concurrent clients) per workload, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
-    contracts: Vec<usize>,
+    pub(crate) contracts: Vec<usize>,
     /// Lines of the history file `ledgerctl submit` imports beside the handler with 64
     /// concurrent callers (0: skip).
     #[arg(long, default_value_t = 100_000)]
-    import_lines: usize,
+    pub(crate) import_lines: usize,
     /// Alternating rounds of the import and its baseline.
     #[arg(long, default_value_t = 3)]
-    import_rounds: usize,
+    pub(crate) import_rounds: usize,
     /// Where the temporary stores go; default: the current directory.
     #[arg(long, default_value = ".")]
-    work_dir: PathBuf,
+    pub(crate) work_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -168,7 +168,7 @@ fn commands_bench(args: CommandsArgs) -> anyhow::Result<ExitCode> {
 /// `ledgerctl submit FILE` of a history (64 contracts: each opened, four lots bought, then
 /// minutes of DAS work round-robin across them), timed as a process on a new store, beside the
 /// handler with 64 concurrent callers for `--millis`; the two take turns.
-fn import_bench(
+pub(crate) fn import_bench(
     args: &CommandsArgs,
     work: &Path,
     runtime: &tokio::runtime::Runtime,

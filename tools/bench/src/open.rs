@@ -21,16 +21,16 @@ use crate::{Line, Report, generate_history, print_machine};
 pub struct OpenBenchArgs {
     /// Events in the big store.
     #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
+    pub(crate) events: u64,
     /// Alternating rounds.
     #[arg(long, default_value_t = 5)]
-    rounds: usize,
+    pub(crate) rounds: usize,
     /// Where the temporary stores go; default: the current directory.
     #[arg(long, default_value = ".")]
-    work_dir: PathBuf,
+    pub(crate) work_dir: PathBuf,
     /// Keep the two stores (their directory is printed) instead of deleting them.
     #[arg(long)]
-    keep: bool,
+    pub(crate) keep: bool,
 }
 
 fn median(values: &mut [f64]) -> f64 {

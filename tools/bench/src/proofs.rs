@@ -29,19 +29,19 @@ use crate::{Line, Report, Row, concurrent_appends, generate_history, print_machi
 pub struct ProofsBenchArgs {
     /// Events in the generated log (spread over the contracts; P-0 gets 10,000).
     #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
+    pub(crate) events: u64,
     /// Contracts in the generated log.
     #[arg(long, default_value_t = 1_000)]
-    contracts: u64,
+    pub(crate) contracts: u64,
     /// How long each append round runs, in milliseconds.
     #[arg(long, default_value_t = 5000)]
-    millis: u64,
+    pub(crate) millis: u64,
     /// Alternating rounds of each comparison.
     #[arg(long, default_value_t = 5)]
-    rounds: usize,
+    pub(crate) rounds: usize,
     /// Where the temporary store goes; default: the current directory.
     #[arg(long, default_value = ".")]
-    work_dir: PathBuf,
+    pub(crate) work_dir: PathBuf,
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -11,7 +11,9 @@
 //! PostgreSQL computing every balance in SQL), and `balance --as-of` on a contract with 10k
 //! events (beside the same question in SQL; the two answers must agree). Size-independent rows:
 //! raw write+fsync and raw fjall `SyncAll` batches of 1000 once at the start, and the NATS
-//! service (`bench nats`).
+//! service (`bench nats`). At the largest size: opening a store of that size beside a 100-event
+//! one (`bench open`), importing a history file beside the handler with 64 callers (`bench
+//! commands`' import), and proofs for auditors (`bench proofs`).
 //!
 //! Rows compare medians of the rounds, except the rows with a target (1 writer ≥ 0.8 of raw
 //! write+fsync, 256 writers ≥ 0.75 of raw fjall batches of 1000): those compare the ledger's
@@ -211,6 +213,46 @@ pub fn run(args: SuiteArgs) -> anyhow::Result<ExitCode> {
         step(&runtime, work.path(), &postgres, size, duration, report)?;
     }
     drop(postgres);
+
+    // Where users wait (issue 17) and proofs (issue 19), at the largest size.
+    let largest = sizes.iter().copied().max().unwrap_or(100_000);
+    report.set_step("—");
+    progress("opening a big store beside a small one (bench open)");
+    crate::open::run(
+        crate::open::OpenBenchArgs {
+            events: largest,
+            rounds: APPEND_ROUNDS,
+            work_dir: work.path().to_owned(),
+            keep: false,
+        },
+        report,
+    )?;
+    progress("importing a history file beside the handler (bench commands' import)");
+    crate::import_bench(
+        &crate::CommandsArgs {
+            millis: args.millis,
+            contracts: Vec::new(),
+            import_lines: usize::try_from(largest / 10)
+                .unwrap_or(usize::MAX)
+                .clamp(1_000, 100_000),
+            import_rounds: APPEND_ROUNDS,
+            work_dir: work.path().to_owned(),
+        },
+        work.path(),
+        &runtime,
+        report,
+    )?;
+    progress("proofs for auditors (bench proofs)");
+    crate::proofs::run(
+        crate::proofs::ProofsBenchArgs {
+            events: largest,
+            contracts: (largest / 1_000).max(1),
+            millis: args.millis,
+            rounds: APPEND_ROUNDS,
+            work_dir: work.path().to_owned(),
+        },
+        report,
+    )?;
 
     let mut nats_version = String::from("nats-server not run (--no-nats)");
     if !args.no_nats {
