@@ -306,11 +306,13 @@ fn bench_commands_small_run_reports_both_workloads_with_ratios() {
     );
 }
 
-#[test]
-fn bench_open_small_run_reports_both_verbs_beside_a_small_store() {
+/// A small run of `ledgerctl bench ARGS… --work-dir W`: its stdout, after checking it succeeded
+/// and printed every one of `needles`.
+fn bench_small_run(args: &[&str], needles: &[&str]) -> String {
     let work = tempfile::tempdir().unwrap();
     let output = ledgerctl(work.path())
-        .args(["bench", "open", "--events", "3000", "--rounds", "1"])
+        .arg("bench")
+        .args(args)
         .arg("--work-dir")
         .arg(work.path())
         .output()
@@ -321,54 +323,42 @@ fn bench_open_small_run_reports_both_verbs_beside_a_small_store() {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8(output.stdout).unwrap();
-    for needle in [
-        "workload=open_log_read_limit_1_3000_events",
-        "baseline=open_log_read_limit_1_100_events",
-        "workload=open_balance_3000_events",
-        "baseline=open_balance_100_events",
-    ] {
+    for needle in needles {
         assert!(stdout.contains(needle), "{needle} missing in:\n{stdout}");
     }
+    stdout
+}
+
+#[test]
+fn bench_open_small_run_reports_both_verbs_beside_a_small_store() {
+    bench_small_run(
+        &["open", "--events", "3000", "--rounds", "1"],
+        &[
+            "workload=open_log_read_limit_1_3000_events",
+            "baseline=open_log_read_limit_1_100_events",
+            "workload=open_balance_3000_events",
+            "baseline=open_balance_100_events",
+        ],
+    );
 }
 
 #[test]
 fn bench_projections_small_run_reports_rebuild_memory_and_as_of() {
-    let work = tempfile::tempdir().unwrap();
-    let output = ledgerctl(work.path())
-        .args([
-            "bench",
-            "projections",
-            "--events",
-            "3000",
-            "--contracts",
-            "3",
-        ])
-        .arg("--work-dir")
-        .arg(work.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    bench_small_run(
+        &["projections", "--events", "3000", "--contracts", "3"],
+        &[
+            "workload=rebuild_balances_",
+            "baseline=raw_scan_decode_same_log",
+            "workload=rebuild_peak_memory",
+            "workload=balance_as_of contract_events=10000",
+        ],
     );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    for needle in [
-        "workload=rebuild_balances_",
-        "baseline=raw_scan_decode_same_log",
-        "workload=rebuild_peak_memory",
-        "workload=balance_as_of contract_events=10000",
-    ] {
-        assert!(stdout.contains(needle), "{needle} missing in:\n{stdout}");
-    }
 }
 
 #[test]
 fn bench_proofs_small_run_reports_each_row_with_its_target() {
-    let work = tempfile::tempdir().unwrap();
-    let output = ledgerctl(work.path())
-        .args([
-            "bench",
+    bench_small_run(
+        &[
             "proofs",
             "--events",
             "2000",
@@ -378,27 +368,16 @@ fn bench_proofs_small_run_reports_each_row_with_its_target() {
             "200",
             "--rounds",
             "1",
-        ])
-        .arg("--work-dir")
-        .arg(work.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        &[
+            "workload=bundle_10000_event_contract_",
+            "baseline=audit_json_same_contract_per_s_median",
+            "workload=verify_bundle_10000_events",
+            "workload=append_writers_256_checkpoint_every_second",
+            "baseline=append_writers_256_median",
+            "workload=log_tree_storage",
+        ],
     );
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    for needle in [
-        "workload=bundle_10000_event_contract_",
-        "baseline=audit_json_same_contract_per_s_median",
-        "workload=verify_bundle_10000_events",
-        "workload=append_writers_256_checkpoint_every_second",
-        "baseline=append_writers_256_median",
-        "workload=log_tree_storage",
-    ] {
-        assert!(stdout.contains(needle), "{needle} missing in:\n{stdout}");
-    }
 }
 
 /// Issue 14: a store on read-only media (an auditor's copy) answers every read verb as the

@@ -243,10 +243,6 @@ pub(crate) fn import_bench(
             handlers[round], imports[round]
         );
     }
-    let median = |values: &mut Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
     Line {
         workload: format!("submit_file_{lines}_lines_{CONTRACTS}_contracts"),
         per_sec: median(&mut imports),
@@ -667,6 +663,12 @@ pub fn print_machine(work: &Path) {
     );
 }
 
+/// The median of `values` (the upper one of an even count); sorts them.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 pub fn percentile(sorted: &[u64], p: usize) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -1024,10 +1026,6 @@ fn projections_bench(args: ProjectionsArgs) -> anyhow::Result<ExitCode> {
             all_peak_kib = peak_rss_kib(false);
         }
     }
-    let median = |rates: &mut Vec<f64>| {
-        rates.sort_by(f64::total_cmp);
-        rates[rates.len() / 2]
-    };
     let scan_rate = median(&mut scans);
     Line {
         workload: format!("rebuild_balances_{events}_events_median_of_7"),

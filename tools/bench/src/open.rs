@@ -15,7 +15,7 @@ use std::time::Instant;
 use clap::Args;
 use ledger::{Append, ExpectedVersion, Ledger, NewEvent};
 
-use crate::{Line, Report, generate_history, print_machine};
+use crate::{Line, Report, generate_history, median, print_machine};
 
 #[derive(Args)]
 pub struct OpenBenchArgs {
@@ -31,11 +31,6 @@ pub struct OpenBenchArgs {
     /// Keep the two stores (their directory is printed) instead of deleting them.
     #[arg(long)]
     pub(crate) keep: bool,
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Seconds one `ledgerctl --data DIR ARGS…` process takes, start to exit.

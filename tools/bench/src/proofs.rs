@@ -23,7 +23,7 @@ use clap::Args;
 use fjall::{Database, KeyspaceCreateOptions};
 use ledger::Ledger;
 
-use crate::{Line, Report, Row, concurrent_appends, generate_history, print_machine};
+use crate::{Line, Report, Row, concurrent_appends, generate_history, median, print_machine};
 
 #[derive(Args)]
 pub struct ProofsBenchArgs {
@@ -42,11 +42,6 @@ pub struct ProofsBenchArgs {
     /// Where the temporary store goes; default: the current directory.
     #[arg(long, default_value = ".")]
     pub(crate) work_dir: PathBuf,
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 fn best(values: &[f64]) -> f64 {
