@@ -44,15 +44,8 @@ pub struct BalanceView {
     /// The last position counted (0 when none).
     pub position: u64,
     /// Bucket → balance.
-    #[serde(serialize_with = "decimal_map")]
+    #[serde(serialize_with = "schemas::decimal::DecimalMap::serialize")]
     pub balances: BTreeMap<String, Decimal>,
-}
-
-fn decimal_map<S: serde::Serializer>(
-    map: &BTreeMap<String, Decimal>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    schemas::decimal::map::serialize(map, serializer)
 }
 
 /// Loads, decides, appends. Cheap to clone; one per process that owns the store.

@@ -226,8 +226,7 @@ pub struct SabCommitment {
     /// Committed incidents.
     pub incidents: u32,
     /// Money value per incident.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub value_per_incident: Decimal,
 }
 
@@ -253,10 +252,9 @@ pub struct OpenContract {
     #[serde(default)]
     pub holidays: Vec<NaiveDate>,
     /// Fraction 0..=1 of a booking's price charged for a late cancellation; default 1.00.
-    #[schemars(with = "Option<crate::decimal::DecimalString>")]
     #[serde(
         default,
-        with = "crate::decimal::option",
+        with = "crate::decimal::OptionalDecimalString",
         skip_serializing_if = "Option::is_none"
     )]
     pub cancellation_fee_rate: Option<Decimal>,
@@ -275,8 +273,7 @@ pub struct PublishRates {
     /// From when these rates apply.
     pub effective_from: DateTime<Utc>,
     /// Service code → price in credits.
-    #[schemars(with = "BTreeMap<String, crate::decimal::DecimalString>")]
-    #[serde(with = "crate::decimal::map")]
+    #[serde(with = "crate::decimal::DecimalMap")]
     pub rates: BTreeMap<String, Decimal>,
 }
 
@@ -305,12 +302,10 @@ pub struct Purchase {
     /// What is bought.
     pub item: Item,
     /// How much.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub quantity: Decimal,
     /// Money per unit, in the contract's currency.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub unit_price: Decimal,
     /// When it was bought.
     pub effective_at: DateTime<Utc>,
@@ -330,8 +325,7 @@ pub struct ConvertCredits {
     /// Service code on the rate card.
     pub service: String,
     /// Units of the service.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub quantity: Decimal,
     /// When the service starts.
     pub starts_at: DateTime<Utc>,
@@ -378,8 +372,7 @@ pub struct ExchangeBooking {
     /// The new service.
     pub service: String,
     /// Units of the new service.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub quantity: Decimal,
     /// The new start.
     pub starts_at: DateTime<Utc>,
@@ -408,8 +401,7 @@ pub struct ConvertSab {
     /// Incidents converted.
     pub incidents: u32,
     /// Money per incident, as set by the vendor at that time.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub value_per_incident: Decimal,
     /// Where the money goes.
     pub applied_to: SabTarget,

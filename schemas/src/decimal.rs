@@ -1,11 +1,15 @@
 //! Decimals on the wire are strings (`"250.00"`), never JSON numbers: a number would pass
 //! through a float in most JSON libraries. A JSON number where a decimal belongs is an error.
 
+use std::collections::BTreeMap;
+
 use rust_decimal::Decimal;
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serializer};
 
-/// The JSON Schema of a decimal on the wire: a string of digits with an optional sign and
-/// fraction.
+/// A decimal on the wire, for `#[serde(with = "crate::decimal::DecimalString")]` on a `Decimal`
+/// field: one attribute gives serde the string form and schemars its schema (schemars reads
+/// serde's `with` as the type to describe the field by).
 pub struct DecimalString;
 
 impl schemars::JsonSchema for DecimalString {
@@ -22,14 +26,16 @@ impl schemars::JsonSchema for DecimalString {
     }
 }
 
-/// `#[serde(with = "crate::decimal")]`: a decimal as a string.
-pub fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&value.to_string())
-}
+impl DecimalString {
+    /// Writes the decimal as a string.
+    pub fn serialize<S: Serializer>(value: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.to_string())
+    }
 
-/// Accepts only a JSON string holding a plain decimal (no exponent, no spaces).
-pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
-    deserializer.deserialize_any(DecimalVisitor)
+    /// Accepts only a JSON string holding a plain decimal (no exponent, no spaces).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+        deserializer.deserialize_any(DecimalVisitor)
+    }
 }
 
 /// Visits a decimal string without building an intermediate `serde_json::Value`: the fold of
@@ -119,17 +125,31 @@ fn checked(text: &str) -> Result<Decimal, String> {
         .map_err(|e| format!("{text:?} is not a decimal: {e}"))
 }
 
-/// The same for `Option<Decimal>`.
-pub mod option {
-    use super::*;
+/// `Option<Decimal>` on the wire: a decimal string or null.
+pub struct OptionalDecimalString;
 
+impl schemars::JsonSchema for OptionalDecimalString {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        <Option<DecimalString>>::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <Option<DecimalString>>::json_schema(generator)
+    }
+}
+
+impl OptionalDecimalString {
     /// Serializes `Some` as a string, `None` as null.
     pub fn serialize<S: Serializer>(
         value: &Option<Decimal>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         match value {
-            Some(value) => super::serialize(value, serializer),
+            Some(value) => DecimalString::serialize(value, serializer),
             None => serializer.serialize_none(),
         }
     }
@@ -142,19 +162,30 @@ pub mod option {
         if value.is_null() {
             return Ok(None);
         }
-        super::deserialize(value)
+        DecimalString::deserialize(value)
             .map(Some)
             .map_err(serde::de::Error::custom)
     }
 }
 
-/// A map of decimals as strings.
-pub mod map {
-    use std::collections::BTreeMap;
+/// A map of names to decimals on the wire, each value a decimal string.
+pub struct DecimalMap;
 
-    use super::*;
-    use serde::ser::SerializeMap;
+impl schemars::JsonSchema for DecimalMap {
+    fn inline_schema() -> bool {
+        true
+    }
 
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        <BTreeMap<String, DecimalString>>::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <BTreeMap<String, DecimalString>>::json_schema(generator)
+    }
+}
+
+impl DecimalMap {
     /// Serializes each value as a string.
     pub fn serialize<S: Serializer>(
         value: &BTreeMap<String, Decimal>,
@@ -174,7 +205,7 @@ pub mod map {
         let raw = BTreeMap::<String, serde_json::Value>::deserialize(deserializer)?;
         raw.into_iter()
             .map(|(key, value)| {
-                super::deserialize(value)
+                DecimalString::deserialize(value)
                     .map(|decimal| (key.clone(), decimal))
                     .map_err(|e: serde_json::Error| serde::de::Error::custom(format!("{key}: {e}")))
             })

@@ -112,16 +112,13 @@ pub struct Movement {
     /// The lot (`L<version of the purchase event>`).
     pub lot: String,
     /// Units.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub quantity: Decimal,
     /// The lot's money per unit.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub unit_price: Decimal,
     /// `quantity × unit_price`, money.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub value: Decimal,
 }
 
@@ -158,8 +155,7 @@ pub struct Billable {
     /// The period it concerns, e.g. `year-1` or a booking id.
     pub period: String,
     /// Money; negative for an adjustment.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub amount: Decimal,
     /// ISO 4217.
     pub currency: String,
@@ -321,8 +317,7 @@ pub struct ContractOpened {
     /// Holidays.
     pub holidays: Vec<NaiveDate>,
     /// 0..=1.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub cancellation_fee_rate: Decimal,
     /// SAB commitments.
     pub sab_commitments: Vec<SabCommitment>,
@@ -335,8 +330,7 @@ pub struct RatesPublished {
     /// From when.
     pub effective_from: DateTime<Utc>,
     /// Service → credits.
-    #[schemars(with = "BTreeMap<String, crate::decimal::DecimalString>")]
-    #[serde(with = "crate::decimal::map")]
+    #[serde(with = "crate::decimal::DecimalMap")]
     pub rates: BTreeMap<String, Decimal>,
 }
 
@@ -349,12 +343,10 @@ pub struct Purchased {
     /// The lot's id.
     pub lot: String,
     /// Units.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub quantity: Decimal,
     /// Money per unit.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub unit_price: Decimal,
     /// Special request.
     pub custom_scope: bool,
@@ -371,22 +363,18 @@ pub struct CreditsConverted {
     /// Service.
     pub service: String,
     /// Units of the service.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub quantity: Decimal,
     /// The rate card's price in credits per unit at the effective time.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub rate: Decimal,
     /// When that rate took effect.
     pub rate_effective_from: DateTime<Utc>,
     /// `rate × quantity` before rounding.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub credits_unrounded: Decimal,
     /// Rounded to the nearest whole credit, halves away from zero.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub credits: Decimal,
     /// When the service starts.
     pub starts_at: DateTime<Utc>,
@@ -403,12 +391,10 @@ pub struct BookingCancelled {
     /// Less than 14 days before the start.
     pub late: bool,
     /// The fee rate applied (0 when not late).
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub fee_rate: Decimal,
     /// Fee in credits, rounded to the nearest whole credit.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub fee_credits: Decimal,
     /// The booking's credits returned, by lot, then the fee, by lot.
     pub movements: Vec<Movement>,
@@ -427,16 +413,13 @@ pub struct BookingRescheduled {
     /// Less than 14 days before the old start.
     pub late: bool,
     /// Fee rate applied.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub fee_rate: Decimal,
     /// Fee in credits.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub fee_credits: Decimal,
     /// The part of the fee the balance could not cover, in credits.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub uncovered_credits: Decimal,
     /// The fee drawn, by lot.
     pub movements: Vec<Movement>,
@@ -455,34 +438,28 @@ pub struct BookingExchanged {
     /// Its service.
     pub service: String,
     /// Units.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub quantity: Decimal,
     /// Rate at the effective time.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub rate: Decimal,
     /// When that rate took effect.
     pub rate_effective_from: DateTime<Utc>,
     /// Before rounding.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub credits_unrounded: Decimal,
     /// The new booking's credits.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub credits: Decimal,
     /// The new start.
     pub starts_at: DateTime<Utc>,
     /// Less than 14 days before the old start.
     pub late: bool,
     /// Fee rate applied.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub fee_rate: Decimal,
     /// Fee on the old booking, in credits.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub fee_credits: Decimal,
     /// Old credits returned, fee drawn, new credits drawn, by lot.
     pub movements: Vec<Movement>,
@@ -495,12 +472,10 @@ pub struct SabConverted {
     /// Incidents.
     pub incidents: u32,
     /// Money per incident.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub value_per_incident: Decimal,
     /// `incidents × value_per_incident`.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub amount: Decimal,
     /// ISO 4217.
     pub currency: String,
@@ -523,8 +498,7 @@ pub struct HoursConsumed {
     /// Whole minutes worked.
     pub minutes: u32,
     /// `minutes ÷ 60`, rounded to 2 decimals, halves away from zero.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub hours: Decimal,
     /// Hours drawn, by lot.
     pub movements: Vec<Movement>,
@@ -573,20 +547,16 @@ pub struct SabShortfallAssessed {
     /// Committed incidents.
     pub committed_incidents: u32,
     /// Committed value per incident.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub committed_value_per_incident: Decimal,
     /// `incidents × value`.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub committed_amount: Decimal,
     /// Value converted in that year when assessed.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub converted_amount: Decimal,
     /// `max(0, committed − converted)`.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub shortfall: Decimal,
     /// The positive shortfall as a billable (none when zero).
     pub billables: Vec<Billable>,
@@ -599,8 +569,7 @@ pub struct SabShortfallAdjusted {
     /// Support year.
     pub support_year: u32,
     /// Newly converted value.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub converted_amount: Decimal,
     /// The negative adjustment as a billable.
     pub billables: Vec<Billable>,
@@ -631,8 +600,7 @@ pub struct ExpiryNoticeIssued {
     /// The term's end.
     pub term_end: NaiveDate,
     /// Balances that would be forfeited.
-    #[schemars(with = "BTreeMap<String, crate::decimal::DecimalString>")]
-    #[serde(with = "crate::decimal::map")]
+    #[serde(with = "crate::decimal::DecimalMap")]
     pub balances: BTreeMap<String, Decimal>,
     /// What would be forfeited lot by lot, with its money value (R13), oldest lot first. Absent
     /// on notices recorded before it was kept, and when nothing is left.
@@ -653,15 +621,12 @@ pub struct LotAtRisk {
     /// The lot (`L<version of the purchase event>`).
     pub lot: String,
     /// Units left in it.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub quantity: Decimal,
     /// The lot's money per unit.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub unit_price: Decimal,
     /// `quantity × unit_price`, money, exact.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub value: Decimal,
 }

@@ -41,12 +41,10 @@ pub struct BalanceUpdate {
     /// The bucket.
     pub bucket: Bucket,
     /// Before the event.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub balance_before: Decimal,
     /// After the event.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub balance_after: Decimal,
 }
 
@@ -108,8 +106,7 @@ pub struct PublishedBillable {
     /// The period it concerns.
     pub period: String,
     /// Money; negative for an adjustment.
-    #[schemars(with = "crate::decimal::DecimalString")]
-    #[serde(with = "crate::decimal")]
+    #[serde(with = "crate::decimal::DecimalString")]
     pub amount: Decimal,
     /// ISO 4217.
     pub currency: String,
