@@ -16,164 +16,17 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use ledger::Ledger;
 use rust_decimal::Decimal;
 use schemas::{Bucket, Event, KindTotals, Movement, display};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::decode;
 use crate::time::{head_at, local};
 
-/// One event's line in the statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct StatementLine {
-    /// Global position.
-    pub position: u64,
-    /// The log's event id.
-    pub event_id: String,
-    /// Event type.
-    pub event_type: String,
-    /// When the ledger recorded it, in the contract's zone.
-    pub recorded_at: DateTime<FixedOffset>,
-    /// When it happened, in the contract's zone.
-    pub effective_at: DateTime<FixedOffset>,
-    /// Who asked.
-    pub actor: Option<String>,
-    /// External reference.
-    pub reference: Option<String>,
-    /// Why.
-    pub reason: Option<String>,
-    /// Net change per bucket (only buckets it moved).
-    pub delta: BTreeMap<String, Decimal>,
-    /// Net money change per bucket (only buckets it moved).
-    pub delta_value: BTreeMap<String, Decimal>,
-    /// Balance per bucket after this line, in the statement's (effective-time) order.
-    pub running: BTreeMap<String, Decimal>,
-    /// The lots it drew from or gave back to, with money value.
-    pub lots: Vec<Movement>,
-    /// Billable money it recorded, by kind.
-    pub billables: BTreeMap<String, Decimal>,
-    /// A SAB conversion's money (negative for its reversal).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sab: Option<SabLine>,
-    /// The event a reversal undid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub undoes: Option<Undone>,
-}
-
-/// A SAB conversion on the statement (R9), or its reversal (negative incidents and amount).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct SabLine {
-    /// Incidents converted.
-    pub incidents: i64,
-    /// Money per incident.
-    pub value_per_incident: Decimal,
-    /// incidents × value per incident.
-    pub amount: Decimal,
-    /// `base_fee`, `dse` or `advanced_services`.
-    pub applied_to: String,
-    /// The support year it counts in.
-    pub support_year: u32,
-}
-
-/// The event a reversal undid.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Undone {
-    /// Its event id.
-    pub event_id: String,
-    /// Its type.
-    pub event_type: String,
-    /// Its position, when it is in this contract's stream.
-    pub position: Option<u64>,
-}
-
-/// Opening + movements = closing, for one bucket (in units, or in money).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct RollForward {
-    /// The bucket.
-    pub bucket: String,
-    /// Balance before the period.
-    pub opening: Decimal,
-    /// Net movement in the period.
-    pub movements: Decimal,
-    /// Balance at the end of the period.
-    pub closing: Decimal,
-    /// `opening + movements == closing`, on the exact figures.
-    pub reconciles: bool,
-}
-
-/// One support year's SAB commitment and what became of it (R9, R11), over everything the
-/// statement knows of (not only its period): the year's billable total must equal
-/// `max(0, committed − net converted)` once the year is assessed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct SabYear {
-    /// The support year, from 1.
-    pub support_year: u32,
-    /// Committed incidents.
-    pub committed_incidents: u32,
-    /// Money per incident.
-    pub value_per_incident: Decimal,
-    /// incidents × value.
-    pub committed: Decimal,
-    /// Money converted in the year, net of reversals.
-    pub converted: Decimal,
-    /// The shortfall assessed 30 days into the year, if it has been.
-    pub shortfall: Option<Decimal>,
-    /// Adjustments since (negative for later conversions, positive for reversed ones).
-    pub adjustments: Decimal,
-    /// shortfall + adjustments (0 before the assessment).
-    pub billable: Decimal,
-    /// How `billable` follows from the figures above.
-    pub derivation: String,
-}
-
-/// A contract's statement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Statement {
-    /// The contract.
-    pub contract_id: String,
-    /// Customer.
-    pub customer: String,
-    /// ISO 4217.
-    pub currency: String,
-    /// The contract's IANA time zone, in which every time below is given.
-    pub time_zone: String,
-    /// Term start.
-    pub term_start: String,
-    /// Term end.
-    pub term_end: String,
-    /// The log position the statement was built to.
-    pub built_to_position: u64,
-    /// That event's chain hash (hex): reproduce the statement from a log with this head.
-    pub built_to_hash: String,
-    /// Only what the ledger had recorded by then, if given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub known_at: Option<DateTime<FixedOffset>>,
-    /// Period start (effective time), if any.
-    pub from: Option<DateTime<FixedOffset>>,
-    /// Period end (effective time, excluded), if any.
-    pub to: Option<DateTime<FixedOffset>>,
-    /// Balances before the period.
-    pub opening: BTreeMap<String, Decimal>,
-    /// The period's lines, by effective time, then position.
-    pub lines: Vec<StatementLine>,
-    /// Units by kind, per bucket, in the period.
-    pub totals: BTreeMap<String, KindTotals>,
-    /// Money by kind, per bucket, in the period.
-    pub totals_value: BTreeMap<String, KindTotals>,
-    /// Billable money by kind in the period.
-    pub billables: BTreeMap<String, Decimal>,
-    /// Balances at the end of the period.
-    pub closing: BTreeMap<String, Decimal>,
-    /// One line per bucket, in units.
-    pub roll_forward: Vec<RollForward>,
-    /// One line per bucket, in money (the lots' value).
-    pub money_roll_forward: Vec<RollForward>,
-    /// One entry per committed support year.
-    pub sab_years: Vec<SabYear>,
-}
+pub use schemas::reply::{RollForward, SabLine, SabYear, Statement, StatementLine, Undone};
 
 /// Which part of a contract's history a statement covers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

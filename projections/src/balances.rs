@@ -6,76 +6,34 @@ use std::collections::BTreeMap;
 
 use ledger::RecordedEvent;
 use rust_decimal::Decimal;
-use schemas::{Event, KindTotals, Movement};
-use serde::{Deserialize, Serialize};
+use schemas::{Event, Movement};
 
 use crate::runner::Projection;
 use crate::{contract_of, decode, with_effects};
 
-/// One lot: its unit price, what is left, and quantities and money by kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct LotBalance {
-    /// Money per unit.
-    pub unit_price: Decimal,
-    /// Units left.
-    pub remaining: Decimal,
-    /// Units by kind.
-    pub quantity: KindTotals,
-    /// Money by kind (quantity × unit price, as recorded).
-    pub value: KindTotals,
-}
+pub use schemas::reply::{BucketBalance, ContractBalances, LotBalance};
 
-/// One bucket.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct BucketBalance {
-    /// Units left.
-    pub balance: Decimal,
-    /// Units by kind.
-    pub quantity: KindTotals,
-    /// Money by kind.
-    pub value: KindTotals,
-    /// By lot id.
-    pub lots: BTreeMap<String, LotBalance>,
-}
-
-/// One contract.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct ContractBalances {
-    /// The contract.
-    pub contract_id: String,
-    /// ISO 4217.
-    pub currency: String,
-    /// The last position folded for this contract.
-    pub position: u64,
-    /// By bucket name.
-    pub buckets: BTreeMap<String, BucketBalance>,
-    /// Billable money by kind (shortfalls, adjustments, uncovered fees).
-    pub billables: BTreeMap<String, Decimal>,
-}
-
-impl ContractBalances {
-    /// Applies one movement.
-    pub fn apply_movement(&mut self, movement: &Movement) {
-        // Look up before inserting: the keys exist for all but a lot's first movement, and a
-        // rebuild calls this once per movement.
-        let name = movement.bucket.name();
-        let bucket = match self.buckets.get_mut(name) {
-            Some(bucket) => bucket,
-            None => self.buckets.entry(name.to_owned()).or_default(),
-        };
-        let delta = movement.balance_delta();
-        bucket.balance += delta;
-        bucket.quantity.add(movement.kind, movement.quantity);
-        bucket.value.add(movement.kind, movement.value);
-        let lot = match bucket.lots.get_mut(&movement.lot) {
-            Some(lot) => lot,
-            None => bucket.lots.entry(movement.lot.clone()).or_default(),
-        };
-        lot.unit_price = movement.unit_price;
-        lot.remaining += delta;
-        lot.quantity.add(movement.kind, movement.quantity);
-        lot.value.add(movement.kind, movement.value);
-    }
+/// Applies one movement to a contract's balances.
+pub fn apply_movement(balances: &mut ContractBalances, movement: &Movement) {
+    // Look up before inserting: the keys exist for all but a lot's first movement, and a
+    // rebuild calls this once per movement.
+    let name = movement.bucket.name();
+    let bucket = match balances.buckets.get_mut(name) {
+        Some(bucket) => bucket,
+        None => balances.buckets.entry(name.to_owned()).or_default(),
+    };
+    let delta = movement.balance_delta();
+    bucket.balance += delta;
+    bucket.quantity.add(movement.kind, movement.quantity);
+    bucket.value.add(movement.kind, movement.value);
+    let lot = match bucket.lots.get_mut(&movement.lot) {
+        Some(lot) => lot,
+        None => bucket.lots.entry(movement.lot.clone()).or_default(),
+    };
+    lot.unit_price = movement.unit_price;
+    lot.remaining += delta;
+    lot.quantity.add(movement.kind, movement.quantity);
+    lot.value.add(movement.kind, movement.value);
 }
 
 /// The net change each bucket's balance takes from `movements` (R12), the one balance fold that
@@ -113,7 +71,7 @@ impl Projection for Balances {
         state.position = event.position;
         with_effects(event, |effects| {
             for movement in &effects.movements {
-                state.apply_movement(movement);
+                apply_movement(state, movement);
             }
             for billable in &effects.billables {
                 let kind = serde_json::to_value(billable.kind).expect("kinds serialize");

@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use ledger::{Ledger, RecordedEvent};
 use rust_decimal::Decimal;
 use schemas::Bucket;
-use serde::{Deserialize, Serialize};
 
 use crate::{contract_events, decode};
 
@@ -24,79 +23,7 @@ pub enum Until {
     Position(u64),
 }
 
-/// One step of a replay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct ReplayStep {
-    /// Global position.
-    pub position: u64,
-    /// Version in the contract's stream.
-    pub version: u64,
-    /// The event id.
-    pub event_id: String,
-    /// Type.
-    pub event_type: String,
-    /// When recorded.
-    pub recorded_at: DateTime<Utc>,
-    /// When effective.
-    pub effective_at: Option<DateTime<Utc>>,
-    /// Net change per bucket.
-    pub delta: BTreeMap<String, Decimal>,
-    /// Balances after the event.
-    pub balances: BTreeMap<String, Decimal>,
-    /// Billable money after the event, by kind.
-    pub billables: BTreeMap<String, Decimal>,
-    /// The event as stored.
-    pub event: serde_json::Value,
-}
-
-/// A change between two knowledge times.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Change {
-    /// Global position.
-    pub position: u64,
-    /// The event id.
-    pub event_id: String,
-    /// Type.
-    pub event_type: String,
-    /// When recorded.
-    pub recorded_at: DateTime<Utc>,
-    /// When effective (a late entry shows an effective time before the first knowledge time).
-    pub effective_at: Option<DateTime<Utc>>,
-    /// Net change per bucket.
-    pub delta: BTreeMap<String, Decimal>,
-    /// Billable money it added, by kind.
-    pub billables: BTreeMap<String, Decimal>,
-    /// Net money per bucket (the lots' value) it moved.
-    pub delta_value: BTreeMap<String, Decimal>,
-    /// Its external reference.
-    pub reference: Option<String>,
-    /// Why.
-    pub reason: Option<String>,
-    /// For a reversal: the event it undid.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub undoes: Option<crate::audit::Undone>,
-}
-
-/// What changed between two knowledge times.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Diff {
-    /// The contract.
-    pub contract_id: String,
-    /// The earlier knowledge time.
-    pub known_at_before: DateTime<Utc>,
-    /// The later knowledge time.
-    pub known_at_after: DateTime<Utc>,
-    /// Balances as known at the earlier time.
-    pub balances_before: BTreeMap<String, Decimal>,
-    /// Balances as known at the later time.
-    pub balances_after: BTreeMap<String, Decimal>,
-    /// Billables as known at the earlier time.
-    pub billables_before: BTreeMap<String, Decimal>,
-    /// Billables as known at the later time.
-    pub billables_after: BTreeMap<String, Decimal>,
-    /// The events recorded in between, in log order.
-    pub changes: Vec<Change>,
-}
+pub use schemas::reply::{Change, Diff, ReplayStep};
 
 fn zero_buckets() -> BTreeMap<String, Decimal> {
     Bucket::ALL

@@ -12,34 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::runner::Projection;
 use crate::{contract_of, decode};
 
-/// One notice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Notice {
-    /// The contract.
-    pub contract_id: String,
-    /// `90`, `60`, `30`, `7` or `request_deadline`.
-    pub notice: String,
-    /// When it was due (its effective time).
-    pub due_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// The term's last day.
-    pub term_end: chrono::NaiveDate,
-    /// Balances that would be forfeited, by bucket.
-    pub balances: BTreeMap<String, Decimal>,
-    /// Money that would be forfeited, by bucket (the sum over its lots at risk; absent for
-    /// notices recorded before lots were kept on them).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub value_at_risk: BTreeMap<String, Decimal>,
-    /// What would be forfeited lot by lot, with its money value.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub at_risk: Vec<schemas::LotAtRisk>,
-    /// The money values' currency.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<String>,
-    /// The event.
-    pub event_id: String,
-    /// Its position.
-    pub position: u64,
-}
+pub use schemas::reply::Notice;
 
 /// One contract's notices, in log order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

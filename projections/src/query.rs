@@ -9,12 +9,11 @@
 
 use chrono::{DateTime, Utc};
 use ledger::{Checkpoint, Ledger};
-use serde::{Deserialize, Serialize};
 
 use crate::audit::{Period, Statement, StatementError};
 use crate::balances::{Balances as BalancesProjection, ContractBalances};
 use crate::disputes::{Diff, ReplayStep, Until};
-use crate::notices::{Notice, Notices};
+use crate::notices::Notices;
 use crate::runner::Projection;
 use crate::shortfalls::{BillableEntry, Shortfalls};
 
@@ -376,89 +375,19 @@ impl From<serde_json::Error> for QueryError {
     }
 }
 
-/// `balance_detail`'s answer: the fold and the position and chain hash it was built to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct BalanceDetail {
-    /// The fold.
-    #[serde(flatten)]
-    pub balances: ContractBalances,
-    /// The last position counted.
-    pub built_to_position: u64,
-    /// Its chain hash (hex).
-    pub built_to_hash: String,
-}
+pub use schemas::reply::{BalanceDetail, LogEntry, NoticesAnswer, VerifyAnswer};
 
-/// `notices`' answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct NoticesAnswer {
-    /// The position the notices projection was built to.
-    pub built_to_position: u64,
-    /// Its chain hash (hex).
-    pub built_to_hash: String,
-    /// The notices, contract by contract, in log order.
-    pub notices: Vec<Notice>,
-}
-
-/// `verify`'s answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct VerifyAnswer {
-    /// Whether the log verified.
-    pub ok: bool,
-    /// Events checked.
-    pub events_checked: u64,
-    /// Streams checked.
-    pub streams_checked: u64,
-    /// The last position checked.
-    pub last_position: u64,
-    /// Its chain hash (hex).
-    pub last_hash: String,
-    /// The first position that failed.
-    pub first_bad_position: Option<u64>,
-    /// What failed there.
-    pub problem: Option<String>,
-}
-
-impl VerifyAnswer {
-    /// The answer for a verification's report.
-    pub fn of(report: &ledger::VerifyReport) -> VerifyAnswer {
-        VerifyAnswer {
-            ok: report.is_ok(),
-            events_checked: report.events_checked,
-            streams_checked: report.streams_checked,
-            last_position: report.last_position,
-            last_hash: ledger::hex(&report.last_hash),
-            first_bad_position: report.problem.as_ref().map(|p| p.position),
-            problem: report.problem.as_ref().map(|p| p.detail.clone()),
-        }
+/// `verify`'s answer for a verification's report.
+pub fn verify_answer(report: &ledger::VerifyReport) -> VerifyAnswer {
+    VerifyAnswer {
+        ok: report.is_ok(),
+        events_checked: report.events_checked,
+        streams_checked: report.streams_checked,
+        last_position: report.last_position,
+        last_hash: ledger::hex(&report.last_hash),
+        first_bad_position: report.problem.as_ref().map(|p| p.position),
+        problem: report.problem.as_ref().map(|p| p.detail.clone()),
     }
-}
-
-/// One raw event, as `log` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct LogEntry {
-    /// Global position.
-    pub position: u64,
-    /// Its stream.
-    pub stream: String,
-    /// Its version in the stream.
-    pub version: u64,
-    /// Its id.
-    pub event_id: String,
-    /// Its type.
-    #[serde(rename = "type")]
-    pub event_type: String,
-    /// Its payload's schema version.
-    pub schema_version: u32,
-    /// When the log appended it (RFC 3339, `+00:00`).
-    pub recorded_at: String,
-    /// When it happened (RFC 3339, `+00:00`).
-    pub effective_at: Option<String>,
-    /// The command that made it.
-    pub command_id: Option<String>,
-    /// The payload (JSON; text when it is not JSON).
-    pub payload: serde_json::Value,
-    /// Its hash (hex).
-    pub hash: String,
 }
 
 /// An answer, one variant per view.
@@ -667,10 +596,7 @@ pub fn answer(ledger: &Ledger, query: &Query) -> Result<(Answer, u64), QueryErro
         }
         Query::Verify => {
             let report = ledger.verify()?;
-            (
-                Answer::Verify(VerifyAnswer::of(&report)),
-                report.last_position,
-            )
+            (Answer::Verify(verify_answer(&report)), report.last_position)
         }
         Query::Log {
             stream,
@@ -758,33 +684,4 @@ fn balance_detail(
         built_to_position: checkpoint.position,
         built_to_hash: ledger::hex(&checkpoint.hash),
     })
-}
-
-/// `(view, schema)` of every view's reply as the service sends it (`ledger.qry.<view>`), and
-/// `params` for the request: what `schemas/json/queries/` holds, kept in step by a test.
-pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
-    fn reply<T: schemars::JsonSchema>(view: &str) -> serde_json::Value {
-        let generator = schemars::generate::SchemaSettings::draft2020_12()
-            .for_serialize()
-            .into_generator();
-        let mut schema =
-            serde_json::to_value(generator.into_root_schema_for::<T>()).expect("schemas serialize");
-        schema["title"] = serde_json::json!(format!("{view} (reply)"));
-        schema
-    }
-    let mut params =
-        serde_json::to_value(schemars::schema_for!(QueryParams)).expect("schemas serialize");
-    params["title"] = serde_json::json!("query parameters");
-    vec![
-        ("params", params),
-        ("balance", reply::<crate::timeline::Balances>("balance")),
-        ("balance_detail", reply::<BalanceDetail>("balance_detail")),
-        ("audit", reply::<Statement>("audit")),
-        ("shortfalls", reply::<Vec<BillableEntry>>("shortfalls")),
-        ("notices", reply::<NoticesAnswer>("notices")),
-        ("replay", reply::<Vec<ReplayStep>>("replay")),
-        ("diff", reply::<Diff>("diff")),
-        ("verify", reply::<VerifyAnswer>("verify")),
-        ("log", reply::<Vec<LogEntry>>("log")),
-    ]
 }

@@ -9,28 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::runner::Projection;
 use crate::{contract_of, decode, with_effects};
 
-/// One billable amount.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct BillableEntry {
-    /// The contract.
-    pub contract_id: String,
-    /// `sab_shortfall`, `sab_shortfall_adjustment` (negative) or `uncovered_cancellation_fee`.
-    pub kind: String,
-    /// `year-N` or a booking id.
-    pub period: String,
-    /// Money.
-    pub amount: Decimal,
-    /// ISO 4217.
-    pub currency: String,
-    /// The event that recorded it.
-    pub event_id: String,
-    /// Its position.
-    pub position: u64,
-    /// Its effective time.
-    pub effective_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// How it was computed.
-    pub derivation: serde_json::Value,
-}
+pub use schemas::reply::BillableEntry;
 
 /// One contract's billables, in log order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

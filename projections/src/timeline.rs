@@ -7,8 +7,6 @@
 //! Entry: key `contract id, 0x00, position u64 BE`; value `effective ns i64 BE, recorded ns i64
 //! BE, then per bucket (in `Bucket::ALL` order) a `rust_decimal` 16-byte serialization`.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use ledger::{Checkpoint, Ledger, ProjectionStore, RecordedEvent};
 use rust_decimal::Decimal;
@@ -33,18 +31,7 @@ pub struct Filter {
     pub at_position: Option<u64>,
 }
 
-/// A contract's balances under a filter.
-#[derive(
-    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
-)]
-pub struct Balances {
-    /// The contract.
-    pub contract_id: String,
-    /// The last position counted (0 when none).
-    pub position: u64,
-    /// Bucket → balance, as shown (`schemas::display`: hours to 2 decimals, credits whole).
-    pub balances: BTreeMap<String, Decimal>,
-}
+pub use schemas::reply::Balances;
 
 fn key(contract_id: &str, position: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(contract_id.len() + 9);

@@ -311,3 +311,38 @@ pub fn asyncapi() -> Value {
         .extend(operations);
     document
 }
+
+/// `(view, schema)` of every view's reply as the service sends it (`ledger.qry.<view>`), and
+/// `params` for the request: what `schemas/json/queries/` holds, kept in step by a test.
+pub fn query_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    fn reply<T: schemars::JsonSchema>(view: &str) -> serde_json::Value {
+        let generator = schemars::generate::SchemaSettings::draft2020_12()
+            .for_serialize()
+            .into_generator();
+        let mut schema =
+            serde_json::to_value(generator.into_root_schema_for::<T>()).expect("schemas serialize");
+        schema["title"] = serde_json::json!(format!("{view} (reply)"));
+        schema
+    }
+    let mut params = serde_json::to_value(schemars::schema_for!(crate::nats::QueryParams))
+        .expect("schemas serialize");
+    params["title"] = serde_json::json!("query parameters");
+    vec![
+        ("params", params),
+        ("balance", reply::<crate::reply::Balances>("balance")),
+        (
+            "balance_detail",
+            reply::<crate::reply::BalanceDetail>("balance_detail"),
+        ),
+        ("audit", reply::<crate::reply::Statement>("audit")),
+        (
+            "shortfalls",
+            reply::<Vec<crate::reply::BillableEntry>>("shortfalls"),
+        ),
+        ("notices", reply::<crate::reply::NoticesAnswer>("notices")),
+        ("replay", reply::<Vec<crate::reply::ReplayStep>>("replay")),
+        ("diff", reply::<crate::reply::Diff>("diff")),
+        ("verify", reply::<crate::reply::VerifyAnswer>("verify")),
+        ("log", reply::<Vec<crate::reply::LogEntry>>("log")),
+    ]
+}

@@ -11,6 +11,7 @@ pub mod event;
 pub mod json_schema;
 pub mod nats;
 pub mod proof;
+pub mod reply;
 pub mod result;
 
 pub use command::*;

@@ -51,7 +51,7 @@ fn committed_schemas_match_the_code() {
     check_files("commands", &command_schemas());
     check_files("events", &event_schemas());
     check_files("nats", &nats_schemas());
-    check_files("queries", &projections::query::schemas());
+    check_files("queries", &schemas::json_schema::query_schemas());
     check_files("proofs", &schemas::json_schema::proof_schemas());
     let path = schema_dir().join("asyncapi.json");
     if updating() {
@@ -246,7 +246,8 @@ async fn every_event_a_full_scenario_writes_validates_against_its_schema() {
 /// parameters against `params`.
 #[test]
 fn every_query_answer_and_command_result_validates_against_its_schema() {
-    use projections::query::{Query, answer, schemas};
+    use projections::query::{Query, answer};
+    use schemas::json_schema::query_schemas;
     let dir = tempfile::tempdir().unwrap();
     let example = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("data/worked-example.jsonl"),
@@ -265,7 +266,7 @@ fn every_query_answer_and_command_result_validates_against_its_schema() {
     }
     tests::run_ledgerctl(dir.path(), &["tick", "--now", "2026-12-01"], "");
     let ledger = ledger::Ledger::open(dir.path()).unwrap();
-    let schemas: BTreeMap<&str, serde_json::Value> = schemas().into_iter().collect();
+    let schemas: BTreeMap<&str, serde_json::Value> = query_schemas().into_iter().collect();
     let params = jsonschema::validator_for(&schemas["params"]).unwrap();
     let questions = [
         (

@@ -469,7 +469,7 @@ fn answer_here(
     data: &std::path::Path,
     query: &projections::query::Query,
 ) -> anyhow::Result<projections::query::Answer> {
-    use projections::query::{Answer, Query, QueryError, VerifyAnswer};
+    use projections::query::{Answer, Query, QueryError};
     if let Query::Verify = query {
         let store = readable_store(data)?;
         let mut progress = pipeline::Progress::new("events", None);
@@ -478,7 +478,7 @@ fn answer_here(
         });
         progress.finish();
         let report = report?;
-        return Ok(Answer::Verify(VerifyAnswer::of(&report)));
+        return Ok(Answer::Verify(projections::query::verify_answer(&report)));
     }
     let ledger = read_ledger(data)?;
     match projections::query::answer(&ledger, query) {
