@@ -3,6 +3,12 @@
 //! there and intact, that no append is partly visible, that positions and versions are dense,
 //! and that `verify` passes. `CRASH_CYCLES` raises the cycle count (default 20); `CRASH_SEED`
 //! replays a run.
+//!
+//! The same checks run on both of the log's backends: the embedded store (`SyncAll` per batch),
+//! and the replicated log on a real 3-node JetStream cluster (`load --replicated`: each batch
+//! acknowledged by the cluster before its local commit), where the store checked is a fresh
+//! copy made from LEDGER_LOG after each kill, and the killed writer's own store must catch up
+//! from it when the next load starts.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -37,9 +43,16 @@ fn parse_ack(line: &str) -> Option<Ack> {
 
 /// Runs one load process, SIGKILLs it once it acknowledged `kill_after_acks` appends (a moment
 /// in the middle of the load, chosen by count, not by a pause), returns the acknowledged appends.
-fn run_and_kill(data: &std::path::Path, kill_after_acks: usize) -> Vec<Ack> {
-    let mut child = ledgerctl(data)
-        .args(["load", "--writers", "16", "--streams", "6"])
+fn run_and_kill(data: &std::path::Path, kill_after_acks: usize, nats: Option<&str>) -> Vec<Ack> {
+    let mut command = ledgerctl(data);
+    if let Some(urls) = nats {
+        command.args(["--nats", urls]);
+    }
+    command.args(["load", "--writers", "16", "--streams", "6"]);
+    if nats.is_some() {
+        command.arg("--replicated");
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -193,7 +206,7 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
     let mut most_behind = 0;
     for cycle in 0..cycles {
         let kill_after_acks = rng.below(3_000) as usize;
-        let acks = run_and_kill(dir.path(), kill_after_acks);
+        let acks = run_and_kill(dir.path(), kill_after_acks, None);
         total_acks += acks.len();
         let (position, index_behind) = check_store(dir.path(), &acks);
         assert!(position >= last_position, "cycle {cycle}: the log shrank");
@@ -212,5 +225,106 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
     assert!(
         cycles_index_behind > 0,
         "no kill left the stream index behind the log: its catch-up at open was not tested"
+    );
+}
+
+/// A fresh store made from LEDGER_LOG alone, batch by batch, as any mirror applies it.
+fn copy_of_the_replicated_log(urls: &str, into: &std::path::Path) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ledger = Ledger::open_with(
+        into,
+        ledger::LedgerOptions {
+            writer: false,
+            ..ledger::LedgerOptions::default()
+        },
+    )
+    .unwrap();
+    runtime.block_on(async {
+        let servers: Vec<async_nats::ServerAddr> =
+            urls.split(',').map(|url| url.parse().unwrap()).collect();
+        let client = async_nats::connect(servers).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut log = js.get_stream("LEDGER_LOG").await.unwrap();
+        let last = log.info().await.unwrap().state.last_sequence;
+        for sequence in 1..=last {
+            let message = log.get_raw_message(sequence).await.unwrap();
+            ledger
+                .apply_replicated(sequence, &message.payload)
+                .unwrap_or_else(|e| panic!("LEDGER_LOG batch {sequence} does not follow: {e}"));
+        }
+    });
+}
+
+#[test]
+fn sigkill_under_load_on_the_replicated_log_loses_no_acknowledged_event() {
+    let cycles: usize = std::env::var("CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(8, |cycles: usize| cycles.div_ceil(2));
+    let mut rng = Rng::from_env("CRASH_SEED");
+    let work = tempfile::tempdir().unwrap();
+    let cluster = tests::NatsCluster::start_in(Some(work.path()), &[true, true, true]).unwrap();
+    let urls = cluster.urls();
+    let writer_store = work.path().join("writer");
+    let mut acks = Vec::new();
+    let mut last_position = 0;
+    let mut cycles_writer_behind = 0;
+    for cycle in 0..cycles {
+        let kill_after_acks = 1 + rng.below(2_000) as usize;
+        let acked = run_and_kill(&writer_store, kill_after_acks, Some(&urls));
+        assert!(
+            acked.len() >= kill_after_acks,
+            "cycle {cycle}: {} acknowledged",
+            acked.len()
+        );
+        acks.extend(acked);
+        // Every append acknowledged in any cycle is in the replicated log, whole; the killed
+        // writer's own store is no longer than it.
+        let copy = tempfile::tempdir_in(work.path()).unwrap();
+        copy_of_the_replicated_log(&urls, copy.path());
+        let (position, _) = check_store(copy.path(), &acks);
+        assert!(position >= last_position, "cycle {cycle}: the log shrank");
+        last_position = position;
+        let local = Ledger::open_with(
+            &writer_store,
+            ledger::LedgerOptions {
+                writer: false,
+                ..ledger::LedgerOptions::default()
+            },
+        )
+        .unwrap()
+        .committed_position();
+        assert!(
+            local <= position,
+            "cycle {cycle}: the killed writer's store holds {local}, past the log's {position}"
+        );
+        cycles_writer_behind += usize::from(local < position);
+    }
+    // The killed writer's store catches up from the log and ends as the copy does.
+    let copy = tempfile::tempdir_in(work.path()).unwrap();
+    copy_of_the_replicated_log(&urls, copy.path());
+    let output = ledgerctl(&writer_store)
+        .args(["--nats", &urls, "load", "--replicated", "--writers", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (writer, copy) = (
+        Ledger::open(&writer_store).unwrap(),
+        Ledger::open(copy.path()).unwrap(),
+    );
+    assert_eq!(writer.committed_position(), last_position);
+    assert_eq!(
+        writer.read_all(last_position, 1).unwrap()[0].hash,
+        copy.read_all(last_position, 1).unwrap()[0].hash,
+        "the writer's store and the copy end on the same chain hash"
+    );
+    eprintln!(
+        "{cycles} SIGKILL cycles on a 3-node cluster, {} acknowledged appends checked, log at \
+         {last_position}; the killed writer's store was behind the log after {cycles_writer_behind}",
+        acks.len()
     );
 }

@@ -1,7 +1,8 @@
 //! `ledgerctl load` (hidden): the child process of the crash tests. Many tasks append to a few
 //! streams at once and print one line per acknowledged append, flushed before the next ack
 //! is awaited, so a test that SIGKILLs this process knows exactly what was acknowledged:
-//! `ack <first_position> <count> <stream> <first_version> <append_id>`.
+//! `ack <first_position> <count> <stream> <first_version> <append_id>`. With `--replicated` the
+//! same load goes to the replicated log on a JetStream cluster (the crash test's other backend).
 
 use std::io::Write;
 use std::path::Path;
@@ -22,11 +23,29 @@ pub struct LoadArgs {
     /// Stop after this many appends per writer (0: never).
     #[arg(long, default_value_t = 0)]
     appends: u64,
+    /// Append to the replicated log on --nats (LEDGER_LOG, created with --replicas) through
+    /// --data as this writer's copy: each batch is acknowledged by the cluster before it is
+    /// written locally and acknowledged here. Takes no writer lease.
+    #[arg(long)]
+    replicated: bool,
+    /// LEDGER_LOG's replicas when it is created.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
 }
 
-pub fn run(data: &Path, args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let ledger = crate::create_ledger(data)?;
+pub fn run(data: &Path, nats: &service::NatsArgs, args: LoadArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new()?;
+    // The client must live as long as the writer: its commit step publishes through it.
+    let (ledger, _client) = if args.replicated {
+        let (ledger, client) = runtime.block_on(service::replicated::open_log_writer(
+            data,
+            nats,
+            args.replicas,
+        ))?;
+        (ledger, Some(client))
+    } else {
+        (crate::create_ledger(data)?, None)
+    };
     let stdout = Arc::new(Mutex::new(std::io::stdout()));
     println!("ready {}", ledger.committed_position());
     runtime.block_on(async {

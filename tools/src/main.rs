@@ -315,7 +315,7 @@ fn run() -> ExitCode {
         });
         return finish(outcome);
     }
-    if cli.nats.nats.is_some() && !matches!(cli.command, Command::Serve(_)) {
+    if cli.nats.nats.is_some() && !matches!(cli.command, Command::Serve(_) | Command::Load(_)) {
         let outcome = remote(&cli.nats, cli.command);
         return match outcome {
             Ok(code) => code,
@@ -342,7 +342,7 @@ fn run() -> ExitCode {
         )),
         Command::Log(command) => raw::run(&cli.data, command),
         Command::Bench(command) => bench::run(command),
-        Command::Load(args) => load::run(&cli.data, args),
+        Command::Load(args) => load::run(&cli.data, &cli.nats, args),
         Command::Status | Command::Migrate(_) => unreachable!("handled above"),
         Command::Balance { .. }
         | Command::Notices { .. }

@@ -963,18 +963,7 @@ async fn become_writer(
     replicas: usize,
 ) -> anyhow::Result<WriterTerm> {
     let (tick_seconds, checkpoints) = timers;
-    let last = catch_up(ledger, log).await?;
-    ensure_no_local_tail(ledger, log).await?;
-    adopt(ledger, log)?;
-    let commit = Arc::new(JetStreamCommit {
-        js: js.clone(),
-        stream: LOG_STREAM.to_owned(),
-        subject: LOG_SUBJECT.to_owned(),
-        runtime: tokio::runtime::Handle::current(),
-        last_sequence: std::sync::Mutex::new(last),
-        bytes_max,
-    });
-    ledger.start_writer(Some(commit))?;
+    start_log_writer(ledger, js, log, bytes_max).await?;
     let handler = Handler::new(ledger.clone(), clock.clone(), "ledger-service");
     let commands = command_endpoints(service).await?;
     let ticked = Arc::new(tokio::sync::Notify::new());
@@ -1016,6 +1005,63 @@ async fn become_writer(
         scheduler,
         checkpointer,
     })
+}
+
+/// Brings a store that is not writing up to LEDGER_LOG's last batch and starts its writer with
+/// the replicated commit step, fenced by the stream sequence it caught up to. The caller holds
+/// the writer lease (`serve --replicated`), or is the crash test's `ledgerctl load`, which takes
+/// none: the expected-sequence fence alone keeps a second writer from forking the log.
+///
+/// # Errors
+/// NATS, a batch that does not follow the store, or a store with a tail LEDGER_LOG lacks.
+pub async fn start_log_writer(
+    ledger: &Ledger,
+    js: &jetstream::Context,
+    log: &mut stream::Stream,
+    bytes_max: usize,
+) -> anyhow::Result<()> {
+    let last = catch_up(ledger, log).await?;
+    ensure_no_local_tail(ledger, log).await?;
+    adopt(ledger, log)?;
+    let commit = Arc::new(JetStreamCommit {
+        js: js.clone(),
+        stream: LOG_STREAM.to_owned(),
+        subject: LOG_SUBJECT.to_owned(),
+        runtime: tokio::runtime::Handle::current(),
+        last_sequence: std::sync::Mutex::new(last),
+        bytes_max,
+    });
+    ledger.start_writer(Some(commit))?;
+    Ok(())
+}
+
+/// Opens `data` as a writer of the replicated log for `ledgerctl load`: LEDGER_LOG found or
+/// created with `replicas`, the store caught up, the writer started (no lease; see
+/// `start_log_writer`).
+///
+/// # Errors
+/// As `start_log_writer`, or the store cannot be opened.
+pub async fn open_log_writer(
+    data: &Path,
+    nats: &NatsArgs,
+    replicas: usize,
+) -> anyhow::Result<(Ledger, async_nats::Client)> {
+    let client = nats.connect("ledger load --replicated", None).await?;
+    let js = jetstream::new(client.clone());
+    let mut log = set_up_log(&js, replicas).await?;
+    let ledger = Ledger::open_with(
+        data,
+        LedgerOptions {
+            writer: false,
+            ..LedgerOptions::default()
+        },
+    )?;
+    let bytes_max = client
+        .server_info()
+        .max_payload
+        .saturating_sub(HEADER_ROOM_BYTES);
+    start_log_writer(&ledger, &js, &mut log, bytes_max).await?;
+    Ok((ledger, client))
 }
 
 /// The replicated log's identity: its stream's creation time, the same on every instance (each
