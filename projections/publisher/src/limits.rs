@@ -10,6 +10,10 @@ pub const PUBLISH_ACKS_IN_FLIGHT_MAX: usize = 512;
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long the publisher waits to write its progress (a hint) before it goes on without.
 pub const PROGRESS_WRITE_WAIT: Duration = Duration::from_secs(2);
+/// At most how often the progress bucket is written while events keep coming (each write is a
+/// JetStream publish the server stores), and so how long after the publisher caught up its
+/// position is said.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 /// How long published messages are kept.
 pub const RETENTION: Duration = Duration::from_secs(400 * 24 * 60 * 60);
 
@@ -20,4 +24,8 @@ const _: () = assert!(
 const _: () = assert!(
     PUBLISH_ACKS_IN_FLIGHT_MAX <= PUBLISH_BATCH_EVENTS_MAX,
     "the acks window fits in one batch"
+);
+const _: () = assert!(
+    PROGRESS_EVERY.as_millis() < PROGRESS_WRITE_WAIT.as_millis(),
+    "progress is said more often than a write of it may take"
 );

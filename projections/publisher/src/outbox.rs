@@ -2,16 +2,16 @@
 //! the checkpoint moves; the rewind when a stream lost what it had acknowledged.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use async_nats::jetstream;
+use async_nats::jetstream::{self, kv};
 use ledger::{Checkpoint, Ledger, RecordedEvent};
 use rust_decimal::Decimal;
 use schemas::Bucket;
 use tokio::sync::watch;
 
-use crate::limits::PROGRESS_WRITE_WAIT;
+use crate::limits::{PROGRESS_EVERY, PROGRESS_WRITE_WAIT};
 use crate::{
     EVENTS_STREAM, MESSAGE_SCHEMA_VERSION, NOTICES_STREAM, PROGRESS_BUCKET, PROGRESS_KEY,
     PUBLISH_ACKS_IN_FLIGHT_MAX, PUBLISH_BATCH_EVENTS_MAX, PUBLISHER, PublishError,
@@ -140,8 +140,10 @@ async fn publish_loop(publisher: Publisher) -> Result<Checkpoint, PublishError> 
         None => BTreeMap::new(),
     };
     published_to.send_replace(checkpoint.position);
-    // The position last written to the progress bucket.
+    // The position last written to the progress bucket, when, and the bucket once found.
     let mut said = 0;
+    let mut last_said = Instant::now();
+    let mut progress: Option<kv::Store> = None;
     let mut backoff = Duration::from_millis(100);
     let mut check_streams = true;
     loop {
@@ -187,19 +189,34 @@ async fn publish_loop(publisher: Publisher) -> Result<Checkpoint, PublishError> 
         }
         let head = ledger.committed_position();
         if head == checkpoint.position {
-            if said < checkpoint.position {
+            // How long until the position reached may be said: at once when it has not been
+            // said for PROGRESS_EVERY (or on the way out), otherwise after that (unless new
+            // events come first), so under load the bucket is written a few times a second,
+            // not once per commit, and when load stops the last position is said within
+            // PROGRESS_EVERY.
+            let say_in = (said < checkpoint.position).then(|| {
+                if *stop.borrow() {
+                    Duration::ZERO
+                } else {
+                    PROGRESS_EVERY.saturating_sub(last_said.elapsed())
+                }
+            });
+            if say_in == Some(Duration::ZERO) {
                 // Said once per position reached, written or not (a hint); then the head is read
                 // again, since it may have moved while this waited.
-                say_progress(&js, checkpoint.position).await;
+                say_progress(&js, &mut progress, checkpoint.position).await;
                 said = checkpoint.position;
+                last_said = Instant::now();
                 continue;
             }
             if *stop.borrow() {
                 return Ok(checkpoint);
             }
             let mut subscription = ledger.subscribe(checkpoint.position + 1);
+            let say_later = tokio::time::sleep(say_in.unwrap_or(PROGRESS_WRITE_WAIT));
             tokio::select! {
                 next = subscription.next() => { next?; }
+                _ = say_later, if say_in.is_some() => {}
                 _ = stop.changed() => {}
                 _ = reconnects.changed() => { check_streams = true; }
             }
@@ -262,13 +279,20 @@ fn stopped(checkpoint: &Checkpoint, ledger: &Ledger, cause: PublishError) -> Pub
 
 /// Writes `position` to the progress bucket once the publisher is caught up (a hint: when it
 /// cannot, it says so in the log and the next catch-up writes it again).
-async fn say_progress(js: &jetstream::Context, position: u64) {
+async fn say_progress(js: &jetstream::Context, bucket: &mut Option<kv::Store>, position: u64) {
     let written = async {
-        let bucket = js.get_key_value(PROGRESS_BUCKET).await.ok()?;
-        bucket
+        if bucket.is_none() {
+            *bucket = Some(js.get_key_value(PROGRESS_BUCKET).await.ok()?);
+        }
+        let put = bucket
+            .as_ref()?
             .put(PROGRESS_KEY, position.to_string().into())
-            .await
-            .ok()
+            .await;
+        if put.is_err() {
+            // Found again next time (the bucket may have been made again on an emptied server).
+            *bucket = None;
+        }
+        put.ok()
     };
     // A hint, never a reason to stall: bounded like every other wait on NATS here.
     if tokio::time::timeout(PROGRESS_WRITE_WAIT, written)
