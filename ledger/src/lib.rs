@@ -1181,12 +1181,17 @@ impl Ledger {
     /// report, not an error. [`Error::IndexStopped`] when the stream index stopped following
     /// the log.
     pub fn verify(&self) -> Result<VerifyReport> {
+        self.verify_with_progress(&mut |_| {})
+    }
+
+    /// [`Ledger::verify`], telling `progress` the position checked so far every few thousand
+    /// events.
+    ///
+    /// # Errors
+    /// As [`Ledger::verify`].
+    pub fn verify_with_progress(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport> {
         self.index_current()?;
-        verify::verify(
-            &self.inner.store,
-            Some(self.committed_position()),
-            &mut |_| {},
-        )
+        verify::verify(&self.inner.store, Some(self.committed_position()), progress)
     }
 }
 

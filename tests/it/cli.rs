@@ -482,3 +482,69 @@ fn walk(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::Syste
     }
     files
 }
+
+/// Long work shows its progress (count, whole-number rate with thousands separators) when stderr
+/// is a terminal, and writes nothing extra when it is not: `log append` of a file and `verify`,
+/// run under a pseudo-terminal (util-linux `script`) and plainly.
+#[test]
+fn long_work_shows_progress_on_a_terminal_and_nothing_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("history.jsonl");
+    let lines: String = (0..30_000)
+        .map(|i| {
+            format!(
+                "{{\"stream\":\"s-{}\",\"type\":\"t\",\"payload\":{{}}}}\n",
+                i % 64
+            )
+        })
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let plain_store = dir.path().join("plain");
+    let plain = ledgerctl(&plain_store)
+        .args(["log", "append"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(plain.status.success());
+    assert!(
+        plain.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let verified = ledgerctl(&plain_store).arg("verify").output().unwrap();
+    assert!(verified.status.success());
+    assert!(
+        verified.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    let on_a_terminal = |args: &str| {
+        let command = format!(
+            "{} --data {} {args}",
+            tests::ledgerctl_path().display(),
+            dir.path().join("tty").display()
+        );
+        let output = std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .output()
+            .expect("util-linux script runs");
+        assert!(output.status.success(), "{command}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let appended = on_a_terminal(&format!("log append {}", file.display()));
+    let drawn = |text: &str, noun: &str| {
+        text.split("\r\u{1b}[2K").any(|line| {
+            let line = line.trim_end();
+            line.contains(&format!(" {noun} · ")) && line.contains("/s") && !line.contains('.')
+        })
+    };
+    assert!(
+        drawn(&appended, "lines"),
+        "no progress line in {:?}",
+        &appended[..appended.len().min(400)]
+    );
+    let verify = on_a_terminal("verify");
+    assert!(drawn(&verify, "events"), "no progress line in {verify:?}");
+    assert!(verify.contains("checked 30000 events"), "{verify:?}");
+}

@@ -692,10 +692,29 @@ fn an_embedded_store_migrates_goes_on_after_more_writes_and_a_foreign_store_is_r
         &["submit", "-"],
         &data_file("sample-contracts.jsonl"),
     );
-    let second = migrate(&source, &cluster);
-    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !String::from_utf8_lossy(&first.stderr).contains('\r'),
+        "no progress drawn when stderr is not a terminal"
+    );
+    // The second run on a terminal (util-linux `script`): its relay draws a progress line.
+    let command = format!(
+        "{} --data {} migrate --nats {} --nats-monitor {}",
+        tests::ledgerctl_path().display(),
+        source.display(),
+        cluster.urls(),
+        cluster.monitors()
+    );
+    let second = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stdout);
     assert!(second.status.success(), "{stderr}");
     assert!(stderr.contains("positions 1-8 already"), "{stderr}");
+    assert!(
+        stderr.contains("\r\u{1b}[2K") && stderr.contains(" events relayed · "),
+        "{stderr:?}"
+    );
     let head = ledger::Ledger::open(&source).unwrap().head().unwrap();
 
     // A store with another history is not relayed into that log.

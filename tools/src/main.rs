@@ -263,7 +263,28 @@ fn run() -> ExitCode {
         ));
     }
     if let Command::Migrate(args) = &cli.command {
-        return finish(service::replicated::migrate(&cli.data, &cli.nats, args));
+        // Progress on a terminal: the verification, then the relay, each its own line.
+        let mut shown: Option<(service::replicated::MigratePhase, pipeline::Progress)> = None;
+        let migrated =
+            service::replicated::migrate(&cli.data, &cli.nats, args, &mut |phase, done, total| {
+                if shown.as_ref().is_none_or(|(at, _)| *at != phase) {
+                    if let Some((_, mut progress)) = shown.take() {
+                        progress.finish();
+                    }
+                    let noun = match phase {
+                        service::replicated::MigratePhase::Verify => "events verified",
+                        service::replicated::MigratePhase::Relay => "events relayed",
+                    };
+                    shown = Some((phase, pipeline::Progress::new(noun, Some(total))));
+                }
+                if let Some((_, progress)) = shown.as_mut() {
+                    progress.update(done, done);
+                }
+            });
+        if let Some((_, mut progress)) = shown.take() {
+            progress.finish();
+        }
+        return finish(migrated);
     }
     match &cli.command {
         Command::Keygen { out } => return finish(proof::keygen(out)),

@@ -1136,14 +1136,35 @@ async fn log_tail(log: &mut stream::Stream) -> anyhow::Result<(u64, u64, ledger:
 /// store into LEDGER_LOG with the same positions and hashes, batch by batch; run again after an
 /// interruption, it goes on from the stream's last batch. Refuses a stream that is not a prefix
 /// of the store. Afterwards DIR can be an instance's mirror (`serve --replicated`).
-pub fn migrate(data: &Path, nats: &NatsArgs, args: &MigrateArgs) -> anyhow::Result<ExitCode> {
+/// Which part of `migrate` a progress report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigratePhase {
+    /// Verifying the store before anything is relayed.
+    Verify,
+    /// Relaying its batches into LEDGER_LOG.
+    Relay,
+}
+
+/// Relays the `--data` store into LEDGER_LOG, resuming where the stream ends; `progress` is told
+/// `(phase, done, total)` in events as it goes (a few times a second at most).
+///
+/// # Errors
+/// A store that does not verify, a LEDGER_LOG that is not a prefix of it, or NATS.
+pub fn migrate(
+    data: &Path,
+    nats: &NatsArgs,
+    args: &MigrateArgs,
+    progress: &mut dyn FnMut(MigratePhase, u64, u64),
+) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         data.join("store").exists(),
         "no store at {} (set --data or LEDGER_DATA)",
         data.display()
     );
     let ledger = Ledger::open(data)?;
-    let report = ledger.verify()?;
+    let head = ledger.committed_position();
+    let report = ledger
+        .verify_with_progress(&mut |checked| progress(MigratePhase::Verify, checked, head))?;
     anyhow::ensure!(
         report.is_ok(),
         "{} does not verify (position {}: {}); refusing to migrate it",
@@ -1151,7 +1172,6 @@ pub fn migrate(data: &Path, nats: &NatsArgs, args: &MigrateArgs) -> anyhow::Resu
         report.problem.as_ref().map_or(0, |p| p.position),
         report.problem.as_ref().map_or("", |p| p.detail.as_str())
     );
-    let head = ledger.committed_position();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -1187,8 +1207,6 @@ pub fn migrate(data: &Path, nats: &NatsArgs, args: &MigrateArgs) -> anyhow::Resu
             last_sequence: std::sync::Mutex::new(sequence),
             bytes_max,
         };
-        let started = Instant::now();
-        let mut reported = Instant::now();
         let mut relayed = 0u64;
         for batch in ledger.export_batches(position + 1, MIGRATE_BATCH_EVENTS, bytes_max)? {
             let batch = batch?;
@@ -1197,14 +1215,7 @@ pub fn migrate(data: &Path, nats: &NatsArgs, args: &MigrateArgs) -> anyhow::Resu
                 .await
                 .map_err(|cause| anyhow::anyhow!("publishing positions {}-{}: {cause}", batch.first_position, batch.last_position))?;
             relayed += batch.last_position - batch.first_position + 1;
-            if reported.elapsed() > Duration::from_secs(1) {
-                reported = Instant::now();
-                eprintln!(
-                    "ledgerctl migrate: position {} of {head} ({} events/s)",
-                    batch.last_position,
-                    u128::from(relayed) * 1000 / started.elapsed().as_millis().max(1)
-                );
-            }
+            progress(MigratePhase::Relay, relayed, head - position);
         }
         ledger.mark_replicated(sequence)?;
         eprintln!(
