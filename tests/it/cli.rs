@@ -548,3 +548,36 @@ fn long_work_shows_progress_on_a_terminal_and_nothing_otherwise() {
     assert!(drawn(&verify, "events"), "no progress line in {verify:?}");
     assert!(verify.contains("checked 30000 events"), "{verify:?}");
 }
+
+/// `bench nats` at a small N against a real nats-server: commands over NATS beside the raw echo
+/// and beside the same callers embedded, with the 0.5 target (issue 17); the subscriber latency,
+/// the balance queries and the publisher's drain.
+#[test]
+fn bench_nats_small_run_reports_commands_beside_embedded_and_the_echo() {
+    let stdout = bench_small_run(
+        &[
+            "nats",
+            "--millis",
+            "300",
+            "--clients",
+            "4",
+            "--publish-events",
+            "500",
+        ],
+        &[
+            "workload=commands_over_nats_4_clients",
+            "baseline=raw_nats_request_reply_echo",
+            "baseline=commands_embedded_4_callers_same_run",
+            "workload=append_to_subscriber_latency",
+            "workload=publisher_drain_",
+        ],
+    );
+    assert!(
+        stdout.lines().any(
+            |line| line.contains("baseline=commands_embedded_4_callers_same_run")
+                && line.contains("target=0.5")
+                && line.contains(" meets=")
+        ),
+        "{stdout}"
+    );
+}

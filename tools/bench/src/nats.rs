@@ -1,7 +1,8 @@
 //! `ledgerctl bench nats`: the service over a real nats-server, each figure beside a baseline in
 //! the same run on the same server.
 //! - commands over NATS request/reply with N concurrent clients (own contract each), beside the
-//!   same clients against a raw echo responder (NATS's own request/reply rate here);
+//!   same clients against a raw echo responder (NATS's own request/reply rate here), and beside
+//!   the same number of callers submitting to the handler embedded (target: 0.5 of it);
 //! - append-to-subscriber latency: from a command's reply (the append is durable) to its balance
 //!   update arriving on `ledger.balance.>`;
 //! - the publisher draining a log it has not published yet, beside a raw async-nats JetStream
@@ -171,6 +172,11 @@ pub fn run(args: NatsBenchArgs, report: &mut Report) -> anyhow::Result<ExitCode>
         )
         .await?;
         echo_task.abort();
+        // The same commands embedded: the handler on a store of this process, as many callers.
+        let embedded = Ledger::open(work.path().join("embedded"))?;
+        let (embedded_rate, _) =
+            crate::concurrent_commands(embedded.clone(), args.clients, duration).await?;
+        drop(embedded);
         Line {
             workload: format!("commands_over_nats_{}_clients", args.clients),
             per_sec: rate,
@@ -178,6 +184,19 @@ pub fn run(args: NatsBenchArgs, report: &mut Report) -> anyhow::Result<ExitCode>
             p99_us: Some(percentile(&latencies, 99)),
             baseline: Some(("raw_nats_request_reply_echo".into(), raw_rate)),
             target_ratio: None,
+            cpu_us_per_event: None,
+        }
+        .print(report);
+        Line {
+            workload: format!("commands_over_nats_{}_clients", args.clients),
+            per_sec: rate,
+            p50_us: Some(percentile(&latencies, 50)),
+            p99_us: Some(percentile(&latencies, 99)),
+            baseline: Some((
+                format!("commands_embedded_{}_callers_same_run", args.clients),
+                embedded_rate,
+            )),
+            target_ratio: Some(0.5),
             cpu_us_per_event: None,
         }
         .print(report);
