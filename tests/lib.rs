@@ -118,14 +118,9 @@ impl Backend {
             },
             Backend::Replicated => {
                 let mirror_dir = tempfile::tempdir().unwrap();
-                let mirror = ledger::Ledger::open_with(
-                    mirror_dir.path(),
-                    ledger::LedgerOptions {
-                        writer: false,
-                        ..ledger::LedgerOptions::default()
-                    },
-                )
-                .unwrap();
+                let mirror =
+                    ledger::Ledger::open_with(mirror_dir.path(), ledger::LedgerOptions::mirror())
+                        .unwrap();
                 let replicator = std::sync::Arc::new(IntoMirror {
                     mirror: mirror.clone(),
                     sequence: std::sync::atomic::AtomicU64::new(0),

@@ -356,6 +356,17 @@ impl Default for LedgerOptions {
     }
 }
 
+impl LedgerOptions {
+    /// The defaults without the writer: a mirror of a replicated log, or a store a replicated
+    /// writer will start on once it has caught up.
+    pub fn mirror() -> LedgerOptions {
+        LedgerOptions {
+            writer: false,
+            ..LedgerOptions::default()
+        }
+    }
+}
+
 /// Verifies the log in `path` without starting a writer: works on a log whose last event is
 /// damaged, which [`Ledger::open`] refuses to extend. Takes the directory lock like an open.
 ///

@@ -231,14 +231,7 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
 /// A fresh store made from LEDGER_LOG alone, batch by batch, as any mirror applies it.
 fn copy_of_the_replicated_log(urls: &str, into: &std::path::Path) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let ledger = Ledger::open_with(
-        into,
-        ledger::LedgerOptions {
-            writer: false,
-            ..ledger::LedgerOptions::default()
-        },
-    )
-    .unwrap();
+    let ledger = Ledger::open_with(into, ledger::LedgerOptions::mirror()).unwrap();
     runtime.block_on(async {
         let servers: Vec<async_nats::ServerAddr> =
             urls.split(',').map(|url| url.parse().unwrap()).collect();
@@ -285,15 +278,9 @@ fn sigkill_under_load_on_the_replicated_log_loses_no_acknowledged_event() {
         let (position, _) = check_store(copy.path(), &acks);
         assert!(position >= last_position, "cycle {cycle}: the log shrank");
         last_position = position;
-        let local = Ledger::open_with(
-            &writer_store,
-            ledger::LedgerOptions {
-                writer: false,
-                ..ledger::LedgerOptions::default()
-            },
-        )
-        .unwrap()
-        .committed_position();
+        let local = Ledger::open_with(&writer_store, ledger::LedgerOptions::mirror())
+            .unwrap()
+            .committed_position();
         assert!(
             local <= position,
             "cycle {cycle}: the killed writer's store holds {local}, past the log's {position}"

@@ -10,13 +10,6 @@ use tests::{IntoMirror, log_of};
 
 use ledger::{Append, Error, ExpectedVersion, Ledger, LedgerOptions, NewEvent};
 
-fn mirror_options() -> LedgerOptions {
-    LedgerOptions {
-        writer: false,
-        ..LedgerOptions::default()
-    }
-}
-
 fn event(text: &str) -> NewEvent {
     NewEvent::new("thing_happened", text.as_bytes().to_vec())
 }
@@ -24,7 +17,7 @@ fn event(text: &str) -> NewEvent {
 #[test]
 fn a_mirror_holds_the_writers_log_and_takes_over_where_it_stopped() {
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mirror = Ledger::open_with(dirs.1.path(), mirror_options()).unwrap();
+    let mirror = Ledger::open_with(dirs.1.path(), LedgerOptions::mirror()).unwrap();
     assert!(!mirror.is_writer());
     let refused =
         mirror.append_blocking(Append::new("s-1", ExpectedVersion::Any, vec![event("x")]));
@@ -39,14 +32,7 @@ fn a_mirror_holds_the_writers_log_and_takes_over_where_it_stopped() {
         kept: Mutex::new(Vec::new()),
         bytes_max: 64 * 1024,
     });
-    let writer = Ledger::open_with(
-        dirs.0.path(),
-        LedgerOptions {
-            writer: false,
-            ..LedgerOptions::default()
-        },
-    )
-    .unwrap();
+    let writer = Ledger::open_with(dirs.0.path(), LedgerOptions::mirror()).unwrap();
     writer.start_writer(Some(replicator.clone())).unwrap();
     // Many concurrent appends (batches of several), some idempotent, one large enough to need a
     // batch of its own under the 64 KiB limit.
@@ -144,7 +130,7 @@ fn an_exported_store_applies_to_an_empty_mirror_batch_by_batch_with_the_same_byt
         };
         source.append_blocking(append).unwrap();
     }
-    let mirror = Ledger::open_with(dirs.1.path(), mirror_options()).unwrap();
+    let mirror = Ledger::open_with(dirs.1.path(), LedgerOptions::mirror()).unwrap();
     let mut sequence = 0;
     let mut previous_end = 0;
     for batch in source.export_batches(1, 7, 64 * 1024).unwrap() {

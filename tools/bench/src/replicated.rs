@@ -108,10 +108,7 @@ pub fn run(args: ReplicatedBenchArgs, report: &mut Report) -> anyhow::Result<Exi
         let mut log = runtime.block_on(set_up_log_named(&js, 3, &name, &subject))?;
         let writer = Ledger::open_with(
             work.path().join(format!("replicated-{writers}")),
-            LedgerOptions {
-                writer: false,
-                ..LedgerOptions::default()
-            },
+            LedgerOptions::mirror(),
         )?;
         writer.start_writer(Some(Arc::new(JetStreamCommit {
             js: js.clone(),
@@ -123,10 +120,7 @@ pub fn run(args: ReplicatedBenchArgs, report: &mut Report) -> anyhow::Result<Exi
         })))?;
         let mirror = Ledger::open_with(
             work.path().join(format!("mirror-{writers}")),
-            LedgerOptions {
-                writer: false,
-                ..LedgerOptions::default()
-            },
+            LedgerOptions::mirror(),
         )?;
         let (stop, stop_rx) = watch::channel(false);
         let mirror_task = runtime.spawn(mirror_loop(mirror.clone(), log.clone(), stop_rx));

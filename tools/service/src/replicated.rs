@@ -298,13 +298,7 @@ pub fn run(
         Some(now) => Arc::new(move || now),
         None => Arc::new(Utc::now),
     };
-    let ledger = Ledger::open_with(
-        data,
-        LedgerOptions {
-            writer: false,
-            ..LedgerOptions::default()
-        },
-    )?;
+    let ledger = Ledger::open_with(data, LedgerOptions::mirror())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -1049,13 +1043,7 @@ pub async fn open_log_writer(
     let client = nats.connect("ledger load --replicated", None).await?;
     let js = jetstream::new(client.clone());
     let mut log = set_up_log(&js, replicas).await?;
-    let ledger = Ledger::open_with(
-        data,
-        LedgerOptions {
-            writer: false,
-            ..LedgerOptions::default()
-        },
-    )?;
+    let ledger = Ledger::open_with(data, LedgerOptions::mirror())?;
     let bytes_max = client
         .server_info()
         .max_payload
