@@ -222,6 +222,28 @@ pub(crate) fn stored_head(position: u64, bytes: &[u8]) -> Result<(&str, u64, Has
 /// Decodes an envelope stored under `position`. Strict: every length is checked, no byte may be
 /// left over, and the envelope's own position must match its key.
 pub(crate) fn decode(position: u64, bytes: &[u8]) -> Result<RecordedEvent> {
+    let mut event = RecordedEvent {
+        position: 0,
+        stream: String::new(),
+        version: 0,
+        event_id: Uuid::nil(),
+        event_type: String::new(),
+        schema_version: 0,
+        recorded_at: DateTime::UNIX_EPOCH,
+        effective_at: None,
+        metadata: Metadata::default(),
+        payload: Vec::new(),
+        prev_hash: [0; 32],
+        hash: [0; 32],
+    };
+    decode_into(position, bytes, &mut event)?;
+    Ok(event)
+}
+
+/// `decode` into an event decoded before, reusing the allocations of its strings and payload:
+/// a scan that recycles its events allocates nothing per event once they have grown. On an
+/// error `event` holds a mix of both envelopes.
+pub(crate) fn decode_into(position: u64, bytes: &[u8], event: &mut RecordedEvent) -> Result<()> {
     let corrupt = |detail: &str| Error::Corrupt {
         position,
         detail: detail.to_owned(),
@@ -240,74 +262,65 @@ pub(crate) fn decode(position: u64, bytes: &[u8]) -> Result<RecordedEvent> {
             "envelope says position {stored_position}, stored under {position}"
         )));
     }
-    let version = reader.u64().ok_or_else(truncated)?;
+    event.position = position;
+    event.version = reader.u64().ok_or_else(truncated)?;
     let stream = reader
         .str16()
         .ok_or_else(truncated)?
         .map_err(|()| corrupt("stream id is not UTF-8"))?;
-    let event_id = Uuid::from_bytes(reader.array::<16>().ok_or_else(truncated)?);
+    set_text(&mut event.stream, stream);
+    event.event_id = Uuid::from_bytes(reader.array::<16>().ok_or_else(truncated)?);
     let event_type = reader
         .str16()
         .ok_or_else(truncated)?
         .map_err(|()| corrupt("event type is not UTF-8"))?;
-    let schema_version = reader.u32().ok_or_else(truncated)?;
-    let recorded_at = DateTime::from_timestamp_nanos(reader.i64().ok_or_else(truncated)?);
-    let effective_at = match reader.u8().ok_or_else(truncated)? {
+    set_text(&mut event.event_type, event_type);
+    event.schema_version = reader.u32().ok_or_else(truncated)?;
+    event.recorded_at = DateTime::from_timestamp_nanos(reader.i64().ok_or_else(truncated)?);
+    event.effective_at = match reader.u8().ok_or_else(truncated)? {
         0 => None,
         1 => Some(DateTime::from_timestamp_nanos(
             reader.i64().ok_or_else(truncated)?,
         )),
         _ => return Err(corrupt("bad effective_at flag")),
     };
-    let mut fields: [Option<String>; 6] = Default::default();
-    for field in &mut fields {
-        *field = match reader.u8().ok_or_else(truncated)? {
-            0 => None,
+    let metadata = &mut event.metadata;
+    for field in [
+        &mut metadata.command_id,
+        &mut metadata.actor,
+        &mut metadata.correlation_id,
+        &mut metadata.causation_id,
+        &mut metadata.reason,
+        &mut metadata.reference,
+    ] {
+        match reader.u8().ok_or_else(truncated)? {
+            0 => *field = None,
             1 => {
                 let raw = reader.bytes32().ok_or_else(truncated)?;
-                Some(
-                    String::from_utf8(raw.to_vec())
-                        .map_err(|_| corrupt("metadata is not UTF-8"))?,
-                )
+                let text =
+                    std::str::from_utf8(raw).map_err(|_| corrupt("metadata is not UTF-8"))?;
+                match field {
+                    Some(held) => set_text(held, text),
+                    None => *field = Some(text.to_owned()),
+                }
             }
             _ => return Err(corrupt("bad metadata flag")),
-        };
+        }
     }
-    let [
-        command_id,
-        actor,
-        correlation_id,
-        causation_id,
-        reason,
-        reference,
-    ] = fields;
-    let payload = reader.bytes32().ok_or_else(truncated)?.to_vec();
-    let prev_hash = reader.array::<32>().ok_or_else(truncated)?;
-    let hash = reader.array::<32>().ok_or_else(truncated)?;
+    let payload = reader.bytes32().ok_or_else(truncated)?;
+    event.payload.clear();
+    event.payload.extend_from_slice(payload);
+    event.prev_hash = reader.array::<32>().ok_or_else(truncated)?;
+    event.hash = reader.array::<32>().ok_or_else(truncated)?;
     if reader.at != bytes.len() {
         return Err(corrupt("bytes left over after the envelope"));
     }
-    Ok(RecordedEvent {
-        position,
-        stream,
-        version,
-        event_id,
-        event_type,
-        schema_version,
-        recorded_at,
-        effective_at,
-        metadata: Metadata {
-            command_id,
-            actor,
-            correlation_id,
-            causation_id,
-            reason,
-            reference,
-        },
-        payload,
-        prev_hash,
-        hash,
-    })
+    Ok(())
+}
+
+fn set_text(held: &mut String, text: &str) {
+    held.clear();
+    held.push_str(text);
 }
 
 struct Reader<'a> {
@@ -339,10 +352,10 @@ impl<'a> Reader<'a> {
         self.array().map(i64::from_be_bytes)
     }
     /// `None` when truncated; `Some(Err)` when not UTF-8.
-    fn str16(&mut self) -> Option<Result<String, ()>> {
+    fn str16(&mut self) -> Option<Result<&'a str, ()>> {
         let len = usize::from(u16::from_be_bytes(self.array()?));
         let raw = self.take(len)?;
-        Some(String::from_utf8(raw.to_vec()).map_err(|_| ()))
+        Some(std::str::from_utf8(raw).map_err(|_| ()))
     }
     fn bytes32(&mut self) -> Option<&'a [u8]> {
         let len = usize::try_from(u32::from_be_bytes(self.array()?)).ok()?;

@@ -19,6 +19,7 @@ mod projection_store;
 pub mod proofs;
 mod recent;
 pub mod replica;
+mod scan;
 mod store;
 mod subscribe;
 mod verify;
@@ -39,6 +40,7 @@ pub use envelope::{GENESIS_HASH, Hash, Metadata, NewEvent, RecordedEvent};
 pub use error::{Error, Result};
 pub use projection_store::{Checkpoint, ProjectionStore};
 pub use replica::{Replicator, WireBatch};
+pub use scan::ScanAhead;
 pub use store::STORE_FORMAT;
 pub use subscribe::Subscription;
 pub use verify::{VerifyProblem, VerifyReport};
@@ -1127,6 +1129,20 @@ impl Ledger {
                 ));
             }
         })
+    }
+
+    /// The same events as [`Ledger::scan`], in the same order, a chunk at a time, decoded by
+    /// `readers` threads ahead of the caller (at most `readers × (SCAN_AHEAD_CHUNKS_QUEUED + 2)`
+    /// chunks of `SCAN_AHEAD_CHUNK_EVENTS` in memory): for folds over a long stretch of the log,
+    /// which otherwise wait on fjall and the envelope decode on one core. Ends at the position
+    /// committed when it was created, or at its first error. Dropping it stops the readers.
+    pub fn scan_ahead(&self, from_position: u64, readers: usize) -> ScanAhead {
+        ScanAhead::start(
+            self,
+            from_position.max(1),
+            self.committed_position(),
+            readers,
+        )
     }
 
     /// The envelope at `position` exactly as stored (its bytes end with its own hash): what a

@@ -36,6 +36,14 @@ pub const READ_PAGE_MAX: usize = 100_000;
 /// next; see `Ledger::scan`.
 pub const SCAN_CHUNK_EVENTS: u64 = 16_384;
 
+/// Events a read-ahead reader of `Ledger::scan_ahead` decodes into one chunk (one fjall
+/// iterator): ~0.5–1 MB of decoded events.
+pub const SCAN_AHEAD_CHUNK_EVENTS: u64 = 2_048;
+
+/// Decoded chunks each read-ahead reader may hold ready for the consumer: what bounds a
+/// read-ahead scan's memory (readers × (this + 1) chunks).
+pub const SCAN_AHEAD_CHUNKS_QUEUED: usize = 2;
+
 /// Committed batches the indexer may fall behind by; past it the committer waits (backpressure),
 /// so a stream read never waits for more than this many batches to be indexed.
 pub const INDEX_QUEUE_BATCHES_MAX: usize = 64;

@@ -4,6 +4,13 @@
 /// catch-up holds in memory.
 pub const PROJECTION_PAGE_EVENTS_MAX: usize = 100_000;
 
+/// Events a fold must be behind before it reads the log ahead on other threads
+/// (`Ledger::scan_ahead`): below this, starting the readers costs more than they save.
+pub const READ_AHEAD_FROM_EVENTS: u64 = 65_536;
+
+/// Most read-ahead threads a fold starts (fewer on a machine with fewer cores).
+pub const READ_AHEAD_READERS_MAX: usize = 2;
+
 /// Events `log read` (the `log` view) returns when no limit is given.
 pub const LOG_READ_EVENTS_DEFAULT: usize = 1_000;
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::limits::PROJECTION_PAGE_EVENTS_MAX;
+use crate::limits::{READ_AHEAD_FROM_EVENTS, READ_AHEAD_READERS_MAX};
 
 /// A fold over the log, keyed by entity (a contract).
 pub trait Projection {
@@ -53,8 +54,7 @@ pub fn fold_log(
 ) -> ledger::Result<Checkpoint> {
     let mut checkpoint = from;
     let mut in_page = 0usize;
-    for event in ledger.scan(checkpoint.position + 1) {
-        let event = event?;
+    let mut fold_one = |event: &RecordedEvent| -> ledger::Result<()> {
         assert_eq!(event.position, checkpoint.position + 1, "the log has a gap");
         assert_eq!(
             event.prev_hash, checkpoint.hash,
@@ -62,7 +62,7 @@ pub fn fold_log(
             event.position
         );
         for fold in folds.iter_mut() {
-            fold.fold(&event)?;
+            fold.fold(event)?;
         }
         checkpoint = Checkpoint {
             position: event.position,
@@ -75,6 +75,24 @@ pub fn fold_log(
             }
             in_page = 0;
             progress(checkpoint.position);
+        }
+        Ok(())
+    };
+    // Far behind (a rebuild, a long catch-up), the log is read ahead on other threads, so the
+    // folds run beside fjall's reads and the envelope decode instead of after them.
+    let behind = ledger.committed_position().saturating_sub(from.position);
+    if behind >= READ_AHEAD_FROM_EVENTS {
+        let readers = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut chunks =
+            ledger.scan_ahead(from.position + 1, readers.clamp(1, READ_AHEAD_READERS_MAX));
+        while let Some(chunk) = chunks.next_chunk() {
+            for event in chunk? {
+                fold_one(event)?;
+            }
+        }
+    } else {
+        for event in ledger.scan(from.position + 1) {
+            fold_one(&event?)?;
         }
     }
     // Nothing new: nothing written (a read verb leaves the store as it found it).

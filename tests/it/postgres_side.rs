@@ -272,8 +272,9 @@ fn the_benchmark_suite_runs_at_a_small_n_and_the_answers_agree() {
         "{stdout}"
     );
     assert!(
-        rows.iter().any(|r| r[1] == "rebuild_balances"
-            && r[3].starts_with("PostgreSQL")
+        rows.iter().any(|r| r[1] == "rebuild_balances (median of 3 rounds)"
+            && r[3]
+                == "PostgreSQL: every balance in SQL (balances_all.sql), best of 3 alternating rounds"
             && r[6] == "≥ 1×"),
         "{stdout}"
     );

@@ -533,25 +533,39 @@ fn step(
         memory: phase_peak(),
     });
 
-    phase(&format!("{size} events: rebuilding every projection"));
+    phase(&format!(
+        "{size} events: rebuilding balances beside PostgreSQL's SQL, {APPEND_ROUNDS} alternating rounds"
+    ));
     let events_now = ledger.committed_position();
     let scan_rate = scan_rate(&ledger)?;
     let store = ledger.projection_store(projections::balances::Balances::NAME)?;
-    let start = Instant::now();
-    projections::rebuild::<projections::balances::Balances>(&ledger, &store, &mut |_| {})?;
-    let balances_rate = events_now as f64 / start.elapsed().as_secs_f64();
+    let (mut balances_rates, mut sql_rates) = (Vec::new(), Vec::new());
+    for _ in 0..APPEND_ROUNDS {
+        let start = Instant::now();
+        projections::rebuild::<projections::balances::Balances>(&ledger, &store, &mut |_| {})?;
+        balances_rates.push(events_now as f64 / start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        let balances = db.query(include_str!("../../sql/balances_all.sql"), &[])?;
+        sql_rates.push(events_now as f64 / start.elapsed().as_secs_f64());
+        anyhow::ensure!(!balances.is_empty(), "PostgreSQL found no balances");
+        eprintln!(
+            "suite:   rebuild balances {:.0} events/s, PostgreSQL's SQL {:.0} events/s",
+            balances_rates.last().copied().unwrap_or_default(),
+            sql_rates.last().copied().unwrap_or_default()
+        );
+    }
+    let sql_best = sql_rates.iter().copied().fold(0.0, f64::max);
+    let balances_rate = median(balances_rates);
+    let sql_rate = median(sql_rates);
+    phase(&format!("{size} events: rebuilding all four projections"));
     let start = Instant::now();
     projections::rebuild_all(&ledger, &mut |_| {})?;
     let rebuild_rate = events_now as f64 / start.elapsed().as_secs_f64();
-    let start = Instant::now();
-    let balances = db.query(include_str!("../../sql/balances_all.sql"), &[])?;
-    let sql_rate = events_now as f64 / start.elapsed().as_secs_f64();
-    anyhow::ensure!(!balances.is_empty(), "PostgreSQL found no balances");
     report.record(Row {
         step: String::new(),
-        workload: "rebuild_balances".into(),
+        workload: format!("rebuild_balances (median of {APPEND_ROUNDS} rounds)"),
         ledger: format!("{balances_rate:.0} events/s"),
-        baseline: "the ledger's decoding scan of the same log".into(),
+        baseline: "the ledger's decoding scan of the same log, on one thread".into(),
         baseline_figure: format!("{scan_rate:.0} events/s"),
         speedup: Some(balances_rate / scan_rate),
         target: Some(0.6),
@@ -559,12 +573,26 @@ fn step(
     });
     report.record(Row {
         step: String::new(),
-        workload: "rebuild_balances".into(),
+        workload: format!("rebuild_balances (median of {APPEND_ROUNDS} rounds)"),
         ledger: format!("{balances_rate:.0} events/s"),
-        baseline: "PostgreSQL: every balance in SQL (balances_all.sql)".into(),
+        baseline: format!(
+            "PostgreSQL: every balance in SQL (balances_all.sql), best of {APPEND_ROUNDS} alternating rounds"
+        ),
+        baseline_figure: format!("{sql_best:.0} events/s"),
+        speedup: Some(balances_rate / sql_best),
+        target: Some(1.0),
+        memory: phase_peak(),
+    });
+    report.record(Row {
+        step: String::new(),
+        workload: format!("rebuild_balances (median of {APPEND_ROUNDS} rounds)"),
+        ledger: format!("{balances_rate:.0} events/s"),
+        baseline: format!(
+            "PostgreSQL: every balance in SQL (balances_all.sql), median of {APPEND_ROUNDS} rounds"
+        ),
         baseline_figure: format!("{sql_rate:.0} events/s"),
         speedup: Some(balances_rate / sql_rate),
-        target: Some(1.0),
+        target: None,
         memory: phase_peak(),
     });
     let workload = format!(
@@ -575,7 +603,7 @@ fn step(
         step: String::new(),
         workload: workload.clone(),
         ledger: format!("{rebuild_rate:.0} events/s"),
-        baseline: "the ledger's decoding scan of the same log".into(),
+        baseline: "the ledger's decoding scan of the same log, on one thread".into(),
         baseline_figure: format!("{scan_rate:.0} events/s"),
         speedup: Some(rebuild_rate / scan_rate),
         target: None,
@@ -585,7 +613,9 @@ fn step(
         step: String::new(),
         workload,
         ledger: format!("{rebuild_rate:.0} events/s"),
-        baseline: "PostgreSQL: every balance in SQL (balances_all.sql)".into(),
+        baseline: format!(
+            "PostgreSQL: every balance in SQL (balances_all.sql), median of {APPEND_ROUNDS} rounds"
+        ),
         baseline_figure: format!("{sql_rate:.0} events/s"),
         speedup: Some(rebuild_rate / sql_rate),
         target: None,
