@@ -57,14 +57,6 @@ pub const INDEX_CATCH_UP_BATCH_EVENTS: u64 = 16_384;
 /// write per ~10 appends, and a stream read never waits for it.
 pub const INDEX_GATHER_MAX: std::time::Duration = std::time::Duration::from_millis(2);
 
-/// How long the writer polls its queue after committing a lone append before it sleeps: the
-/// same caller's next append then finds it awake. Measured here (`bench append --writers 1`,
-/// each run's ratio to raw write+fsync in the same run, medians of alternating runs): 0.79
-/// without and 0.91 with 60 µs over 8 pairs; 0.87 and 0.92 over 6 more. Costs at
-/// most this much CPU per lone append; under load the stager stages more than one append
-/// between idle moments and does not poll.
-pub const WRITER_IDLE_POLL: std::time::Duration = std::time::Duration::from_micros(60);
-
 /// Index entries pending after which the indexer writes without gathering further.
 pub const INDEX_GATHER_ENTRIES: usize = 4_096;
 

@@ -31,7 +31,7 @@ use uuid::Uuid;
 use crate::envelope::{self, EnvelopeParts, Hash};
 use crate::error::{Error, Result};
 use crate::index::{self, IndexBatch, IndexProgress};
-use crate::limits::{EVENTS_PER_BATCH_MAX, INDEX_QUEUE_BATCHES_MAX, WRITER_IDLE_POLL};
+use crate::limits::{EVENTS_PER_BATCH_MAX, INDEX_QUEUE_BATCHES_MAX};
 use crate::replica::{Pending, Replicator, WIRE_EVENT_OVERHEAD, WireBatch, WireBuilder};
 use crate::store::{DedupRecord, REPLICATED_SEQUENCE_KEY, Store, stream_key};
 use crate::{Append, Appended, AppendedEvent, Clock, ExpectedVersion};
@@ -232,27 +232,14 @@ impl Stager {
                     // Nothing more to gather now: the open batch may go. A lone request that
                     // woke an idle writer is committed here, saving the hand-over; anything
                     // gathered under load goes to the committer so that staging goes on.
-                    let lone = staged_since_idle == 1 && committer.replicator.is_none();
-                    if lone {
+                    if staged_since_idle == 1 && committer.replicator.is_none() {
                         commit_if_idle(slot, committer);
                     }
                     mark_ready(slot);
                     staged_since_idle = 0;
-                    // A lone writer's next append arrives a wake-up after its answer: poll
-                    // for it briefly rather than sleep and be woken (on a VM, waking an idle
-                    // core is a good share of an append's time).
-                    let polled = if lone {
-                        poll_for_request(&mut queue, WRITER_IDLE_POLL)
-                    } else {
-                        Err(mpsc::error::TryRecvError::Empty)
-                    };
-                    match polled {
-                        Ok(request) => request,
-                        Err(mpsc::error::TryRecvError::Disconnected) => break,
-                        Err(mpsc::error::TryRecvError::Empty) => match queue.blocking_recv() {
-                            Some(request) => request,
-                            None => break,
-                        },
+                    match queue.blocking_recv() {
+                        Some(request) => request,
+                        None => break,
                     }
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
@@ -545,26 +532,6 @@ fn wire_estimate(append: &Append) -> usize {
             .idempotency
             .as_ref()
             .map_or(0, |i| i.command_id.len() + 46)
-}
-
-/// Polls the queue for up to `patience` before the stager sleeps on it.
-fn poll_for_request(
-    queue: &mut mpsc::Receiver<Request>,
-    patience: std::time::Duration,
-) -> std::result::Result<Request, mpsc::error::TryRecvError> {
-    let deadline = std::time::Instant::now() + patience;
-    loop {
-        // The clock is read once per 64 polls (~1 µs).
-        for _ in 0..64 {
-            match queue.try_recv() {
-                Err(mpsc::error::TryRecvError::Empty) => std::hint::spin_loop(),
-                other => return other,
-            }
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(mpsc::error::TryRecvError::Empty);
-        }
-    }
 }
 
 /// Commits the open batch on the calling thread when no batch is being committed.
