@@ -11,6 +11,7 @@
 //! avoided.
 
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::thread::JoinHandle;
 
 use crate::envelope::{self, RecordedEvent};
 use crate::error::{Error, Result};
@@ -26,10 +27,13 @@ struct ReaderEnds {
     chunks: Receiver<Chunk>,
     /// Where the consumer returns a chunk's events to be decoded into again.
     spent: Sender<Vec<RecordedEvent>>,
+    thread: JoinHandle<()>,
 }
 
 /// The log from a position to the committed head, a chunk at a time (`Ledger::scan_ahead`).
-/// Dropping it stops its readers, each at its next hand-over.
+/// Dropping it stops its readers, each at its next hand-over, and waits for them: each holds a
+/// handle on the ledger, and the last handle closes the store, which must happen on the
+/// caller's thread and before the caller can open the directory again.
 pub struct ScanAhead {
     /// Chunk `i` comes from reader `i % readers.len()`.
     readers: Vec<ReaderEnds>,
@@ -54,11 +58,15 @@ impl ScanAhead {
                     reader,
                     readers: count,
                 };
-                std::thread::Builder::new()
+                let thread = std::thread::Builder::new()
                     .name(format!("ledger-scan-{reader}"))
                     .spawn(move || read_chunks(&ledger, range, &chunk_sender, &spent_receiver))
                     .expect("spawning a scan reader");
-                ReaderEnds { chunks, spent }
+                ReaderEnds {
+                    chunks,
+                    spent,
+                    thread,
+                }
             })
             .collect();
         ScanAhead {
@@ -95,6 +103,24 @@ impl ScanAhead {
             Err(_) => {
                 self.done = true;
                 None
+            }
+        }
+    }
+}
+
+impl Drop for ScanAhead {
+    fn drop(&mut self) {
+        let threads: Vec<JoinHandle<()>> = std::mem::take(&mut self.readers)
+            .into_iter()
+            .map(|ReaderEnds { thread, .. }| thread)
+            .collect();
+        // Every queue is closed now: a reader waiting to hand over a chunk, or finishing one,
+        // finds its consumer gone and ends.
+        for thread in threads {
+            if let Err(panic) = thread.join()
+                && !std::thread::panicking()
+            {
+                std::panic::resume_unwind(panic);
             }
         }
     }

@@ -671,6 +671,21 @@ fn scan_ahead_hands_out_what_scan_does_whatever_the_readers() {
         drop(scan);
         opened.assert_mirror_holds_the_log();
     }
+    // The readers hold handles on the ledger: once a scan is dropped, none is left running, so
+    // the last handle the caller drops closes the store and the directory opens again at once.
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..5 {
+        let ledger = Ledger::open(dir.path()).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        if round == 0 {
+            for _ in 0..8 {
+                append_n(&ledger, "s", 1000);
+            }
+        }
+        let mut scan = ledger.scan_ahead(1, 2);
+        assert!(scan.next_chunk().unwrap().is_ok());
+        drop(scan);
+        drop(ledger);
+    }
 }
 
 /// Issue 17: a clean close leaves (almost) no journal for the next open to replay — without
