@@ -561,66 +561,55 @@ fn step(
     let start = Instant::now();
     projections::rebuild_all(&ledger, &mut |_| {})?;
     let rebuild_rate = events_now as f64 / start.elapsed().as_secs_f64();
-    report.record(Row {
+    // One row per (workload, baseline): both figures in events per second.
+    let rate_row = |workload: &str, rate: f64, baseline: String, baseline_rate: f64, target| Row {
         step: String::new(),
-        workload: format!("rebuild_balances (median of {APPEND_ROUNDS} rounds)"),
-        ledger: format!("{balances_rate:.0} events/s"),
-        baseline: "the ledger's decoding scan of the same log, on one thread".into(),
-        baseline_figure: format!("{scan_rate:.0} events/s"),
-        speedup: Some(balances_rate / scan_rate),
-        target: Some(0.6),
+        workload: workload.to_owned(),
+        ledger: format!("{rate:.0} events/s"),
+        baseline,
+        baseline_figure: format!("{baseline_rate:.0} events/s"),
+        speedup: Some(rate / baseline_rate),
+        target,
         memory: phase_peak(),
-    });
-    report.record(Row {
-        step: String::new(),
-        workload: format!("rebuild_balances (median of {APPEND_ROUNDS} rounds)"),
-        ledger: format!("{balances_rate:.0} events/s"),
-        baseline: format!(
-            "PostgreSQL: every balance in SQL (balances_all.sql), best of {APPEND_ROUNDS} alternating rounds"
-        ),
-        baseline_figure: format!("{sql_best:.0} events/s"),
-        speedup: Some(balances_rate / sql_best),
-        target: Some(1.0),
-        memory: phase_peak(),
-    });
-    report.record(Row {
-        step: String::new(),
-        workload: format!("rebuild_balances (median of {APPEND_ROUNDS} rounds)"),
-        ledger: format!("{balances_rate:.0} events/s"),
-        baseline: format!(
-            "PostgreSQL: every balance in SQL (balances_all.sql), median of {APPEND_ROUNDS} rounds"
-        ),
-        baseline_figure: format!("{sql_rate:.0} events/s"),
-        speedup: Some(balances_rate / sql_rate),
-        target: None,
-        memory: phase_peak(),
-    });
-    let workload = format!(
+    };
+    let one_thread_scan = || "the ledger's decoding scan of the same log, on one thread".to_owned();
+    let sql =
+        |rounds: &str| format!("PostgreSQL: every balance in SQL (balances_all.sql), {rounds}");
+    let balances = format!("rebuild_balances (median of {APPEND_ROUNDS} rounds)");
+    report.record(rate_row(
+        &balances,
+        balances_rate,
+        one_thread_scan(),
+        scan_rate,
+        Some(0.6),
+    ));
+    report.record(rate_row(
+        &balances,
+        balances_rate,
+        sql(&format!("best of {APPEND_ROUNDS} alternating rounds")),
+        sql_best,
+        Some(1.0),
+    ));
+    let sql_median = sql(&format!("median of {APPEND_ROUNDS} rounds"));
+    report.record(rate_row(
+        &balances,
+        balances_rate,
+        sql_median.clone(),
+        sql_rate,
+        None,
+    ));
+    let all = format!(
         "rebuild_all_{}_projections_one_scan",
         projections::PERSISTED.len()
     );
-    report.record(Row {
-        step: String::new(),
-        workload: workload.clone(),
-        ledger: format!("{rebuild_rate:.0} events/s"),
-        baseline: "the ledger's decoding scan of the same log, on one thread".into(),
-        baseline_figure: format!("{scan_rate:.0} events/s"),
-        speedup: Some(rebuild_rate / scan_rate),
-        target: None,
-        memory: phase_peak(),
-    });
-    report.record(Row {
-        step: String::new(),
-        workload,
-        ledger: format!("{rebuild_rate:.0} events/s"),
-        baseline: format!(
-            "PostgreSQL: every balance in SQL (balances_all.sql), median of {APPEND_ROUNDS} rounds"
-        ),
-        baseline_figure: format!("{sql_rate:.0} events/s"),
-        speedup: Some(rebuild_rate / sql_rate),
-        target: None,
-        memory: phase_peak(),
-    });
+    report.record(rate_row(
+        &all,
+        rebuild_rate,
+        one_thread_scan(),
+        scan_rate,
+        None,
+    ));
+    report.record(rate_row(&all, rebuild_rate, sql_median, sql_rate, None));
 
     phase(&format!("{size} events: balance --as-of"));
     let (ledger_us, pg_us) = as_of(&ledger, &mut db)?;
