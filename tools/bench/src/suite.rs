@@ -810,7 +810,7 @@ fn print_table(
         let speedup = row.speedup.map_or("—".into(), |s| format!("{s:.2}×"));
         let (target, meets) = match (row.target, row.speedup) {
             (Some(target), Some(speedup)) => (
-                format!("≥ {target}×"),
+                format!("≥ {}×", crate::target_text(target)),
                 if speedup >= target { "yes" } else { "no" }.to_owned(),
             ),
             _ => ("—".into(), String::new()),
