@@ -94,6 +94,20 @@ fn flush_all(db: &Database) -> Result<()> {
     Ok(())
 }
 
+/// `len` bytes lz4 cannot shrink (xorshift64 from `seed`), for the close padding.
+fn incompressible_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ seed;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
 /// The index's checkpoint key in its `meta` keyspace.
 pub(crate) const INDEXED_TO_KEY: &[u8] = b"indexed_to";
 
@@ -279,36 +293,38 @@ impl Store {
     /// size in a scratch keyspace (incompressible values, so the journal grows by their size),
     /// flushing that keyspace (the flush rotates the journal, and with every keyspace flushed
     /// the old one is deleted) and emptying the keyspace. Done only when the journal holds more
-    /// than `CLOSE_JOURNAL_KEEP_BYTES`: after a read, or a few commands, a close costs a flush.
+    /// than `CLOSE_LOG_JOURNAL_KEEP_BYTES` (the log's database) or
+    /// `CLOSE_INDEX_JOURNAL_KEEP_BYTES` (the index's): after a read, or a few commands, a close
+    /// costs a flush.
     pub fn flush_for_close(&self) -> Result<()> {
-        for (db, name) in [(&self.db, "store"), (&self.index_db, "index")] {
+        for (db, name, keep) in [
+            (&self.db, "store", limits::CLOSE_LOG_JOURNAL_KEEP_BYTES),
+            (
+                &self.index_db,
+                "index",
+                limits::CLOSE_INDEX_JOURNAL_KEEP_BYTES,
+            ),
+        ] {
             let dir = self.path.join(name);
             // A small journal replays fast; flushing it would only leave a tiny table a call.
-            if journal_written_bytes(&dir) <= limits::CLOSE_JOURNAL_KEEP_BYTES {
+            if journal_written_bytes(&dir) <= keep {
                 continue;
             }
             flush_all(db)?;
             let journal = journal_written_bytes(&dir);
-            if journal <= limits::CLOSE_JOURNAL_KEEP_BYTES {
+            if journal <= keep {
                 continue;
             }
             let pad = db
                 .keyspace(CLOSE_PAD_KEYSPACE, KeyspaceCreateOptions::default)
                 .map_err(Error::storage("opening the close padding keyspace"))?;
+            // One value, inserted again and again: the journal compresses each value on its own
+            // (lz4, whose window is 64 KiB), so a random value stays its size every time.
+            let value = fjall::Slice::from(incompressible_bytes(CLOSE_PAD_VALUE_BYTES, journal));
             let mut written = journal;
-            let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ journal;
             let mut chunk = 0u64;
             while written <= FJALL_JOURNAL_ROTATES_AT_BYTES {
-                let value: Vec<u8> = (0..CLOSE_PAD_VALUE_BYTES / 8)
-                    .flat_map(|_| {
-                        // xorshift64: bytes lz4 cannot shrink.
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        state.to_le_bytes()
-                    })
-                    .collect();
-                pad.insert(chunk.to_be_bytes(), value)
+                pad.insert(chunk.to_be_bytes(), value.clone())
                     .map_err(Error::storage("padding the journal at close"))?;
                 written += CLOSE_PAD_VALUE_BYTES as u64;
                 chunk += 1;

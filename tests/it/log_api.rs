@@ -735,7 +735,8 @@ fn a_clean_close_leaves_little_journal_and_everything_reads_back() {
         drop(ledger);
         let left = ledger::journal_bytes(dir.path());
         assert!(
-            left <= ledger::limits::CLOSE_JOURNAL_KEEP_BYTES * 2,
+            left <= ledger::limits::CLOSE_LOG_JOURNAL_KEEP_BYTES
+                + ledger::limits::CLOSE_INDEX_JOURNAL_KEEP_BYTES,
             "round {round}: {left} bytes of journal left after a clean close"
         );
 
