@@ -335,6 +335,7 @@ fn bench_open_small_run_reports_both_verbs_beside_a_small_store() {
         &["open", "--events", "3000", "--rounds", "1"],
         &[
             "workload=open_log_read_limit_1_3000_events",
+            "workload=open_log_read_limit_1_30000_events",
             "baseline=open_log_read_limit_1_100_events",
             "workload=open_balance_3000_events",
             "baseline=open_balance_100_events",

@@ -889,15 +889,25 @@ pub fn peak_rss_kib(reset: bool) -> u64 {
 
 /// A valid history written straight to the log (bypassing `decide`, which the commands
 /// benchmark measures): per contract an opening, one large DAS lot, then one-minute
-/// consumptions. In a history of 10,000 events or more, contract 0 gets at least 10,000 for the
-/// as-of query; a smaller history is what was asked (`bench open`'s 100-event store).
+/// consumptions; contract 0 gets at least 10,000 events for the as-of query and the proofs.
 pub fn generate_history(ledger: &Ledger, events: u64, contracts: u64) -> anyhow::Result<()> {
+    generate_history_with(ledger, events, contracts, 10_000)
+}
+
+/// `generate_history` with contract 0 given at least `first_contract_events` (0: the same as the
+/// others, so that the log holds `events`, as `bench open`'s 100-event store must).
+pub fn generate_history_with(
+    ledger: &Ledger,
+    events: u64,
+    contracts: u64,
+    first_contract_events: u64,
+) -> anyhow::Result<()> {
     use schemas::*;
     let dec = |s: &str| s.parse::<rust_decimal::Decimal>().expect("literal decimal");
     let per_contract = (events / contracts.max(1)).max(3);
     for contract in 0..contracts {
-        let count = if contract == 0 && events >= 10_000 {
-            per_contract.max(10_000)
+        let count = if contract == 0 {
+            per_contract.max(first_contract_events)
         } else {
             per_contract
         };
