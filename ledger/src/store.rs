@@ -87,11 +87,42 @@ fn flush_all(db: &Database) -> Result<()> {
                 .map_err(Error::storage(format!(
                     "opening keyspace {name:?} to flush it"
                 )))?;
-        keyspace
-            .rotate_memtable_and_wait()
-            .map_err(Error::storage(format!("flushing keyspace {name:?}")))?;
+        flush_and_wait(db, &keyspace, &name)?;
     }
     Ok(())
+}
+
+/// Flushes `keyspace`'s memtable and waits until it is in a table, or fails when the flush did:
+/// fjall's own `rotate_memtable_and_wait` waits forever after a failed flush (a full disk
+/// stops fjall's worker, and the sealed memtable stays), which hung a close on a full disk.
+fn flush_and_wait(db: &Database, keyspace: &Keyspace, name: &str) -> Result<()> {
+    let flushing = keyspace
+        .rotate_memtable()
+        .map_err(Error::storage(format!("flushing keyspace {name:?}")))?;
+    if !flushing {
+        return Ok(());
+    }
+    while keyspace.sealed_memtable_count() > 0 {
+        // A failed flush poisons the database; `persist` then says so (and otherwise only
+        // hands the journal's buffer to the OS).
+        db.persist(PersistMode::Buffer)
+            .map_err(Error::storage(format!("flushing keyspace {name:?}")))?;
+        std::thread::sleep(CLOSE_FLUSH_POLL);
+    }
+    Ok(())
+}
+
+/// How often a close looks whether a flush it asked for is done (fjall's own wait: 10 ms).
+const CLOSE_FLUSH_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Free disk a close needs before it pads a journal: the padding's journal bytes and its table,
+/// and 16 MiB to spare.
+const CLOSE_PAD_FREE_BYTES_MIN: u64 = 2 * FJALL_JOURNAL_ROTATES_AT_BYTES + (16 << 20);
+
+/// Free bytes on the filesystem of `dir`, when it can be told.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// `len` bytes lz4 cannot shrink (xorshift64 from `seed`), for the close padding.
@@ -315,6 +346,15 @@ impl Store {
             if journal <= keep {
                 continue;
             }
+            // The padding writes up to 64 MB of journal and as much again in a table: on a disk
+            // short of room it would fill it, so the next open replays the journal instead.
+            if free_bytes(&dir).is_some_and(|free| free < CLOSE_PAD_FREE_BYTES_MIN) {
+                tracing::info!(
+                    database = name,
+                    "too little free disk to release the journal at close; the next open replays it"
+                );
+                continue;
+            }
             let pad = db
                 .keyspace(CLOSE_PAD_KEYSPACE, KeyspaceCreateOptions::default)
                 .map_err(Error::storage("opening the close padding keyspace"))?;
@@ -329,8 +369,7 @@ impl Store {
                 written += CLOSE_PAD_VALUE_BYTES as u64;
                 chunk += 1;
             }
-            pad.rotate_memtable_and_wait()
-                .map_err(Error::storage("flushing the close padding"))?;
+            flush_and_wait(db, &pad, CLOSE_PAD_KEYSPACE)?;
             // The padding's tables go with a compaction. The keyspace stays (fjall 3.1.13 lost
             // another keyspace's registration after `delete_keyspace` here).
             for chunk in 0..chunk {
